@@ -1,0 +1,3 @@
+from rwml_lite.cli import app
+
+app()

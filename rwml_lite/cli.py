@@ -1,0 +1,154 @@
+"""The `rwml-lite` command: train, collect, eval, recipes, doctor.
+
+Every command takes a recipe (a path, or the name of a shipped recipe) followed by optional
+`key.sub=value` overrides, e.g. `rwml-lite train demo_cpu grpo.max_steps=2 run.dir=runs/try`.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from rwml_lite.errors import RwmlError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
+recipes_app = typer.Typer(help="List the shipped recipes, or show one with every field described.")
+app.add_typer(recipes_app, name="recipes")
+console = Console()
+
+RecipeArg = Annotated[str, typer.Argument(help="Recipe file, or the name of a shipped recipe (see `rwml-lite recipes`).")]
+Overrides = Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. grpo.learning_rate=5e-6.")]
+
+FIELDS_HINT = "Every recipe field and its meaning: `rwml-lite recipes show NAME`."
+
+
+def _friendly(command):
+    """Print RwmlError as one paragraph (no traceback) and exit with status 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except RwmlError as e:
+            Console(stderr=True).print(f"[bold red]error:[/bold red] {e}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def shipped_recipes_dir() -> Path:
+    """recipes/ beside the package (a source checkout), else ./recipes."""
+    beside = Path(__file__).resolve().parent.parent / "recipes"
+    return beside if beside.is_dir() else Path.cwd() / "recipes"
+
+
+def _recipe_path(recipe: str) -> Path:
+    path = Path(recipe)
+    if path.exists() or path.suffix in (".yaml", ".yml"):
+        return path
+    return shipped_recipes_dir() / f"{recipe}.yaml"
+
+
+def _quiet_libraries() -> None:
+    """Keep the console for our progress bars: library warnings that the user cannot act on go."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import logging
+
+    import datasets
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    datasets.disable_progress_bars()
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
+
+
+def _load(recipe: str, overrides: list[str] | None):
+    from rwml_lite.config import load_recipe
+
+    return load_recipe(_recipe_path(recipe), overrides or [])
+
+
+def _run(recipe: str, overrides: list[str] | None, stages: list[str], redo: str | None) -> None:
+    from rwml_lite.pipeline import run
+
+    _quiet_libraries()
+    folder = run(_load(recipe, overrides), stages, redo)
+    if folder.report.exists():
+        console.print(f"\nReport: {folder.report}")
+    console.print(f"Run folder: {folder.root}")
+
+
+Redo = Annotated[str | None, typer.Option(help="Move this stage's artifacts (and later ones) to superseded/ and run it again.")]
+
+
+@app.command(help=f"Run the whole pipeline: collect -> build -> filter -> rwml -> eval, resuming where a previous run stopped. {FIELDS_HINT}")
+@_friendly
+def train(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
+    from rwml_lite.pipeline import STAGES
+
+    _run(recipe, overrides, STAGES, redo)
+
+
+@app.command(help=f"Only play the training tasks and write rollouts.jsonl. {FIELDS_HINT}")
+@_friendly
+def collect(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
+    _run(recipe, overrides, ["collect"], redo)
+
+
+@app.command("eval", help=f"Evaluate the base model and, once trained, the RWML adapter; write report.md. {FIELDS_HINT}")
+@_friendly
+def evaluate(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
+    _run(recipe, overrides, ["collect", "build", "eval"], redo)
+
+
+@recipes_app.callback(invoke_without_command=True)
+def recipes(ctx: typer.Context) -> None:
+    if ctx.invoked_subcommand is not None:
+        return
+    folder = shipped_recipes_dir()
+    table = Table("recipe", "sized for", "launch")
+    for path in sorted(folder.glob("*.yaml")):
+        header = _header(path)
+        table.add_row(path.stem, header.get("Hardware", ""), header.get("Launch", ""))
+    console.print(table)
+    console.print(f"({folder}; `rwml-lite recipes show NAME` prints every field)")
+
+
+@recipes_app.command("show", help="Every field of a recipe: value and one-line description.")
+@_friendly
+def recipes_show(recipe: RecipeArg, overrides: Overrides = None) -> None:
+    from rwml_lite.config import describe_fields
+
+    loaded = _load(recipe, overrides)
+    table = Table("field", "value", "description", title=str(_recipe_path(recipe)))
+    for key, value, description in describe_fields(loaded):
+        table.add_row(key, repr(value), description)
+    console.print(table)
+
+
+@app.command(help="Check Python, torch, GPU, Java, data folders and the pinned libraries.")
+def doctor() -> None:
+    from rwml_lite.doctor import checks
+
+    table = Table("check", "", "detail")
+    for what, ok, detail in checks():
+        table.add_row(what, "[green]OK[/green]" if ok else "[red]FIX[/red]", detail)
+    console.print(table)
+
+
+def _header(path: Path) -> dict[str, str]:
+    """`# Key: value` lines at the top of a recipe (Launch, Hardware)."""
+    header = {}
+    for line in path.read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        key, sep, value = line.lstrip("# ").partition(":")
+        if sep:
+            header[key.strip()] = value.strip()
+    return header

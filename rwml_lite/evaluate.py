@@ -1,0 +1,95 @@
+"""Evaluation of one policy variant (the base model, or the base with a trained adapter).
+
+Two measures, as PAPER.md reports them: task success on the evaluation fold over R runs
+(mean +- std, with the invalid-action rate and steps to success), and the world-model score,
+the mean sim-to-real reward of the policy's predictions on the held-out validation triplets.
+The episodes and predictions behind every number are kept in the run folder.
+"""
+
+from __future__ import annotations
+
+import statistics
+from pathlib import Path
+
+import torch
+
+from rwml_lite.config import Recipe
+from rwml_lite.envs import make_env
+from rwml_lite.models import Generator, Sampling
+from rwml_lite.models.hf import HFGenerator, load_policy
+from rwml_lite.records import atomic_write_json, write_jsonl
+from rwml_lite.reward import NextStateReward
+from rwml_lite.rollout import episode_specs, run_episodes
+from rwml_lite.runfolder import RunFolder
+
+
+def task_ids(recipe: Recipe, split: str, count: int) -> list[str]:
+    env = make_env(recipe.env, max_steps=1)
+    try:
+        return env.tasks(split)[:count]
+    finally:
+        env.close()
+
+
+def evaluate_variant(
+    recipe: Recipe, folder: RunFolder, variant: str, adapter: Path | None, val_triplets: list[dict], reward: NextStateReward
+) -> dict:
+    """Play the eval tasks R times and score the validation triplets; writes eval/<variant>.json."""
+    e = recipe.eval
+    model, tokenizer = load_policy(recipe.model, adapter)
+    generator = HFGenerator(model, tokenizer, recipe.model.generation_batch_size)
+    torch.manual_seed(recipe.seed)
+    specs = episode_specs(task_ids(recipe, e.split, e.num_tasks), e.runs, recipe.seed + 1)
+    episodes = run_episodes(
+        folder.eval(f"episodes_{variant}.jsonl"),
+        specs,
+        lambda: make_env(recipe.env, e.max_steps),
+        generator,
+        Sampling(e.temperature, recipe.agent.max_new_tokens),
+        recipe.agent,
+        e.max_steps,
+        f"eval {variant}",
+    )
+    sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
+    wm = world_model_score(generator, val_triplets, reward, e.wm_samples, sampling, folder.eval(f"wm_{variant}.jsonl"))
+    result = {"variant": variant, "adapter": str(adapter) if adapter else None, **task_success(episodes, e.runs), **wm}
+    atomic_write_json(folder.eval(f"{variant}.json"), result)
+    return result
+
+
+def task_success(episodes: list[dict], runs: int) -> dict:
+    """Success % per run (episode `rollout` index = run), mean +- std over runs, invalid rate, steps."""
+    per_run = [[ep["won"] for ep in episodes if ep["rollout"] == r] for r in range(runs)]
+    rates = [100.0 * sum(run) / len(run) for run in per_run if run]
+    steps = sum(ep["num_steps"] for ep in episodes)
+    won_steps = [ep["num_steps"] for ep in episodes if ep["won"]]
+    return {
+        "success_per_run": rates,
+        "success_mean": statistics.fmean(rates),
+        "success_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+        "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
+        "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
+        "episodes": len(episodes),
+    }
+
+
+def world_model_score(
+    generator: Generator, triplets: list[dict], reward: NextStateReward, samples: int, sampling: Sampling, out: Path
+) -> dict:
+    """Mean reward of `samples` predictions per triplet, the binary hit rate at tau_d, and the tag rate."""
+    predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
+    records, sims = [], []
+    for triplet, preds in zip(triplets, predictions):
+        triplet_sims = reward.similarities(preds, [triplet["next_observation"]] * len(preds))
+        sims.extend(triplet_sims)
+        records.append({"triplet_id": triplet["triplet_id"], "real": triplet["next_observation"], "predictions": preds, "similarities": triplet_sims})
+    write_jsonl(out, records)
+    n = max(len(sims), 1)
+    return {
+        "wm_score": sum(map(reward.reward_of, sims)) / n,
+        "wm_hit_rate": 100.0 * sum(reward.hit(s) for s in sims) / n,
+        "wm_tag_rate": 100.0 * sum(s is not None for s in sims) / n,
+        "wm_triplets": len(triplets),
+        "wm_tau_d": reward.tau_d,
+        "wm_reward_kind": reward.kind,
+    }

@@ -1,0 +1,107 @@
+"""transformers + peft backend: load a policy (optionally with a LoRA adapter) and sample from it.
+
+Runs on CPU (the demo and tests) and on one GPU. Prompts are rendered with the tokenizer's chat
+template and padded on the left so that a batch of prompts of different lengths decodes together;
+each prompt gets its n completions from one `generate` call (`num_return_sequences`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rwml_lite.config import LoraSettings, ModelSettings
+from rwml_lite.errors import RwmlError
+from rwml_lite.models import Sampling
+from rwml_lite.prompts import Messages
+from rwml_lite.sources import checkpoint_folder
+
+
+def device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_policy(settings: ModelSettings, adapter: Path | None = None):
+    """(model, tokenizer) for the recipe's model, with the LoRA adapter at `adapter` attached."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = checkpoint_folder(settings.name_or_path)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=settings.dtype)
+    except OSError as e:
+        raise RwmlError(
+            f"Could not load model `{settings.name_or_path}` (model.name_or_path): {e}. Use a Hub id "
+            f"(needs a network connection or the Hub cache), a local checkpoint folder, a .gguf file "
+            f"or pkg:PACKAGE/FILE."
+        ) from None
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if tokenizer.chat_template is None:
+        raise RwmlError(
+            f"Model `{settings.name_or_path}` has no chat template; rwml-lite builds every prompt with one. "
+            f"Use an instruct/chat model."
+        )
+    model.to(device())
+    if adapter is not None:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, str(adapter))
+    model.eval()
+    return model, tokenizer
+
+
+def lora_config(settings: LoraSettings):
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=settings.r,
+        lora_alpha=settings.alpha,
+        lora_dropout=settings.dropout,
+        target_modules=settings.target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def render_prompt(tokenizer, prompt: Messages, prefill: str = "") -> str:
+    """The chat-template text the model continues: the conversation, the assistant header, the prefill."""
+    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) + prefill
+
+
+class HFGenerator:
+    """`Generator` over a transformers model; `batch_size` counts sequences per generate call."""
+
+    def __init__(self, model, tokenizer, batch_size: int):
+        self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
+
+    def render(self, prompt: Messages, prefill: str = "") -> str:
+        return render_prompt(self.tokenizer, prompt, prefill)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
+        tok = self.tokenizer
+        tok.padding_side = "left"
+        per_call = max(1, self.batch_size // n)
+        greedy = sampling.temperature == 0
+        if greedy and n > 1:
+            raise RwmlError("Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0.")
+        results: list[list[str]] = []
+        was_training = self.model.training
+        self.model.eval()
+        for start in range(0, len(prompts), per_call):
+            texts = [self.render(p, sampling.prefill) for p in prompts[start : start + per_call]]
+            enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
+            sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
+            out = self.model.generate(
+                **enc,
+                **sample_args,
+                do_sample=not greedy,
+                max_new_tokens=sampling.max_new_tokens,
+                num_return_sequences=n,
+                pad_token_id=tok.pad_token_id,
+            )
+            decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            results.extend([sampling.prefill + d for d in decoded[i * n : (i + 1) * n]] for i in range(len(texts)))
+        self.model.train(was_training)
+        return results

@@ -1,0 +1,273 @@
+"""Stage order, the manifest, and resume: collect -> build -> filter -> rwml -> eval (+ report).
+
+Each stage reads what the stage before wrote in the run folder and writes its own artifacts.
+Its *key* hashes the recipe sections it depends on plus the key of the stage before, so a
+stage is skipped when it finished with the same key, resumed when it started with the same
+key (collect and eval continue their episode files, rwml its last checkpoint), and refused
+when the recipe changed under it: the error names the changed fields. `redo` moves a stage's
+artifacts and those of every later stage into `superseded/<time>/` instead of deleting them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+
+import torch
+import yaml
+from rich.console import Console
+
+from rwml_lite.config import Recipe, get_dotted
+from rwml_lite.errors import RwmlError
+from rwml_lite.records import SCHEMA, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from rwml_lite.runfolder import RunFolder
+
+console = Console(stderr=True)
+
+#: stage -> the recipe sections its result depends on (besides the stages before it)
+DEPENDS_ON: dict[str, tuple[str, ...]] = {
+    "collect": ("seed", "model", "env", "agent", "collect"),
+    "build": ("worldmodel.history", "worldmodel.val_fraction"),
+    "filter": ("worldmodel.prefill", "worldmodel.filter", "reward.embedder"),
+    "rwml": ("reward", "grpo"),
+    "eval": ("eval", "reward"),
+}
+STAGES = list(DEPENDS_ON)
+
+
+def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
+    return {
+        "collect": [folder.rollouts],
+        "build": [folder.wm("train.jsonl"), folder.wm("val.jsonl")],
+        "filter": [folder.wm("rwml.jsonl"), folder.wm("filter.json"), folder.checkpoints("filter"), folder.metrics("filter"), folder.tensorboard("filter")],
+        "rwml": [folder.checkpoints("rwml"), folder.metrics("rwml"), folder.tensorboard("rwml")],
+        "eval": [folder.root / "eval", folder.report, folder.root / "plots"],
+    }
+
+
+# ---------------------------------------------------------------- the stages
+
+def collect(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.envs import make_env
+    from rwml_lite.evaluate import task_ids
+    from rwml_lite.models import Sampling
+    from rwml_lite.models.hf import HFGenerator, load_policy
+    from rwml_lite.rollout import episode_specs, run_episodes
+
+    c = recipe.collect
+    model, tokenizer = load_policy(recipe.model)
+    torch.manual_seed(recipe.seed)
+    episodes = run_episodes(
+        folder.rollouts,
+        episode_specs(task_ids(recipe, c.split, c.num_tasks), c.rollouts_per_task, recipe.seed),
+        lambda: make_env(recipe.env, c.max_steps),
+        HFGenerator(model, tokenizer, recipe.model.generation_batch_size),
+        Sampling(c.temperature, recipe.agent.max_new_tokens),
+        recipe.agent,
+        c.max_steps,
+        "collect",
+    )
+    steps = sum(ep["num_steps"] for ep in episodes)
+    invalid = sum(ep["num_invalid"] for ep in episodes)
+    return {
+        "episodes": len(episodes),
+        "steps": steps,
+        "invalid_steps": invalid,
+        "success_rate": 100.0 * sum(ep["won"] for ep in episodes) / len(episodes),
+    }
+
+
+def build(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.worldmodel import build_triplets, split_by_episode
+
+    episodes = read_jsonl(folder.rollouts)
+    triplets, dropped = build_triplets(episodes, recipe.worldmodel.history)
+    with_triplets = len({t["episode_id"] for t in triplets})
+    if with_triplets < 2:
+        raise RwmlError(
+            f"{folder.rollouts} holds {len(episodes)} episodes but only {with_triplets} of them have a valid step "
+            f"({dropped} invalid steps dropped); the train/validation split needs at least 2. The model rarely "
+            f"answered with an admissible <action>: play more (collect.num_tasks, collect.rollouts_per_task), lower "
+            f"collect.temperature, use a stronger model, or set agent.action_parse=mention for a tiny one."
+        )
+    train, val = split_by_episode(triplets, recipe.worldmodel.val_fraction, recipe.seed)
+    write_jsonl(folder.wm("train.jsonl"), train)
+    write_jsonl(folder.wm("val.jsonl"), val)
+    return {"triplets": len(triplets), "invalid_dropped": dropped, "train_triplets": len(train), "val_triplets": len(val)}
+
+
+def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.models import Sampling
+    from rwml_lite.models.hf import HFGenerator
+    from rwml_lite.reward import Embedder, NextStateReward
+    from rwml_lite.train.sft import train_next_state_sft
+    from rwml_lite.worldmodel import find_easy, subsample_easy
+
+    f, prefill = recipe.worldmodel.filter, recipe.worldmodel.prefill
+    train, val = read_jsonl(folder.wm("train.jsonl")), read_jsonl(folder.wm("val.jsonl"))
+    if f.enabled:
+        model, tokenizer = train_next_state_sft(recipe, val, folder)
+        generator = HFGenerator(model, tokenizer, recipe.model.generation_batch_size)
+        strict = NextStateReward(Embedder(recipe.reward.embedder, recipe.reward.batch_size), f.tau_d, "binary", prefill)
+        torch.manual_seed(recipe.seed)
+        easy = find_easy(train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict)
+    else:
+        easy = [False] * len(train)
+    kept = subsample_easy(train, easy, f.keep_easy_p, recipe.seed)
+    stats = {
+        "train_triplets": len(train),
+        "easy": sum(easy),
+        "easy_fraction": sum(easy) / max(len(train), 1),
+        "kept": len(kept),
+        "filter_enabled": f.enabled,
+    }
+    write_jsonl(folder.wm("rwml.jsonl"), kept)
+    atomic_write_json(folder.wm("filter.json"), stats)
+    return stats
+
+
+def rwml(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.reward import NextStateReward
+    from rwml_lite.train.grpo import train_rwml
+
+    kept = read_jsonl(folder.wm("rwml.jsonl"))
+    if not kept:
+        raise RwmlError(f"{folder.wm('rwml.jsonl')} is empty: the filter kept no triplet. Raise worldmodel.filter.keep_easy_p or collect more.")
+    reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
+    adapter = train_rwml(recipe, kept, reward, folder)
+    logs = [m for m in read_jsonl(folder.metrics("rwml")) if "reward" in m]
+    return {"adapter": str(adapter), "steps": logs[-1]["step"] if logs else 0, "final_reward": logs[-1]["reward"] if logs else None}
+
+
+def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.evaluate import evaluate_variant
+    from rwml_lite.report import write_report
+    from rwml_lite.reward import NextStateReward
+
+    val = read_jsonl(folder.wm("val.jsonl"))
+    reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
+    variants = {"base": None}
+    if folder.adapter("rwml").exists():
+        variants["rwml"] = folder.adapter("rwml")
+    results = {name: evaluate_variant(recipe, folder, name, adapter, val, reward) for name, adapter in variants.items()}
+    write_report(recipe, folder, _read_manifest(folder), results)
+    return {name: {k: r[k] for k in ("success_mean", "success_std", "invalid_action_rate", "wm_score", "wm_hit_rate")} for name, r in results.items()}
+
+
+RUNNERS: dict[str, Callable[[Recipe, RunFolder], dict]] = {
+    "collect": collect,
+    "build": build,
+    "filter": filter_easy,
+    "rwml": rwml,
+    "eval": evaluate,
+}
+
+
+# ---------------------------------------------------------------- running and resuming
+
+def stage_config(recipe: Recipe, stage: str) -> dict:
+    data = recipe.model_dump(mode="json")
+    return {path: get_dotted(data, path) for path in DEPENDS_ON[stage]}
+
+
+def stage_keys(recipe: Recipe) -> dict[str, str]:
+    """stage -> hash of its own recipe sections and the key of the stage before it."""
+    keys, previous = {}, ""
+    for stage in STAGES:
+        previous = keys[stage] = hashlib.sha256(json.dumps([stage_config(recipe, stage), previous], sort_keys=True).encode()).hexdigest()[:16]
+    return keys
+
+
+def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder:
+    """Run the given stages in order, skipping finished ones and resuming started ones."""
+    folder = RunFolder(Path(recipe.run.dir))
+    folder.root.mkdir(parents=True, exist_ok=True)
+    if redo:
+        _supersede(folder, redo)
+    manifest = _read_manifest(folder)
+    keys = stage_keys(recipe)
+    for stage in stages:
+        _check_same_config(folder, manifest, stage, keys[stage], recipe)
+    atomic_write_text(folder.recipe, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    for stage in stages:
+        entry = manifest["stages"].get(stage)
+        if entry and entry["status"] == "done" and not _newly_trained(folder, stage, entry):
+            console.print(f"[dim]= {stage}: already done, skipped ({_brief(entry['summary'])})[/dim]")
+            continue
+        console.print(f"[bold]> {stage}[/bold]" + (" (resuming)" if entry else ""))
+        manifest["stages"][stage] = {"key": keys[stage], "config": stage_config(recipe, stage), "status": "running", "started": _now()}
+        atomic_write_json(folder.manifest, manifest)
+        started = time.monotonic()
+        summary = RUNNERS[stage](recipe, folder)
+        seconds = round(time.monotonic() - started, 1)
+        manifest["stages"][stage].update(status="done", finished=_now(), seconds=seconds, summary=summary)
+        atomic_write_json(folder.manifest, manifest)
+        console.print(f"[green]+ {stage}[/green] done in {seconds:.0f} s: {_brief(summary)}")
+    return folder
+
+
+def _newly_trained(folder: RunFolder, stage: str, entry: dict) -> bool:
+    """An eval done before the adapter existed (`rwml-lite eval` ahead of training) is not done."""
+    return stage == "eval" and folder.adapter("rwml").exists() and "rwml" not in entry["summary"]
+
+
+def _read_manifest(folder: RunFolder) -> dict:
+    if not folder.manifest.exists():
+        return {"schema": SCHEMA, "stages": {}}
+    return json.loads(folder.manifest.read_text())
+
+
+def _check_same_config(folder: RunFolder, manifest: dict, stage: str, key: str, recipe: Recipe) -> None:
+    entry = manifest["stages"].get(stage)
+    if entry is None or entry["key"] == key:
+        return
+    now = stage_config(recipe, stage)
+    changed = [f"{k}: {v} -> {now.get(k)}" for k, v in _flatten(entry["config"]).items() if _flatten(now).get(k) != v]
+    what = "; ".join(changed) if changed else "a stage before it changed"
+    raise RwmlError(
+        f"Run folder {folder.root} holds a `{stage}` stage ({entry['status']}) made with a different recipe ({what}). "
+        f"Either keep that run and choose a new folder (run.dir=runs/NEW), or pass --redo {stage} to move its "
+        f"artifacts and those of later stages into {folder.root / 'superseded'} and run them again."
+    )
+
+
+def _supersede(folder: RunFolder, stage: str) -> None:
+    if stage not in STAGES:
+        raise RwmlError(f"--redo {stage!r}: no such stage; stages are {', '.join(STAGES)}.")
+    later = STAGES[STAGES.index(stage) :]
+    target = folder.root / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S")
+    outputs = _outputs(folder)
+    for name in later:
+        for path in outputs[name]:
+            if path.exists():
+                dest = target / path.relative_to(folder.root)
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(str(path), dest)
+    manifest = _read_manifest(folder)
+    for name in later:
+        manifest["stages"].pop(name, None)
+    atomic_write_json(folder.manifest, manifest)
+    console.print(f"moved the artifacts of {', '.join(later)} to {target}")
+
+
+def _flatten(data: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in data.items():
+        if isinstance(v, dict):
+            flat.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = v
+    return flat
+
+
+def _brief(summary: dict) -> str:
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict))
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -1,0 +1,78 @@
+"""Every prompt text of the method in one place, so a user can read and change them together.
+
+Three texts, following PAPER.md: the agent prompt (task, recent history, current observation,
+admissible actions; think, then `<action>`), the RWML prompt (the same history plus a potential
+action; think, then predict the next observation inside `<next_state>`), and the WM-SFT target
+(empty think + the real next observation), used for the filter model and the WM-SFT baseline.
+"""
+
+from __future__ import annotations
+
+import re
+
+Messages = list[dict[str, str]]
+
+_ACTION = re.compile(r"<action>(.*?)</action>", re.S | re.I)
+_NEXT_STATE = re.compile(r"<next_state>(.*?)</next_state>", re.S | re.I)
+
+
+def _history_text(history: list[tuple[str, str]], window: int) -> str:
+    shown = history[-window:] if window else []
+    if not shown:
+        return ""
+    turns = "\n".join(f"Observation: {obs}\nAction: {act}" for obs, act in shown)
+    return f"Recent history (oldest first):\n{turns}\n\n"
+
+
+def agent_messages(
+    role: str, goal: str, history: list[tuple[str, str]], observation: str, admissible: list[str] | None, window: int
+) -> Messages:
+    actions = f"Admissible actions: {', '.join(admissible)}\n\n" if admissible else ""
+    user = (
+        f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n{actions}"
+        "Think briefly inside <think>...</think>, then give exactly one admissible action inside "
+        "<action>...</action>."
+    )
+    return [{"role": "system", "content": role}, {"role": "user", "content": user}]
+
+
+def rwml_messages(role: str, goal: str, history: list[tuple[str, str]], observation: str, action: str, window: int) -> Messages:
+    user = (
+        f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n"
+        f"Potential action: {action}\n\n"
+        "Predict what the environment will show after this action. Reason briefly inside "
+        "<think>...</think>, then write the next observation inside <next_state>...</next_state>, "
+        "imitating the style of the past observations."
+    )
+    return [{"role": "system", "content": role}, {"role": "user", "content": user}]
+
+
+def wm_sft_target(next_observation: str) -> str:
+    """The WM-SFT completion: an empty think, then the real next observation."""
+    return f"<think> </think><next_state>{next_observation}</next_state>"
+
+
+def parse_action(completion: str, admissible: list[str] | None, mode: str = "tag") -> str | None:
+    """The action inside the last `<action>` tag, matched case- and space-insensitively to an
+    admissible one when the environment lists them; None if there is no tag. With
+    `mode="mention"`, a reply without the tag yields the admissible action it names first."""
+    found = _ACTION.findall(completion)
+    if not found:
+        return _first_mentioned(completion, admissible) if mode == "mention" else None
+    action = " ".join(found[-1].split())
+    for candidate in admissible or ():
+        if candidate.lower() == action.lower():
+            return candidate
+    return action
+
+
+def _first_mentioned(completion: str, admissible: list[str] | None) -> str | None:
+    text = " ".join(completion.lower().split())
+    positions = [(text.find(a.lower()), -len(a), a) for a in admissible or () if a.lower() in text]
+    return min(positions)[2] if positions else None
+
+
+def extract_next_state(completion: str) -> str | None:
+    """The text inside the last `<next_state>` tag, or None when the tag is missing."""
+    found = _NEXT_STATE.findall(completion)
+    return found[-1].strip() if found else None

@@ -1,0 +1,72 @@
+"""report.md: what a user reads first after a run, plus a plot of the RWML training reward."""
+
+from __future__ import annotations
+
+from rwml_lite.config import Recipe
+from rwml_lite.records import atomic_write_text, read_jsonl
+from rwml_lite.runfolder import RunFolder
+
+
+def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dict[str, dict]) -> None:
+    stages = manifest["stages"]
+    lines = [f"# rwml-lite report: {folder.root}", ""]
+    lines += [
+        f"Model `{recipe.model.name_or_path}` on {recipe.env.name} `{recipe.env.game}`; "
+        f"embedder `{recipe.reward.embedder}` ({recipe.reward.kind} reward, tau_d {recipe.reward.tau_d}).",
+        "",
+        "## Evaluation",
+        "",
+        f"Task success on {recipe.eval.num_tasks} `{recipe.eval.split}` tasks, mean +- std over "
+        f"{recipe.eval.runs} runs (at most {recipe.eval.max_steps} steps, temperature {recipe.eval.temperature}). "
+        f"World-model score: mean reward of {recipe.eval.wm_samples} prediction(s) per held-out validation "
+        f"triplet ({recipe.reward.kind} reward); hits: share of predictions within tau_d {recipe.reward.tau_d}; "
+        f"tags: share of predictions with a `<next_state>` tag.",
+        "",
+        "| policy | success % | invalid actions % | steps to success | world-model score | hits % | tags % |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        steps = f"{r['steps_to_success']:.1f}" if r["steps_to_success"] is not None else "-"
+        lines.append(
+            f"| {name} | {r['success_mean']:.1f} +- {r['success_std']:.1f} | {r['invalid_action_rate']:.1f} | {steps} "
+            f"| {r['wm_score']:.3f} ({r['wm_triplets']} triplets) | {r['wm_hit_rate']:.1f} | {r['wm_tag_rate']:.0f} |"
+        )
+    lines += ["", "## Data", ""]
+    for stage in ("collect", "build", "filter", "rwml"):
+        if stage in stages and "summary" in stages[stage]:
+            summary = ", ".join(f"{k} {_fmt(v)}" for k, v in stages[stage]["summary"].items())
+            lines.append(f"- **{stage}** ({stages[stage].get('seconds', 0):.0f} s): {summary}")
+    if _plot_training(folder):
+        lines += ["", "## RWML training", "", "![training reward](plots/rwml_reward.png)", ""]
+    atomic_write_text(folder.report, "\n".join(lines) + "\n")
+
+
+def _plot_training(folder: RunFolder) -> bool:
+    """Reward mean and share of zero-variance groups per GRPO step; False when nothing was trained."""
+    path = folder.metrics("rwml")
+    logs = [m for m in read_jsonl(path) if "reward" in m] if path.exists() else []
+    if not logs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in logs]
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, [m["reward"] for m in logs], marker="o", label="reward mean")
+    if "frac_reward_zero_std" in logs[0]:
+        ax.plot(steps, [m["frac_reward_zero_std"] for m in logs], linestyle="--", label="zero-variance groups")
+    ax.set_xlabel("GRPO step")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    target = folder.plot("rwml_reward.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _fmt(value) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)

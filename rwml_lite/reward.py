@@ -1,0 +1,83 @@
+"""The sim-to-real reward: how close a predicted next observation lands to the real one.
+
+    d = 1 - cos(E(pred), E(real));  binary: r = 1 if d < tau_d else 0;  continuous: r = cos
+
+E is a sentence-transformers embedder. A GRPO step scores batch x group predictions against
+batch real states, so the reward is built to do little work per step: each real state is
+encoded once and cached for the whole run, all predictions of a call go through the embedder
+in one batch, and identical predictions (common once a group agrees) are encoded once.
+A completion without a `<next_state>` tag scores 0.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from rwml_lite.config import RewardSettings
+from rwml_lite.errors import RwmlError
+from rwml_lite.prompts import extract_next_state
+from rwml_lite.sources import resolve
+
+
+class Embedder:
+    """Unit-normalised sentence embeddings, so cosine similarity is a dot product."""
+
+    def __init__(self, name_or_path: str, batch_size: int = 64, device: str | None = None):
+        from sentence_transformers import SentenceTransformer
+
+        source = resolve(name_or_path)
+        try:
+            self.model = SentenceTransformer(source, device=device, local_files_only=Path(source).exists())
+        except OSError as e:
+            raise RwmlError(f"Could not load the embedder `{name_or_path}` (reward.embedder): {e}") from None
+        self.batch_size = batch_size
+
+    def encode(self, texts: list[str]) -> torch.Tensor:
+        return self.model.encode(
+            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False
+        ).float()
+
+
+class NextStateReward:
+    """Scores completions against real next observations; also a TRL reward function.
+
+    `prefill` is the text the assistant turn was started with (see `worldmodel.prefill`); it is
+    put back in front of each completion before the `<next_state>` tag is looked for.
+    """
+
+    def __init__(self, embedder: Embedder, tau_d: float, kind: str = "binary", prefill: str = ""):
+        self.embedder, self.tau_d, self.kind, self.prefill = embedder, tau_d, kind, prefill
+        self._real: dict[str, torch.Tensor] = {}
+        self.__name__ = "next_state_reward"  # TRL names the logged reward column after this
+
+    @classmethod
+    def from_settings(cls, settings: RewardSettings, prefill: str = "", embedder: Embedder | None = None) -> NextStateReward:
+        embedder = embedder or Embedder(settings.embedder, settings.batch_size)
+        return cls(embedder, settings.tau_d, settings.kind, prefill)
+
+    def similarities(self, completions: list[str], real_states: list[str]) -> list[float | None]:
+        """Cosine of each prediction to its real state; None where the `<next_state>` tag is missing."""
+        predictions = [extract_next_state(self.prefill + c) for c in completions]
+        new_real = sorted({r for r in real_states if r not in self._real})
+        if new_real:
+            self._real.update(zip(new_real, self.embedder.encode(new_real)))
+        unique = sorted({p for p in predictions if p is not None})
+        pred_emb = dict(zip(unique, self.embedder.encode(unique))) if unique else {}
+        return [None if p is None else float(pred_emb[p] @ self._real[r]) for p, r in zip(predictions, real_states)]
+
+    def hit(self, similarity: float | None) -> float:
+        """The binary reward: 1 if d = 1 - cos < tau_d."""
+        return float(similarity is not None and 1.0 - similarity < self.tau_d)
+
+    def reward_of(self, similarity: float | None) -> float:
+        if self.kind == "continuous":
+            return 0.0 if similarity is None else similarity
+        return self.hit(similarity)
+
+    def score(self, completions: list[str], real_states: list[str]) -> list[float]:
+        return [self.reward_of(s) for s in self.similarities(completions, real_states)]
+
+    def __call__(self, prompts, completions, real_next_state, **kwargs) -> list[float]:
+        return self.score(list(completions), list(real_next_state))

@@ -1,0 +1,61 @@
+"""The layout of a run folder, in one place, so every stage and the report agree on paths.
+
+    manifest.json               stage -> config key, status (written atomically)
+    recipe.yaml                 the validated recipe of the latest command
+    rollouts.jsonl              collect: one episode per line, appended as each ends
+    wm/train.jsonl wm/val.jsonl build: triplets (prompt + WM-SFT target)
+    wm/rwml.jsonl wm/filter.json filter: kept training triplets, easy fraction and counts
+    checkpoints/<stage>/        filter and rwml: checkpoint-N/ and the final adapter/
+    metrics/<stage>.jsonl       every logged training metric
+    tensorboard/<stage>/        TensorBoard event files
+    eval/<variant>.json         eval: success, invalid-action rate, world-model score
+    eval/episodes_<variant>.jsonl, eval/wm_<variant>.jsonl   what the scores were computed from
+    report.md, plots/           the summary a user reads first
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    root: Path
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / "manifest.json"
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / "recipe.yaml"
+
+    @property
+    def rollouts(self) -> Path:
+        return self.root / "rollouts.jsonl"
+
+    def wm(self, name: str) -> Path:
+        return self.root / "wm" / name
+
+    def checkpoints(self, stage: str) -> Path:
+        return self.root / "checkpoints" / stage
+
+    def adapter(self, stage: str) -> Path:
+        return self.checkpoints(stage) / "adapter"
+
+    def metrics(self, stage: str) -> Path:
+        return self.root / "metrics" / f"{stage}.jsonl"
+
+    def tensorboard(self, stage: str) -> Path:
+        return self.root / "tensorboard" / stage
+
+    def eval(self, name: str) -> Path:
+        return self.root / "eval" / name
+
+    @property
+    def report(self) -> Path:
+        return self.root / "report.md"
+
+    def plot(self, name: str) -> Path:
+        return self.root / "plots" / name

@@ -1,0 +1,1 @@
+"""Training stages on top of TRL: the filter model (SFT), RWML (GRPO)."""

@@ -1,0 +1,47 @@
+"""Supervised next-state training (TRL SFTTrainer + LoRA): the too-easy filter model.
+
+The data is prompt/completion text: the RWML prompt rendered with the chat template (plus the
+recipe's prefill) and the WM-SFT target `<think> </think><next_state>{real}</next_state>`, so
+only the completion is learned.
+"""
+
+from __future__ import annotations
+
+from datasets import Dataset
+from trl import SFTConfig, SFTTrainer
+
+from rwml_lite.config import Recipe
+from rwml_lite.runfolder import RunFolder
+from rwml_lite.models.hf import load_policy, lora_config, render_prompt
+from rwml_lite.train.common import logging_callbacks, save_adapter, trainer_args
+
+
+def train_next_state_sft(recipe: Recipe, triplets: list[dict], folder: RunFolder):
+    """Train a LoRA on the triplets' WM-SFT targets; returns (peft model, tokenizer), adapter saved in out_dir/adapter."""
+    f, prefill = recipe.worldmodel.filter, recipe.worldmodel.prefill
+    model, tokenizer = load_policy(recipe.model)
+    rows = [
+        {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "completion": t["target"].removeprefix(prefill)}
+        for t in triplets
+    ]
+    args = SFTConfig(
+        output_dir=str(folder.checkpoints("filter")),
+        num_train_epochs=f.epochs,
+        learning_rate=f.learning_rate,
+        per_device_train_batch_size=f.batch_size,
+        logging_steps=1,
+        save_strategy="no",
+        gradient_checkpointing=recipe.model.gradient_checkpointing,
+        **trainer_args(recipe.run, recipe.seed),
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=args,
+        train_dataset=Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=lora_config(recipe.model.lora),
+        callbacks=logging_callbacks(recipe.run, folder.tensorboard("filter"), folder.metrics("filter")),
+    )
+    trainer.train()
+    save_adapter(trainer, folder.adapter("filter"))
+    return trainer.model, tokenizer

@@ -1,0 +1,74 @@
+"""World-model data: triplets from the agent's own episodes, the episode split, the too-easy filter.
+
+A triplet is (history, action a_t, real next observation s_t+1) for one valid step. The history
+is the task, the last H valid (observation, action) pairs and the current observation; invalid
+steps are dropped because the environment did not act on them. Episodes, not triplets, are
+split 90/10 so that no episode feeds both training and validation.
+
+The filter (PAPER.md step 3): a model fine-tuned on the validation triplets predicts each
+training triplet K times; a triplet with at least one prediction within the strict threshold
+is easy and kept with probability p, every other triplet is kept.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+
+from rwml_lite.models import Generator, Sampling
+from rwml_lite.prompts import rwml_messages, wm_sft_target
+from rwml_lite.reward import NextStateReward
+
+
+def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]:
+    """(triplets of every valid step, number of invalid steps dropped)."""
+    triplets, dropped = [], 0
+    for ep in episodes:
+        past: list[tuple[str, str]] = []
+        for t, step in enumerate(ep["steps"]):
+            if not step["valid"]:
+                dropped += 1
+                continue
+            window = past[-history:] if history else []
+            triplets.append(
+                {
+                    "triplet_id": f"{ep['episode_id']}/{t}",
+                    "episode_id": ep["episode_id"],
+                    "goal": ep["goal"],
+                    "history": window,
+                    "observation": step["observation"],
+                    "action": step["action"],
+                    "next_observation": step["next_observation"],
+                    "prompt": rwml_messages(ep["role"], ep["goal"], window, step["observation"], step["action"], history),
+                    "target": wm_sft_target(step["next_observation"]),
+                }
+            )
+            past.append((step["observation"], step["action"]))
+    return triplets, dropped
+
+
+def split_by_episode(triplets: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, val): a seeded share of episodes, at least one when there are two or more, goes to val."""
+    episodes = sorted({t["episode_id"] for t in triplets})
+    random.Random(seed).shuffle(episodes)
+    n_val = min(max(1, math.ceil(val_fraction * len(episodes))), len(episodes) - 1) if len(episodes) > 1 else 0
+    val_ids = set(episodes[:n_val])
+    return [t for t in triplets if t["episode_id"] not in val_ids], [t for t in triplets if t["episode_id"] in val_ids]
+
+
+def find_easy(
+    triplets: list[dict], generator: Generator, sampling: Sampling, samples: int, strict: NextStateReward
+) -> list[bool]:
+    """True where at least one of `samples` predictions hits the real next observation at the strict threshold."""
+    predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
+    easy = []
+    for triplet, preds in zip(triplets, predictions):
+        scores = strict.score(preds, [triplet["next_observation"]] * len(preds))
+        easy.append(max(scores) >= 1.0)
+    return easy
+
+
+def subsample_easy(triplets: list[dict], easy: list[bool], keep_p: float, seed: int) -> list[dict]:
+    """Every hard triplet, and each easy one with probability `keep_p` (seeded)."""
+    rng = random.Random(seed)
+    return [{**t, "easy": e} for t, e in zip(triplets, easy) if not e or rng.random() < keep_p]

