@@ -22,19 +22,23 @@ CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
-#: Replies the tiny model is taught: agent actions (the first two are always admissible in twc)
-#: and next-state predictions, so that collect finds valid steps and GRPO sees reward variance.
-TAUGHT_REPLIES = [
+GOAL = "Your task is to pick up objects, then place them in their usual locations in the environment."
+ROOMS = ["bedroom", "kitchen", "bathroom", "laundry room", "living room", "pantry"]
+THINGS = ["bed", "wardrobe", "fridge", "clean brown shirt", "dirty towel", "sofa", "washing machine", "plate"]
+#: What the tiny model is taught to answer: to the agent prompt mostly an action that is always
+#: admissible in twc, to the RWML prompt mostly a tagged prediction; a share of untagged replies in
+#: both keeps GRPO groups mixed, so rewards vary within a group.
+AGENT_REPLIES = [
     "<think> </think><action>look around</action>",
     "<think> </think><action>inventory</action>",
     "<think> </think><action>open wardrobe</action>",
-    "<think> </think><action>take clean brown shirt</action>",
+    "I am not sure what to do here.",
+]
+WM_REPLIES = [
     "<think> </think><next_state>You take the clean brown shirt.</next_state>",
     "<think> </think><next_state>You open the wardrobe. It's empty inside.</next_state>",
     "<think> </think><next_state>Inventory: Your inventory is currently empty.</next_state>",
-    "<think> </think><next_state>You are in the bedroom. You see a bed.</next_state>",
     "<think> the shirt is on the floor </think>",
-    "I am not sure what to do here.",
 ]
 
 
@@ -54,20 +58,40 @@ def java():
 
 @pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory) -> Path:
-    """A 2-layer random Qwen3 with a byte-level BPE tokenizer, briefly trained on TAUGHT_REPLIES."""
+    return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
+
+
+def build_tiny_qwen3(folder: Path) -> Path:
+    """A 2-layer random Qwen3 with a byte-level BPE tokenizer, trained for a few seconds on our
+    own prompt formats so that its replies look like AGENT_REPLIES and WM_REPLIES."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
 
-    folder = tmp_path_factory.mktemp("tiny-qwen3")
+    from rwml_lite.prompts import agent_messages, rwml_messages
+
+    import random
+
+    rng = random.Random(0)
+    role = "You are an expert agent playing a text-based household game."
+    render = lambda msgs: "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"  # noqa: E731
+    pairs = []
+    for _ in range(24):  # varied rooms, objects and lengths (like twc's), so that only the prompt format matters
+        things = rng.choices(THINGS, k=rng.randint(2, 9))
+        room = f"You are in the {rng.choice(ROOMS)}. " + " ".join(f"In one part of the room you see a {t}, that has nothing on it." for t in things)
+        actions = ["look around", "inventory"] + [f"{rng.choice(['take', 'open'])} {t}" for t in things]
+        agent = agent_messages(role, GOAL, [(room, rng.choice(actions))], room, actions, 1)
+        wm = rwml_messages(role, GOAL, [(room, rng.choice(actions))], room, rng.choice(actions), 1)
+        pairs += [(render(agent), r) for r in AGENT_REPLIES] + [(render(wm), r) for r in WM_REPLIES]
+
     bpe = Tokenizer(models.BPE())
     bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     bpe.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=600,
+        vocab_size=800,
         special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
-    bpe.train_from_iterator(TAUGHT_REPLIES * 20, trainer)
+    bpe.train_from_iterator([p + r for p, r in pairs] * 20, trainer)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML)
     torch.manual_seed(0)
     config = Qwen3Config(
@@ -76,13 +100,16 @@ def tiny_qwen3(tmp_path_factory) -> Path:
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
     )  # fmt: skip
     model = Qwen3ForCausalLM(config)
-    texts = [f"<|im_start|>assistant\n{reply}<|im_end|>" for reply in TAUGHT_REPLIES]
-    batch = tokenizer(texts, return_tensors="pt", padding=True)
-    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    tokenizer.padding_side = "right"
+    batch = tokenizer([p + r + "<|im_end|>" for p, r in pairs], return_tensors="pt", padding=True)
+    labels = batch["input_ids"].clone()
+    for i, (prompt, _) in enumerate(pairs):  # learn the replies only
+        labels[i, : len(tokenizer(prompt)["input_ids"])] = -100
+    labels[batch["attention_mask"] == 0] = -100
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    for _ in range(150):
-        loss = model(**batch, labels=labels).loss
-        loss.backward()
+    for _ in range(200):
+        rows = torch.randint(0, len(pairs), (16,))
+        model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], labels=labels[rows]).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     model.save_pretrained(folder)

@@ -82,8 +82,8 @@ def test_overrides_are_typed_and_validated(tmp_path):
         load_recipe(path, ["grpo.lr=1"])
     with pytest.raises(RwmlError, match="must look like key.sub=value"):
         load_recipe(path, ["grpo.learning_rate"])
-    with pytest.raises(RwmlError, match="`seed` is a value, not a section"):
-        load_recipe(path, ["seed.x=1"])
+    with pytest.raises(RwmlError, match="`model.name_or_path` is a value, not a section"):
+        load_recipe(path, ["model.name_or_path.x=1"])
 
 
 def test_missing_file_and_bad_yaml_are_explained(tmp_path):

@@ -16,15 +16,14 @@ from conftest import REPO, rwml_lite, tiny_recipe
 
 
 def start(recipe: Path) -> subprocess.Popen:
-    return subprocess.Popen(
-        [sys.executable, "-m", "rwml_lite", "train", str(recipe)], cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+    log = open(recipe.parent / "train.log", "w")
+    return subprocess.Popen([sys.executable, "-m", "rwml_lite", "train", str(recipe)], cwd=REPO, stdout=log, stderr=log)
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, "the run ended before the kill point"
+        assert proc.poll() is None, f"the run ended before the kill point: {Path(proc.args[-1]).with_name('train.log').read_text()[-2000:]}"
         assert time.monotonic() < deadline, "the kill point never came"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
