@@ -60,12 +60,12 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
+    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)  # "pip install kernels" for 4-bit CPU GEMMs we never run
     import datasets
     import transformers
 
     transformers.logging.set_verbosity_error()
     datasets.disable_progress_bars()
-    logging.getLogger("bitsandbytes").setLevel(logging.ERROR)
 
 
 def _load(recipe: str, overrides: list[str] | None):

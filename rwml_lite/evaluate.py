@@ -14,21 +14,13 @@ from pathlib import Path
 import torch
 
 from rwml_lite.config import Recipe
-from rwml_lite.envs import make_env
+from rwml_lite.envs import list_tasks, make_env
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.models.hf import HFGenerator, load_policy
 from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
 from rwml_lite.runfolder import RunFolder
-
-
-def task_ids(recipe: Recipe, split: str, count: int) -> list[str]:
-    env = make_env(recipe.env, max_steps=1)
-    try:
-        return env.tasks(split)[:count]
-    finally:
-        env.close()
 
 
 def evaluate_variant(
@@ -39,7 +31,7 @@ def evaluate_variant(
     model, tokenizer = load_policy(recipe.model, adapter)
     generator = HFGenerator(model, tokenizer, recipe.model.generation_batch_size)
     torch.manual_seed(recipe.seed)
-    specs = episode_specs(task_ids(recipe, e.split, e.num_tasks), e.runs, recipe.seed + 1)
+    specs = episode_specs(list_tasks(recipe.env, e.split, e.num_tasks), e.runs, recipe.seed + 1)
     episodes = run_episodes(
         folder.eval(f"episodes_{variant}.jsonl"),
         specs,

@@ -53,8 +53,7 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
 # ---------------------------------------------------------------- the stages
 
 def collect(recipe: Recipe, folder: RunFolder) -> dict:
-    from rwml_lite.envs import make_env
-    from rwml_lite.evaluate import task_ids
+    from rwml_lite.envs import list_tasks, make_env
     from rwml_lite.models import Sampling
     from rwml_lite.models.hf import HFGenerator, load_policy
     from rwml_lite.rollout import episode_specs, run_episodes
@@ -64,7 +63,7 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
     torch.manual_seed(recipe.seed)
     episodes = run_episodes(
         folder.rollouts,
-        episode_specs(task_ids(recipe, c.split, c.num_tasks), c.rollouts_per_task, recipe.seed),
+        episode_specs(list_tasks(recipe.env, c.split, c.num_tasks), c.rollouts_per_task, recipe.seed),
         lambda: make_env(recipe.env, c.max_steps),
         HFGenerator(model, tokenizer, recipe.model.generation_batch_size),
         Sampling(c.temperature, recipe.agent.max_new_tokens),

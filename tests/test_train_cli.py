@@ -65,6 +65,15 @@ def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
     assert (run / "plots/rwml_reward.png").stat().st_size > 1000
 
 
+def test_records_load_with_hugging_face_datasets(trained_run):
+    from datasets import load_dataset
+
+    run = trained_run[0]
+    for name in ("rollouts.jsonl", "wm/train.jsonl", "wm/val.jsonl", "wm/rwml.jsonl", "eval/episodes_base.jsonl", "metrics/rwml.jsonl"):
+        rows = load_dataset("json", data_files=str(run / name), split="train")
+        assert len(rows) == len(read_jsonl(run / name)) and "schema" in rows.column_names
+
+
 def test_a_second_train_skips_every_stage(trained_run):
     run, _, _, first = trained_run
     again = rwml_lite("train", str(run.parent / "recipe.yaml"))

@@ -14,4 +14,13 @@ def make_env(settings: EnvSettings, max_steps: int) -> TextEnv:
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
 
 
-__all__ = ["Step", "TextEnv", "make_env"]
+def list_tasks(settings: EnvSettings, split: str, count: int) -> list[str]:
+    """The first `count` task ids of a split (the order is the environment's own, so it is stable)."""
+    env = make_env(settings, max_steps=1)
+    try:
+        return env.tasks(split)[:count]
+    finally:
+        env.close()
+
+
+__all__ = ["Step", "TextEnv", "list_tasks", "make_env"]

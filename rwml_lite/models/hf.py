@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from rich.progress import track
 
 from rwml_lite.config import LoraSettings, ModelSettings
 from rwml_lite.errors import RwmlError
@@ -89,7 +90,9 @@ class HFGenerator:
         results: list[list[str]] = []
         was_training = self.model.training
         self.model.eval()
-        for start in range(0, len(prompts), per_call):
+        starts = range(0, len(prompts), per_call)
+        # Long sampling jobs (filter predictions, world-model scores) get a progress bar; one call does not.
+        for start in track(starts, description=f"sampling {len(prompts)} x {n}", transient=True, disable=len(starts) < 3):
             texts = [self.render(p, sampling.prefill) for p in prompts[start : start + per_call]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
