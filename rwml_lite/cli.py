@@ -138,7 +138,8 @@ def doctor() -> None:
 
     table = Table("check", "", "detail")
     for what, ok, detail in checks():
-        table.add_row(what, "[green]OK[/green]" if ok else "[red]FIX[/red]", detail)
+        status = {True: "[green]OK[/green]", False: "[red]FIX[/red]", None: "[yellow]optional[/yellow]"}[ok]
+        table.add_row(what, status, detail)
     console.print(table)
 
 

