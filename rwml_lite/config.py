@@ -88,6 +88,12 @@ class FilterSettings(Section):
     max_new_tokens: int = Field(128, gt=0, description="Token budget of one filter prediction.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the filter predictions.")
 
+    @model_validator(mode="after")
+    def _sampled(self) -> FilterSettings:
+        if self.samples > 1 and self.temperature == 0:
+            raise ValueError("samples > 1 needs temperature > 0: greedy decoding gives the same prediction every time")
+        return self
+
 
 class WorldModelSettings(Section):
     history: int = Field(5, ge=0, description="H: past (observation, action) pairs in the RWML prompt.")
@@ -149,6 +155,12 @@ class EvalSettings(Section):
     temperature: float = Field(0.0, ge=0.0, description="Agent temperature at evaluation (0 = greedy).")
     wm_samples: int = Field(1, gt=0, description="Predictions per validation triplet for the world-model score.")
     wm_temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of world-model score predictions.")
+
+    @model_validator(mode="after")
+    def _sampled(self) -> EvalSettings:
+        if self.wm_samples > 1 and self.wm_temperature == 0:
+            raise ValueError("wm_samples > 1 needs wm_temperature > 0: greedy decoding gives the same prediction every time")
+        return self
 
 
 class RunSettings(Section):

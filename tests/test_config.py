@@ -72,6 +72,13 @@ def test_micro_batch_must_divide_the_step(tmp_path):
         load_recipe(_write(tmp_path, {**MINIMAL, "grpo": {"batch_size": 4, "group_size": 4, "micro_batch_size": 3}}))
 
 
+def test_several_samples_need_a_sampling_temperature(tmp_path):
+    with pytest.raises(RwmlError, match="worldmodel.filter.*samples > 1 needs temperature > 0"):
+        load_recipe(_write(tmp_path, {**MINIMAL, "worldmodel": {"filter": {"samples": 4, "temperature": 0}}}))
+    with pytest.raises(RwmlError, match="wm_samples > 1 needs wm_temperature > 0"):
+        load_recipe(_write(tmp_path, {**MINIMAL, "eval": {"wm_samples": 2, "wm_temperature": 0}}))
+
+
 def test_overrides_are_typed_and_validated(tmp_path):
     path = _write(tmp_path, MINIMAL)
     recipe = load_recipe(path, ["grpo.learning_rate=5e-6", "collect.num_tasks=4", "run.dir=runs/x", "eval.temperature=0"])

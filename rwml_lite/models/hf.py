@@ -76,9 +76,6 @@ class HFGenerator:
     def __init__(self, model, tokenizer, batch_size: int):
         self.model, self.tokenizer, self.batch_size = model, tokenizer, batch_size
 
-    def render(self, prompt: Messages, prefill: str = "") -> str:
-        return render_prompt(self.tokenizer, prompt, prefill)
-
     @torch.no_grad()
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         tok = self.tokenizer
@@ -93,7 +90,7 @@ class HFGenerator:
         starts = range(0, len(prompts), per_call)
         # Long sampling jobs (filter predictions, world-model scores) get a progress bar; one call does not.
         for start in track(starts, description=f"sampling {len(prompts)} x {n}", transient=True, disable=len(starts) < 3):
-            texts = [self.render(p, sampling.prefill) for p in prompts[start : start + per_call]]
+            texts = [render_prompt(tok, p, sampling.prefill) for p in prompts[start : start + per_call]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
             out = self.model.generate(
