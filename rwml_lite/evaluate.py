@@ -14,7 +14,7 @@ from pathlib import Path
 import torch
 
 from rwml_lite.config import Recipe
-from rwml_lite.envs import list_tasks, make_env
+from rwml_lite.envs import list_tasks
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.models.hf import HFGenerator, load_policy
 from rwml_lite.records import atomic_write_json, write_jsonl
@@ -26,16 +26,16 @@ from rwml_lite.runfolder import RunFolder
 def evaluate_variant(
     recipe: Recipe, folder: RunFolder, variant: str, adapter: Path | None, val_triplets: list[dict], reward: NextStateReward
 ) -> dict:
-    """Play the eval tasks R times and score the validation triplets; writes eval/<variant>.json."""
+    """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
     model, tokenizer = load_policy(recipe.model, adapter)
     generator = HFGenerator(model, tokenizer, recipe.model.generation_batch_size)
     torch.manual_seed(recipe.seed)
-    specs = episode_specs(list_tasks(recipe.env, e.split, e.num_tasks), e.runs, recipe.seed + 1)
+    specs = [spec for split in e.splits for spec in episode_specs(list_tasks(recipe.env, split, e.num_tasks), split, e.runs, recipe.seed + 1)]
     episodes = run_episodes(
         folder.eval(f"episodes_{variant}.jsonl"),
         specs,
-        lambda: make_env(recipe.env, e.max_steps),
+        recipe.env,
         generator,
         Sampling(e.temperature, recipe.agent.max_new_tokens),
         recipe.agent,
@@ -44,24 +44,36 @@ def evaluate_variant(
     )
     sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
     wm = world_model_score(generator, val_triplets, reward, e.wm_samples, sampling, folder.eval(f"wm_{variant}.jsonl"))
-    result = {"variant": variant, "adapter": str(adapter) if adapter else None, **task_success(episodes, e.runs), **wm}
+    result = {"variant": variant, "adapter": str(adapter) if adapter else None, **task_success(episodes, e.runs, e.splits), **wm}
     atomic_write_json(folder.eval(f"{variant}.json"), result)
     return result
 
 
-def task_success(episodes: list[dict], runs: int) -> dict:
-    """Success % per run (episode `rollout` index = run), mean +- std over runs, invalid rate, steps."""
-    per_run = [[ep["won"] for ep in episodes if ep["rollout"] == r] for r in range(runs)]
-    rates = [100.0 * sum(run) / len(run) for run in per_run if run]
+def task_success(episodes: list[dict], runs: int, splits: list[str]) -> dict:
+    """Success % per split and over all games ("all"), each as per-run rates (the episode's `rollout`
+    index is its run) with mean +- std; success % per task type; invalid-action rate; steps to success."""
+    types = sorted({ep["task_type"] for ep in episodes})
     steps = sum(ep["num_steps"] for ep in episodes)
     won_steps = [ep["num_steps"] for ep in episodes if ep["won"]]
     return {
-        "success_per_run": rates,
-        "success_mean": statistics.fmean(rates),
-        "success_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+        "success": {
+            **{split: _over_runs([ep for ep in episodes if ep["split"] == split], runs) for split in splits},
+            "all": _over_runs(episodes, runs),
+        },
+        "success_by_type": {t: _over_runs([ep for ep in episodes if ep["task_type"] == t], runs)["mean"] for t in types},
         "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
+    }
+
+
+def _over_runs(episodes: list[dict], runs: int) -> dict:
+    per_run = [[ep["won"] for ep in episodes if ep["rollout"] == r] for r in range(runs)]
+    rates = [100.0 * sum(run) / len(run) for run in per_run if run]
+    return {
+        "per_run": rates,
+        "mean": statistics.fmean(rates) if rates else 0.0,
+        "std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
     }
 
 

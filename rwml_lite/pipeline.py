@@ -53,7 +53,7 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
 # ---------------------------------------------------------------- the stages
 
 def collect(recipe: Recipe, folder: RunFolder) -> dict:
-    from rwml_lite.envs import list_tasks, make_env
+    from rwml_lite.envs import list_tasks
     from rwml_lite.models import Sampling
     from rwml_lite.models.hf import HFGenerator, load_policy
     from rwml_lite.rollout import episode_specs, run_episodes
@@ -63,8 +63,8 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
     torch.manual_seed(recipe.seed)
     episodes = run_episodes(
         folder.rollouts,
-        episode_specs(list_tasks(recipe.env, c.split, c.num_tasks), c.rollouts_per_task, recipe.seed),
-        lambda: make_env(recipe.env, c.max_steps),
+        episode_specs(list_tasks(recipe.env, c.split, c.num_tasks), c.split, c.rollouts_per_task, recipe.seed),
+        recipe.env,
         HFGenerator(model, tokenizer, recipe.model.generation_batch_size),
         Sampling(c.temperature, recipe.agent.max_new_tokens),
         recipe.agent,
@@ -155,7 +155,10 @@ def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
         variants["rwml"] = folder.adapter("rwml")
     results = {name: evaluate_variant(recipe, folder, name, adapter, val, reward) for name, adapter in variants.items()}
     write_report(recipe, folder, _read_manifest(folder), results)
-    return {name: {k: r[k] for k in ("success_mean", "success_std", "invalid_action_rate", "wm_score", "wm_hit_rate")} for name, r in results.items()}
+    return {
+        name: {"success": {split: round(v["mean"], 2) for split, v in r["success"].items()}, "invalid_action_rate": r["invalid_action_rate"], "wm_score": r["wm_score"], "wm_hit_rate": r["wm_hit_rate"]}
+        for name, r in results.items()
+    }
 
 
 RUNNERS: dict[str, Callable[[Recipe, RunFolder], dict]] = {
@@ -265,7 +268,7 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def _brief(summary: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in summary.items() if not isinstance(v, dict))
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in _flatten(summary).items())
 
 
 def _now() -> str:

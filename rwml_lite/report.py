@@ -7,30 +7,44 @@ from rwml_lite.records import atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
 
 
+#: how the paper names the ALFWorld evaluation splits
+SPLIT_LABELS = {"valid_seen": "ID", "valid_unseen": "OOD", "all": "AVG"}
+
+
 def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dict[str, dict]) -> None:
-    stages = manifest["stages"]
-    lines = [f"# rwml-lite report: {folder.root}", ""]
-    lines += [
-        f"Model `{recipe.model.name_or_path}` on {recipe.env.name} `{recipe.env.game}`; "
-        f"embedder `{recipe.reward.embedder}` ({recipe.reward.kind} reward, tau_d {recipe.reward.tau_d}).",
+    stages, e = manifest["stages"], recipe.eval
+    env = f"{recipe.env.name} `{recipe.env.game}`" if recipe.env.name == "textworld_express" else recipe.env.name
+    columns = [*e.splits, "all"]
+    per_split = "all" if e.num_tasks is None else f"the first {e.num_tasks}"
+    lines = [
+        f"# rwml-lite report: {folder.root}",
+        "",
+        f"Model `{recipe.model.name_or_path}` on {env}; embedder `{recipe.reward.embedder}` "
+        f"({recipe.reward.kind} reward, tau_d {recipe.reward.tau_d}).",
         "",
         "## Evaluation",
         "",
-        f"Task success on {recipe.eval.num_tasks} `{recipe.eval.split}` tasks, mean +- std over "
-        f"{recipe.eval.runs} runs (at most {recipe.eval.max_steps} steps, temperature {recipe.eval.temperature}). "
-        f"World-model score: mean reward of {recipe.eval.wm_samples} prediction(s) per held-out validation "
-        f"triplet ({recipe.reward.kind} reward); hits: share of predictions within tau_d {recipe.reward.tau_d}; "
+        f"Task success % on {per_split} tasks of each split, mean +- std over {e.runs} runs (at most "
+        f"{e.max_steps} steps, temperature {e.temperature}); AVG is over all evaluated games. "
+        f"World-model score: mean reward of {e.wm_samples} prediction(s) per held-out validation triplet "
+        f"({recipe.reward.kind} reward); hits: share of predictions within tau_d {recipe.reward.tau_d}; "
         f"tags: share of predictions with a `<next_state>` tag.",
         "",
-        "| policy | success % | invalid actions % | steps to success | world-model score | hits % | tags % |",
-        "|---|---|---|---|---|---|---|",
+        "| policy | " + " | ".join(_label(c) for c in columns) + " | invalid actions % | steps to success | world-model score | hits % | tags % |",
+        "|---" * (len(columns) + 6) + "|",
     ]
     for name, r in results.items():
         steps = f"{r['steps_to_success']:.1f}" if r["steps_to_success"] is not None else "-"
+        success = " | ".join(f"{r['success'][c]['mean']:.1f} +- {r['success'][c]['std']:.1f}" for c in columns)
         lines.append(
-            f"| {name} | {r['success_mean']:.1f} +- {r['success_std']:.1f} | {r['invalid_action_rate']:.1f} | {steps} "
+            f"| {name} | {success} | {r['invalid_action_rate']:.1f} | {steps} "
             f"| {r['wm_score']:.3f} ({r['wm_triplets']} triplets) | {r['wm_hit_rate']:.1f} | {r['wm_tag_rate']:.0f} |"
         )
+    types = sorted({t for r in results.values() for t in r["success_by_type"]})
+    if len(types) > 1:
+        lines += ["", "Success % by task type (all splits, mean over runs):", ""]
+        lines += ["| task type | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
+        lines += [f"| {t} | " + " | ".join(f"{r['success_by_type'].get(t, 0.0):.1f}" for r in results.values()) + " |" for t in types]
     lines += ["", "## Data", ""]
     for stage in ("collect", "build", "filter", "rwml"):
         if stage in stages and "summary" in stages[stage]:
@@ -66,6 +80,10 @@ def _plot_training(folder: RunFolder) -> bool:
     fig.savefig(target, dpi=100)
     plt.close(fig)
     return True
+
+
+def _label(split: str) -> str:
+    return f"{SPLIT_LABELS[split]} ({split})" if split in SPLIT_LABELS and split != "all" else SPLIT_LABELS.get(split, split)
 
 
 def _fmt(value) -> str:

@@ -1,8 +1,10 @@
 """Play episodes: many at once, one batched generate call per turn, each episode saved as it ends.
 
 Used by collect (the policy plays the training tasks) and by eval (the base and trained policies
-play the evaluation tasks). Up to `parallel` episodes are live; every turn the prompts of all
-live episodes go to the generator together, which is where batching pays on a GPU. An episode is
+play the evaluation tasks). Up to `agent.parallel_episodes` episodes are live; every turn the
+prompts of all live episodes go to the generator together (where batching pays on a GPU) and
+their actions to an `EnvPool` together (where worker processes step the games side by side,
+`env.workers`). An episode is
 appended to its JSONL file the moment it ends, and episodes already in the file are skipped, so
 a killed run resumes without losing or repeating an episode.
 """
@@ -11,14 +13,14 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from rwml_lite.config import AgentSettings
-from rwml_lite.envs import Step, TextEnv
+from rwml_lite.config import AgentSettings, EnvSettings
+from rwml_lite.envs import Step
+from rwml_lite.envs.pool import EnvPool, Start
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import agent_messages, parse_action
 from rwml_lite.records import JsonlAppender, iter_jsonl
@@ -32,13 +34,14 @@ NO_ACTION_FEEDBACK = "Invalid response: give exactly one admissible action insid
 class EpisodeSpec:
     episode_id: str
     task_id: str
+    split: str
     rollout: int
     seed: int
 
 
-def episode_specs(task_ids: list[str], per_task: int, seed: int) -> list[EpisodeSpec]:
+def episode_specs(task_ids: list[str], split: str, per_task: int, seed: int) -> list[EpisodeSpec]:
     return [
-        EpisodeSpec(f"{task}#{r}", task, r, seed * 1_000_003 + i * per_task + r)
+        EpisodeSpec(f"{task}#{r}", task, split, r, seed * 1_000_003 + i * per_task + r)
         for i, task in enumerate(task_ids)
         for r in range(per_task)
     ]
@@ -47,8 +50,9 @@ def episode_specs(task_ids: list[str], per_task: int, seed: int) -> list[Episode
 @dataclass
 class _Live:
     spec: EpisodeSpec
-    goal: str
+    start: Start
     observation: str
+    admissible: list[str] | None
     history: list[tuple[str, str]] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
 
@@ -56,7 +60,7 @@ class _Live:
 def run_episodes(
     path: Path,
     specs: list[EpisodeSpec],
-    make_env: Callable[[], TextEnv],
+    env: EnvSettings,
     generator: Generator,
     sampling: Sampling,
     agent: AgentSettings,
@@ -67,45 +71,37 @@ def run_episodes(
     done_ids = {ep["episode_id"] for ep in iter_jsonl(path)} if path.exists() else set()
     pending = deque(s for s in specs if s.episode_id not in done_ids)
     if pending:
-        envs = [make_env() for _ in range(min(agent.parallel_episodes, len(pending)))]
-        try:
-            with JsonlAppender(path) as out, _progress() as bar:
-                _play(pending, envs, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids))
-        finally:
-            for env in envs:
-                env.close()
+        with EnvPool(env, max_steps) as pool, JsonlAppender(path) as out, _progress() as bar:
+            slots = min(agent.parallel_episodes, len(pending))
+            _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids))
     wanted = {s.episode_id for s in specs}
     return [ep for ep in iter_jsonl(path) if ep["episode_id"] in wanted]
 
 
-def _play(pending, envs, generator, sampling, agent, max_steps, out, bar, label, total, already) -> None:
+def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, total, already) -> None:
     task = bar.add_task(label, total=total, completed=already, rate="", success="")
     live: dict[int, _Live] = {}
     finished = won = steps_taken = 0
     started = time.monotonic()
     while pending or live:
-        for slot, env in enumerate(envs):
-            if slot not in live and pending:
-                spec = pending.popleft()
-                first = env.reset(spec.task_id, spec.seed)
-                live[slot] = _Live(spec, env.goal, first)
-        slots = sorted(live)
+        starting = {slot: pending.popleft() for slot in range(slots) if slot not in live and pending}
+        for slot, start in pool.reset({slot: (spec.task_id, spec.seed) for slot, spec in starting.items()}).items():
+            live[slot] = _Live(starting[slot], start, start.observation, start.admissible)
+        order = sorted(live)
         prompts = [
-            agent_messages(envs[s].role, live[s].goal, live[s].history, live[s].observation, envs[s].admissible_actions(), agent.history)
-            for s in slots
+            agent_messages(live[s].start.role, live[s].start.goal, live[s].history, live[s].observation, live[s].admissible, agent.history)
+            for s in order
         ]
-        completions = generator.generate(prompts, 1, sampling)
-        for slot, [completion] in zip(slots, completions):
-            ep, env = live[slot], envs[slot]
-            action = parse_action(completion, env.admissible_actions(), agent.action_parse)
-            if action is None:
-                step = Step(NO_ACTION_FEEDBACK, 0.0, False, False, False)
-            else:
-                step = env.step(action)
+        completions = dict(zip(order, (c for [c] in generator.generate(prompts, 1, sampling))))
+        actions = {s: parse_action(completions[s], live[s].admissible, agent.action_parse) for s in order}
+        outcomes = pool.step({s: a for s, a in actions.items() if a is not None})
+        for slot in order:
+            ep, action = live[slot], actions[slot]
+            step = outcomes[slot].step if action is not None else Step(NO_ACTION_FEEDBACK, 0.0, False, False, False)
             ep.steps.append(
                 {
                     "observation": ep.observation,
-                    "completion": completion,
+                    "completion": completions[slot],
                     "action": action,
                     "next_observation": step.observation,
                     "valid": step.valid,
@@ -115,10 +111,10 @@ def _play(pending, envs, generator, sampling, agent, max_steps, out, bar, label,
             )
             ep.history.append((ep.observation, action or "(no action)"))
             if action is not None:  # the environment only moved when it was given an action
-                ep.observation = step.observation
+                ep.observation, ep.admissible = step.observation, outcomes[slot].admissible
             steps_taken += 1
             if step.done or step.won or len(ep.steps) >= max_steps:
-                out.append(_episode_record(ep, env.role, won=step.won))
+                out.append(_episode_record(ep, won=step.won))
                 del live[slot]
                 finished += 1
                 won += step.won
@@ -126,13 +122,15 @@ def _play(pending, envs, generator, sampling, agent, max_steps, out, bar, label,
         bar.update(task, completed=already + finished, rate=f"{rate:.1f} steps/s", success=f"success {won}/{finished}" if finished else "")
 
 
-def _episode_record(ep: _Live, role: str, won: bool) -> dict:
+def _episode_record(ep: _Live, won: bool) -> dict:
     return {
-        "role": role,
+        "role": ep.start.role,
         "episode_id": ep.spec.episode_id,
         "task_id": ep.spec.task_id,
+        "split": ep.spec.split,
+        "task_type": ep.start.task_type,
         "rollout": ep.spec.rollout,
-        "goal": ep.goal,
+        "goal": ep.start.goal,
         "steps": ep.steps,
         "won": won,
         "num_steps": len(ep.steps),

@@ -27,7 +27,7 @@ def test_episodes_record_invalid_turns_and_continue(tmp_path, java):
     generator = ScriptedGenerator(lambda prompt, i: next(replies))
     path = tmp_path / "rollouts.jsonl"
     [episode] = run_episodes(
-        path, episode_specs(["train-0"], 1, seed=0), lambda: make_env(SETTINGS, 5), generator,
+        path, episode_specs(["train-0"], "train", 1, seed=0), SETTINGS, generator,
         Sampling(), AgentSettings(parallel_episodes=1), max_steps=5, label="test",
     )  # fmt: skip
     steps = episode["steps"]
@@ -46,8 +46,8 @@ def test_gold_policy_wins_and_resume_does_not_replay(tmp_path, java):
     env.close()
     generator = ScriptedGenerator(lambda prompt, i: f"<think>next step</think><action>{next(gold)}</action>")
     path = tmp_path / "rollouts.jsonl"
-    specs = episode_specs(["train-0"], 1, seed=0)
-    play = lambda gen: run_episodes(path, specs, lambda: make_env(SETTINGS, 10), gen, Sampling(), AgentSettings(), 10, "t")  # noqa: E731
+    specs = episode_specs(["train-0"], "train", 1, seed=0)
+    play = lambda gen: run_episodes(path, specs, SETTINGS, gen, Sampling(), AgentSettings(), 10, "t")  # noqa: E731
 
     [episode] = play(generator)
     assert episode["won"] and episode["num_invalid"] == 0
@@ -60,9 +60,17 @@ def test_gold_policy_wins_and_resume_does_not_replay(tmp_path, java):
 
 def test_many_episodes_share_each_generate_call(tmp_path, java):
     generator = ScriptedGenerator(lambda prompt, i: "<action>look around</action>")
-    specs = episode_specs(["train-0", "train-1", "train-2"], 2, seed=0)
-    episodes = run_episodes(
-        tmp_path / "r.jsonl", specs, lambda: make_env(SETTINGS, 3), generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t"
-    )
+    specs = episode_specs(["train-0", "train-1", "train-2"], "train", 2, seed=0)
+    episodes = run_episodes(tmp_path / "r.jsonl", specs, SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t")
     assert sorted(e["episode_id"] for e in episodes) == sorted(s.episode_id for s in specs)
     assert generator.calls == 3  # 6 episodes x 3 steps, all live together
+    assert {(e["split"], e["task_type"]) for e in episodes} == {("train", "twc")}
+
+
+def test_worker_processes_play_the_same_episodes(tmp_path, java):
+    """With env.workers the games are stepped in worker processes; a deterministic agent sees the same games."""
+    reply = lambda prompt, i: "<action>look around</action>"  # noqa: E731
+    specs = episode_specs(["train-0", "train-1", "train-2"], "train", 1, seed=0)
+    local = run_episodes(tmp_path / "a.jsonl", specs, SETTINGS, ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t")
+    pooled = run_episodes(tmp_path / "b.jsonl", specs, SETTINGS.model_copy(update={"workers": 2}), ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t")
+    assert [e["steps"] for e in local] == [e["steps"] for e in pooled]

@@ -11,6 +11,10 @@ def make_env(settings: EnvSettings, max_steps: int) -> TextEnv:
         from rwml_lite.envs.textworld_express import TextWorldExpress
 
         return TextWorldExpress(settings.game, settings.game_params, max_steps)
+    if settings.name == "alfworld":
+        from rwml_lite.envs.alfworld import ALFWorld
+
+        return ALFWorld(max_steps)
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
 
 

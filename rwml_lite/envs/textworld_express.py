@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import shutil
 
+from rwml_lite.config import SPLITS
 from rwml_lite.envs.base import Step
 from rwml_lite.errors import RwmlError
 
-FOLDS = ("train", "dev", "test")
+FOLDS = SPLITS["textworld_express"]
 
 
 def require_java() -> str:
@@ -50,6 +51,9 @@ class TextWorldExpress:
         if split not in FOLDS:
             raise RwmlError(f"TextWorldExpress split {split!r} does not exist; use one of {', '.join(FOLDS)}.")
         return [f"{split}-{seed}" for seed in self._seeds[split]()]
+
+    def task_type(self, task_id: str) -> str:
+        return self.game
 
     def reset(self, task_id: str, seed: int = 0) -> str:
         # Each task is one procedurally generated game; `seed` does not change it (the engine is

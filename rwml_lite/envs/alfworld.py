@@ -1,0 +1,111 @@
+"""ALFWorld: the paper's headline benchmark, the real text games (alfworld 0.4.2 + TextWorld).
+
+Games are the `game.tw-pddl` files under `$ALFWORLD_DATA/json_2.1.1/<split>/<task-dir>/<trial>/`
+(what `alfworld-download` writes); a task id is the game's folder relative to `json_2.1.1`, e.g.
+`valid_seen/pick_and_place_simple-Mug-None-Desk-308/trial_T20190908_...`, and its task type is
+the first dash-separated token of the task folder. Object names are demangled as the official
+wrapper does ("cabinet 3"); the engine's "Nothing happens." marks an action that did nothing,
+counted invalid like an inadmissible one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from rwml_lite.config import SPLITS
+from rwml_lite.envs.base import Step
+from rwml_lite.errors import RwmlError
+
+TASK_TYPES = (
+    "pick_and_place_simple",
+    "pick_clean_then_place_in_recep",
+    "pick_heat_then_place_in_recep",
+    "pick_cool_then_place_in_recep",
+    "look_at_obj_in_light",
+    "pick_two_obj_and_place",
+)
+NOTHING_HAPPENS = "Nothing happens."
+_WELCOME = "-= Welcome to TextWorld, ALFRED! =-"
+_GOAL = "Your task is to: "
+
+
+def games_root() -> Path:
+    """$ALFWORLD_DATA/json_2.1.1, or an error saying where games were looked for and how to get them."""
+    data = Path(os.environ.get("ALFWORLD_DATA", Path.home() / ".cache" / "alfworld")).expanduser()
+    root = data / "json_2.1.1"
+    if not root.is_dir():
+        raise RwmlError(
+            f"No ALFWorld games: looked for {root} (from {'$ALFWORLD_DATA' if 'ALFWORLD_DATA' in os.environ else 'the default ~/.cache/alfworld'}). "
+            f"Download them with `pip install 'rwml-lite[alfworld]' && alfworld-download` (writes ~/.cache/alfworld), "
+            f"or point ALFWORLD_DATA at the folder that holds json_2.1.1/."
+        )
+    return root
+
+
+def list_games(root: Path, split: str) -> list[str]:
+    """Task ids of the solvable games of a split, sorted."""
+    if split not in SPLITS["alfworld"]:
+        raise RwmlError(f"ALFWorld split {split!r} does not exist; use one of {', '.join(SPLITS['alfworld'])}.")
+    games = sorted((root / split).glob("*/*/game.tw-pddl"))
+    # every game file states whether the planner solved it; unsolvable ones cannot be won
+    return [str(g.parent.relative_to(root)) for g in games if '"solvable": true' in g.read_text()]
+
+
+class ALFWorld:
+    role = "You are an expert agent operating in the ALFRED embodied environment (a household simulator)."
+
+    def __init__(self, max_steps: int):
+        try:
+            import textworld  # noqa: F401
+            from alfworld.agents.environment.alfred_tw_env import AlfredDemangler  # noqa: F401
+        except ImportError:
+            raise RwmlError("ALFWorld needs its engine: `pip install 'rwml-lite[alfworld]'` (alfworld 0.4.2 + textworld).") from None
+        self.root = games_root()
+        self.max_steps = max_steps
+        self.goal = ""
+        self._env = None
+        self._admissible: list[str] = []
+        self._steps = 0
+
+    def tasks(self, split: str) -> list[str]:
+        return list_games(self.root, split)
+
+    def task_type(self, task_id: str) -> str:
+        return Path(task_id).parent.name.split("-")[0]
+
+    def reset(self, task_id: str, seed: int = 0) -> str:
+        # The games are fixed PDDL problems: `seed` does not change them; rollouts differ by sampling.
+        import textworld
+        from alfworld.agents.environment.alfred_tw_env import AlfredDemangler
+
+        game = self.root / task_id / "game.tw-pddl"
+        if not game.is_file():
+            raise RwmlError(f"ALFWorld task {task_id!r} has no game file at {game}.")
+        self.close()
+        infos = textworld.EnvInfos(won=True, admissible_commands=True)
+        self._env = textworld.start(str(game), infos, wrappers=[AlfredDemangler(shuffle=False)])
+        state = self._env.reset()
+        text = state.feedback.replace(_WELCOME, "").strip()
+        observation, _, goal = text.partition(_GOAL)
+        self.goal = goal.strip()
+        self._admissible = list(state["admissible_commands"])
+        self._steps = 0
+        return observation.strip()
+
+    def step(self, action: str) -> Step:
+        state, reward, done = self._env.step(action)
+        observation = state.feedback.strip()
+        valid = action in self._admissible and observation != NOTHING_HAPPENS
+        self._admissible = list(state["admissible_commands"])
+        self._steps += 1
+        won = bool(state["won"])
+        return Step(observation, float(reward), bool(done) or won or self._steps >= self.max_steps, won, valid)
+
+    def admissible_actions(self) -> list[str]:
+        return list(self._admissible)
+
+    def close(self) -> None:
+        if self._env is not None:
+            self._env.close()
+            self._env = None

@@ -1,0 +1,118 @@
+"""A pool of environments stepped together, optionally spread over worker processes.
+
+ALFWorld steps cost milliseconds to tens of milliseconds of Python each (TextWorld recomputes the
+admissible commands) and loading a game ~0.65 s, so one process stepping 32 games in turn keeps
+one core busy while the others idle. The pool gives each slot its own environment; with
+`workers > 0` the slots are dealt to worker processes, every call sends each worker its share of
+resets/steps at once and then gathers the answers, so the workers run side by side. With
+`workers = 0` the same calls run in this process (cheap engines such as TextWorldExpress, tests).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from dataclasses import dataclass
+
+from rwml_lite.config import EnvSettings
+from rwml_lite.envs import Step, TextEnv, make_env
+
+
+@dataclass
+class Start:
+    """What an agent needs after a reset."""
+
+    observation: str
+    goal: str
+    admissible: list[str] | None
+    task_type: str
+    role: str
+
+
+@dataclass
+class Outcome:
+    step: Step
+    admissible: list[str] | None
+
+
+def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple]) -> list:
+    """Run (slot, "reset", (task, seed)) and (slot, "step", action) commands on this process's envs."""
+    results = []
+    for slot, kind, arg in commands:
+        if slot not in envs:
+            envs[slot] = make_env(settings, max_steps)
+        env = envs[slot]
+        try:
+            if kind == "reset":
+                task_id, seed = arg
+                first = env.reset(task_id, seed)
+                results.append(Start(first, env.goal, env.admissible_actions(), env.task_type(task_id), env.role))
+            else:
+                results.append(Outcome(env.step(arg), env.admissible_actions()))
+        except Exception as e:  # carried back and raised in the main process
+            results.append(e)
+    return results
+
+
+def _worker(conn, settings: EnvSettings, max_steps: int) -> None:
+    envs: dict[int, TextEnv] = {}
+    try:
+        while (commands := conn.recv()) is not None:
+            conn.send(_serve(envs, settings, max_steps, commands))
+    finally:
+        for env in envs.values():
+            env.close()
+
+
+class EnvPool:
+    def __init__(self, settings: EnvSettings, max_steps: int, workers: int | None = None):
+        self.settings, self.max_steps = settings, max_steps
+        self.workers = settings.workers if workers is None else workers
+        self._local: dict[int, TextEnv] = {}
+        self._conns, self._procs = [], []
+        ctx = mp.get_context("spawn")  # workers must not inherit the trainer's threads and CUDA state
+        for _ in range(self.workers):
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(target=_worker, args=(child, settings, max_steps), daemon=True)
+            proc.start()
+            self._conns.append(parent)
+            self._procs.append(proc)
+
+    def reset(self, tasks: dict[int, tuple[str, int]]) -> dict[int, Start]:
+        """slot -> (task id, seed); returns slot -> first observation, goal, admissible actions."""
+        return self._run([(slot, "reset", task) for slot, task in tasks.items()])
+
+    def step(self, actions: dict[int, str]) -> dict[int, Outcome]:
+        return self._run([(slot, "step", action) for slot, action in actions.items()])
+
+    def _run(self, commands: list[tuple]) -> dict:
+        if not self.workers:
+            results = dict(zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands)))
+        else:
+            shares: list[list[tuple]] = [[] for _ in self._conns]
+            for command in commands:
+                shares[command[0] % self.workers].append(command)
+            for conn, share in zip(self._conns, shares):
+                if share:
+                    conn.send(share)
+            results = {}
+            for conn, share in zip(self._conns, shares):
+                if share:
+                    results.update(zip([c[0] for c in share], conn.recv()))
+        for result in results.values():
+            if isinstance(result, Exception):
+                raise result
+        return results
+
+    def close(self) -> None:
+        for env in self._local.values():
+            env.close()
+        for conn in self._conns:
+            conn.send(None)
+        for proc in self._procs:
+            proc.join(timeout=10)
+
+    def __enter__(self) -> EnvPool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
