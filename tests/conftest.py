@@ -7,10 +7,12 @@ because in CI every test must run.
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ import torch
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
+#: Benchmark data kept beside the repository (never inside it); .ci/run unpacks it the same way.
+SHARED_DATA = Path(os.environ.get("RWML_SHARED_DATA", REPO.parent / "shared" / "data"))
 CHATML = (
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
@@ -26,11 +30,12 @@ GOAL = "Your task is to pick up objects, then place them in their usual location
 ROOMS = ["bedroom", "kitchen", "bathroom", "laundry room", "living room", "pantry"]
 THINGS = ["bed", "wardrobe", "fridge", "clean brown shirt", "dirty towel", "sofa", "washing machine", "plate"]
 #: What the tiny model is taught to answer: to the agent prompt mostly an action that is always
-#: admissible in twc, to the RWML prompt mostly a tagged prediction; a share of untagged replies in
-#: both keeps GRPO groups mixed, so rewards vary within a group.
+#: admissible (twc: look around, inventory; ALFWorld: look, inventory), to the RWML prompt mostly a
+#: tagged prediction; a share of untagged replies in both keeps GRPO groups mixed, so rewards vary.
 AGENT_REPLIES = [
     "<think> </think><action>look around</action>",
     "<think> </think><action>inventory</action>",
+    "<think> </think><action>look</action>",
     "<think> </think><action>open wardrobe</action>",
     "I am not sure what to do here.",
 ]
@@ -57,6 +62,31 @@ def java():
 
 
 @pytest.fixture(scope="session")
+def alfworld_data():
+    """$ALFWORLD_DATA with json_2.1.1/, unpacked once from the shared archive into the cache if unset."""
+    require(importlib.util.find_spec("alfworld") is not None, "ALFWorld tests need `pip install -e '.[alfworld]'`")
+    current = os.environ.get("ALFWORLD_DATA")
+    if current and (Path(current) / "json_2.1.1").is_dir():
+        yield Path(current)
+        return
+    archive = SHARED_DATA / "alfworld" / "alfworld_json_2.1.1.tar.xz"
+    require(archive.is_file(), f"ALFWorld games: set ALFWORLD_DATA, or keep the archive at {archive}")
+    target = Path(os.environ.get("RWML_LITE_CACHE", Path.home() / ".cache" / "rwml-lite")) / "data" / "alfworld"
+    if not (target / "json_2.1.1").is_dir():
+        staging = target.with_name("alfworld.partial")
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(staging, filter="data")
+        shutil.rmtree(target, ignore_errors=True)
+        staging.rename(target)
+    patch = pytest.MonkeyPatch()
+    patch.setenv("ALFWORLD_DATA", str(target))  # subprocesses (the CLI) inherit it
+    yield target
+    patch.undo()
+
+
+@pytest.fixture(scope="session")
 def tiny_qwen3(tmp_path_factory) -> Path:
     return build_tiny_qwen3(tmp_path_factory.mktemp("tiny-qwen3"))
 
@@ -75,10 +105,15 @@ def build_tiny_qwen3(folder: Path) -> Path:
     role = "You are an expert agent playing a text-based household game."
     render = lambda msgs: "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"  # noqa: E731
     pairs = []
-    for _ in range(24):  # varied rooms, objects and lengths (like twc's), so that only the prompt format matters
-        things = rng.choices(THINGS, k=rng.randint(2, 9))
-        room = f"You are in the {rng.choice(ROOMS)}. " + " ".join(f"In one part of the room you see a {t}, that has nothing on it." for t in things)
-        actions = ["look around", "inventory"] + [f"{rng.choice(['take', 'open'])} {t}" for t in things]
+    for i in range(32):  # varied rooms, objects and lengths (twc's and ALFWorld's), so only the format matters
+        if i % 2:
+            things = rng.choices(THINGS, k=rng.randint(2, 9))
+            room = f"You are in the {rng.choice(ROOMS)}. " + " ".join(f"In one part of the room you see a {t}, that has nothing on it." for t in things)
+            actions = ["look around", "inventory"] + [f"{rng.choice(['take', 'open'])} {t}" for t in things]
+        else:
+            things = [f"{rng.choice(THINGS)} {rng.randint(1, 9)}" for _ in range(rng.randint(5, 30))]
+            room = "You are in the middle of a room. Looking quickly around you, you see " + ", ".join(f"a {t}" for t in things) + "."
+            actions = [f"go to {t}" for t in things] + ["help", "inventory", "look"]
         agent = agent_messages(role, GOAL, [(room, rng.choice(actions))], room, actions, 1)
         wm = rwml_messages(role, GOAL, [(room, rng.choice(actions))], room, rng.choice(actions), 1)
         pairs += [(render(agent), r) for r in AGENT_REPLIES] + [(render(wm), r) for r in WM_REPLIES]
