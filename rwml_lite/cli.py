@@ -65,6 +65,7 @@ def _quiet_libraries() -> None:
     import transformers
 
     transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()  # "Loading weights" bars, once per stage
     datasets.disable_progress_bars()
 
 

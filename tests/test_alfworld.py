@@ -37,6 +37,7 @@ def test_splits_hold_the_known_games_and_task_types(env):
     seen, unseen = env.tasks("valid_seen"), env.tasks("valid_unseen")
     assert (len(seen), len(unseen), len(env.tasks("train"))) == (140, 134, 3553)
     assert {env.task_type(t) for t in seen + unseen} == set(TASK_TYPES)
+    assert [env.task_type(t) for t in seen[:6]] == list(TASK_TYPES)  # the first tasks cover every type
     with pytest.raises(RwmlError, match="valid_seen, valid_unseen"):
         env.tasks("test")
 

@@ -10,6 +10,7 @@ counted invalid like an inadmissible one.
 
 from __future__ import annotations
 
+import itertools
 import os
 from pathlib import Path
 
@@ -44,12 +45,19 @@ def games_root() -> Path:
 
 
 def list_games(root: Path, split: str) -> list[str]:
-    """Task ids of the solvable games of a split, sorted."""
+    """Task ids of the solvable games of a split, the task types taken in turn (so that the first
+    N tasks of a split cover every type), each type in sorted order."""
     if split not in SPLITS["alfworld"]:
         raise RwmlError(f"ALFWorld split {split!r} does not exist; use one of {', '.join(SPLITS['alfworld'])}.")
     games = sorted((root / split).glob("*/*/game.tw-pddl"))
     # every game file states whether the planner solved it; unsolvable ones cannot be won
-    return [str(g.parent.relative_to(root)) for g in games if '"solvable": true' in g.read_text()]
+    solvable = [str(g.parent.relative_to(root)) for g in games if '"solvable": true' in g.read_text()]
+    by_type = [[t for t in solvable if task_type(t) == kind] for kind in TASK_TYPES]
+    return [task for turn in itertools.zip_longest(*by_type) for task in turn if task is not None]
+
+
+def task_type(task_id: str) -> str:
+    return Path(task_id).parent.name.split("-")[0]
 
 
 class ALFWorld:
@@ -72,7 +80,7 @@ class ALFWorld:
         return list_games(self.root, split)
 
     def task_type(self, task_id: str) -> str:
-        return Path(task_id).parent.name.split("-")[0]
+        return task_type(task_id)
 
     def reset(self, task_id: str, seed: int = 0) -> str:
         # The games are fixed PDDL problems: `seed` does not change them; rollouts differ by sampling.
