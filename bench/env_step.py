@@ -4,7 +4,11 @@ B ALFWorld games are reset, then stepped `--steps` times each with a seeded rand
 policy (the same actions in both modes, so both play the same games). Prints, for each B, the
 steps per second of both modes, their ratio, the per-step latency and the reset time.
 
-    ALFWORLD_DATA=... python bench/env_step.py [--batches 8 32] [--workers 2] [--steps 10]
+    ALFWORLD_DATA=... python bench/env_step.py [--batches 8 32] [--workers 4] [--steps 10]
+
+Workers default to two per core: the pool steps in lockstep rounds, so one worker per core leaves a
+core idle while the slower one finishes its share; two per core let the OS fill that gap
+(measured on 2 cores: 1.6x with 2 workers, 1.8x with 4).
 """
 
 from __future__ import annotations
@@ -41,7 +45,7 @@ def play(tasks: list[str], workers: int, steps: int, seed: int) -> tuple[float, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[8, 32])
-    parser.add_argument("--workers", type=int, default=os.cpu_count())
+    parser.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
     parser.add_argument("--steps", type=int, default=10)
     parser.add_argument("--split", default="valid_seen")
     args = parser.parse_args()
