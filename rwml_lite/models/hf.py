@@ -30,7 +30,7 @@ def load_policy(settings: ModelSettings, adapter: Path | None = None):
     folder = checkpoint_folder(settings.name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=settings.dtype)
+        model = AutoModelForCausalLM.from_pretrained(folder, dtype=settings.dtype, **_quantization(settings))
     except OSError as e:
         raise RwmlError(
             f"Could not load model `{settings.name_or_path}` (model.name_or_path): {e}. Use a Hub id "
@@ -44,13 +44,42 @@ def load_policy(settings: ModelSettings, adapter: Path | None = None):
             f"Model `{settings.name_or_path}` has no chat template; rwml-lite builds every prompt with one. "
             f"Use an instruct/chat model."
         )
-    model.to(device())
+    if not settings.load_in_4bit:  # bitsandbytes places quantized weights itself
+        model.to(device())
     if adapter is not None:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model, tokenizer
+
+
+def _quantization(settings: ModelSettings) -> dict:
+    if not settings.load_in_4bit:
+        return {}
+    from transformers import BitsAndBytesConfig
+
+    compute = torch.bfloat16 if device().type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    config = BitsAndBytesConfig(
+        load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
+    )
+    return {"quantization_config": config, "device_map": {"": device()}}
+
+
+def generator(settings: ModelSettings, adapter: Path | None = None) -> HFGenerator:
+    """Sampling from the base model, or from it with the saved LoRA adapter at `adapter`."""
+    model, tokenizer = load_policy(settings, adapter)
+    return HFGenerator(model, tokenizer, settings.generation_batch_size)
+
+
+def trainable_policy(settings: ModelSettings):
+    """(base model, tokenizer, LoRA config): the TRL trainer wraps the model in a fresh adapter."""
+    model, tokenizer = load_policy(settings)
+    return model, tokenizer, lora_config(settings.lora)
+
+
+def training_overrides(settings: ModelSettings) -> dict:
+    return {"gradient_checkpointing": settings.gradient_checkpointing}
 
 
 def lora_config(settings: LoraSettings):

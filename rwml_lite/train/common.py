@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 from transformers import TrainerCallback
 
-from rwml_lite.config import RunSettings
+from rwml_lite.config import Recipe, RunSettings
 from rwml_lite.errors import RwmlError
 from rwml_lite.records import JsonlAppender
 
 
-def trainer_args(run: RunSettings, seed: int) -> dict:
+def trainer_args(recipe: Recipe) -> dict:
     """TrainingArguments fields that depend on the machine and the run, not on the stage."""
+    run = recipe.run
     if run.report_to == "wandb":
         try:
             import wandb  # noqa: F401
@@ -25,7 +26,8 @@ def trainer_args(run: RunSettings, seed: int) -> dict:
         "use_cpu": not cuda,
         "bf16": cuda and torch.cuda.is_bf16_supported(),
         "report_to": ["wandb"] if run.report_to == "wandb" else [],
-        "seed": seed,
+        "seed": recipe.seed,
+        "optim": recipe.model.optimizer,
         "disable_tqdm": False,
     }
 

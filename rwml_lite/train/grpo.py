@@ -15,7 +15,8 @@ from trl import GRPOConfig, GRPOTrainer
 
 from rwml_lite.config import Recipe
 from rwml_lite.runfolder import RunFolder
-from rwml_lite.models.hf import load_policy, lora_config, render_prompt
+from rwml_lite.models import backend, check_lengths
+from rwml_lite.models.hf import render_prompt
 from rwml_lite.reward import NextStateReward
 from rwml_lite.train.common import logging_callbacks, save_adapter, trainer_args
 
@@ -23,11 +24,13 @@ from rwml_lite.train.common import logging_callbacks, save_adapter, trainer_args
 def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, folder: RunFolder) -> Path:
     """Train the LoRA adapter, resuming from the last checkpoint; returns the final adapter folder."""
     g, prefill = recipe.grpo, recipe.worldmodel.prefill
-    model, tokenizer = load_policy(recipe.model)
+    policy = backend(recipe.model)
+    model, tokenizer, peft_config = policy.trainable_policy(recipe.model)
     rows = [
         {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "real_next_state": t["next_observation"]}
         for t in triplets
     ]
+    check_lengths(recipe.model, tokenizer, [r["prompt"] for r in rows], g.max_completion_length, "RWML prompt")
     completions_per_step = g.batch_size * g.group_size
     args = GRPOConfig(
         output_dir=str(folder.checkpoints("rwml")),
@@ -46,8 +49,8 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
         save_strategy="steps",
         save_steps=g.save_steps,
         save_total_limit=2,
-        gradient_checkpointing=recipe.model.gradient_checkpointing,
-        **trainer_args(recipe.run, recipe.seed),
+        **policy.training_overrides(recipe.model),
+        **trainer_args(recipe),
     )
     trainer = GRPOTrainer(
         model=model,
@@ -55,7 +58,7 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
         args=args,
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
-        peft_config=lora_config(recipe.model.lora),
+        peft_config=peft_config,
         callbacks=logging_callbacks(recipe.run, folder.tensorboard("rwml"), folder.metrics("rwml")),
     )
     checkpoints = folder.checkpoints("rwml")

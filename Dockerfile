@@ -1,0 +1,24 @@
+# rwml-lite on one NVIDIA GPU: the pinned GPU stack (Unsloth + vLLM), Java for TextWorldExpress.
+# The install runs the same commands as .ci/run (apt Java, then `make`'s venv), plus the gpu extra.
+#   docker build -t rwml-lite .
+#   docker run --gpus all -v ~/.cache/huggingface:/home/rwml/.cache/huggingface \
+#     -v ~/.cache/alfworld:/data/alfworld -e ALFWORLD_DATA=/data/alfworld -v "$PWD/runs:/app/runs" \
+#     rwml-lite train recipes/alfworld_qwen3_8b.yaml
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
+
+ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+# python3.11 for the package; build tools for ALFWorld's jericho/fast-downward and Triton's launcher
+RUN apt-get update -q \
+ && apt-get install -y -q python3.11 python3.11-venv python3.11-dev build-essential cmake make git \
+ && apt-get install -y -q openjdk-17-jre-headless \
+ && rm -rf /var/lib/apt/lists/*
+
+RUN useradd --create-home rwml && mkdir /app && chown rwml /app
+USER rwml
+WORKDIR /app
+COPY --chown=rwml . /app
+RUN make PYTHON=python3.11 .venv/.installed && .venv/bin/pip install -e '.[gpu]'
+
+ENV PATH=/app/.venv/bin:$PATH
+ENTRYPOINT ["rwml-lite"]
+CMD ["--help"]

