@@ -57,19 +57,18 @@ def java():
     require(shutil.which("java") is not None, "TextWorldExpress needs Java (apt-get install -y openjdk-17-jre-headless)")
 
 
-@pytest.fixture(scope="session")
-def alfworld_data():
-    """$ALFWORLD_DATA with json_2.1.1/, unpacked once from the shared archive into the cache if unset."""
-    require(importlib.util.find_spec("alfworld") is not None, "ALFWorld tests need `pip install -e '.[alfworld]'`")
-    current = os.environ.get("ALFWORLD_DATA")
-    if current and (Path(current) / "json_2.1.1").is_dir():
+def shared_data(variable: str, inside: str, archive: Path, name: str, subfolder: str = ""):
+    """$variable if it already points at a folder holding `inside`, else the shared archive unpacked
+    once into the cache (the variable then names its `subfolder`), set for this session and its
+    subprocesses."""
+    current = os.environ.get(variable)
+    if current and (Path(current) / inside).is_dir():
         yield Path(current)
         return
-    archive = SHARED_DATA / "alfworld" / "alfworld_json_2.1.1.tar.xz"
-    require(archive.is_file(), f"ALFWorld games: set ALFWORLD_DATA, or keep the archive at {archive}")
-    target = Path(os.environ.get("RWML_LITE_CACHE", Path.home() / ".cache" / "rwml-lite")) / "data" / "alfworld"
-    if not (target / "json_2.1.1").is_dir():
-        staging = target.with_name("alfworld.partial")
+    require(archive.is_file(), f"{name}: set {variable}, or keep the archive at {archive}")
+    target = Path(os.environ.get("RWML_LITE_CACHE", Path.home() / ".cache" / "rwml-lite")) / "data" / name
+    if not (target / subfolder / inside).is_dir():
+        staging = target.with_name(name + ".partial")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
         with tarfile.open(archive) as tar:
@@ -77,9 +76,22 @@ def alfworld_data():
         shutil.rmtree(target, ignore_errors=True)
         staging.rename(target)
     patch = pytest.MonkeyPatch()
-    patch.setenv("ALFWORLD_DATA", str(target))  # subprocesses (the CLI) inherit it
-    yield target
+    patch.setenv(variable, str(target / subfolder))
+    yield target / subfolder
     patch.undo()
+
+
+@pytest.fixture(scope="session")
+def alfworld_data():
+    """$ALFWORLD_DATA with json_2.1.1/ (the shared archive's games)."""
+    require(importlib.util.find_spec("alfworld") is not None, "ALFWorld tests need `pip install -e '.[alfworld]'`")
+    yield from shared_data("ALFWORLD_DATA", "json_2.1.1", SHARED_DATA / "alfworld" / "alfworld_json_2.1.1.tar.xz", "alfworld")
+
+
+@pytest.fixture(scope="session")
+def tau2_data():
+    """$TAU2_DATA_DIR with tau2/domains/ (upstream's data files; the archive holds data/tau2/)."""
+    yield from shared_data("TAU2_DATA_DIR", "tau2/domains", SHARED_DATA / "tau2" / "tau2_data.tar.xz", "tau2", subfolder="data")
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,168 @@
+"""tau2 airline and retail over upstream's data: tools, schemas, and the scoring oracle (no LLM)."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+
+from rwml_lite.envs.tau2.toolkit import WRITE
+
+
+@pytest.fixture(scope="module", params=["airline", "retail"])
+def domain(request, tau2_data):
+    from rwml_lite.envs.tau2.data import domain
+
+    return domain(request.param)
+
+
+def writes(domain, task) -> list[dict]:
+    kinds = domain.fresh_tools().tool_names()
+    return [a for a in task["evaluation_criteria"]["actions"] or [] if kinds[a["name"]] == WRITE]
+
+
+def changes_the_database(domain, actions: list[dict], action: dict) -> bool:
+    """Whether `action`, replayed after the actions before it, changes the database (some reference
+    writes set a value already there, e.g. the address a user already has)."""
+    tools = domain.fresh_tools()
+    for earlier in actions[: actions.index(action)]:
+        tools.call(earlier["name"], earlier["arguments"])
+    before = tools.db_hash()
+    tools.call(action["name"], action["arguments"])
+    return tools.db_hash() != before
+
+
+def test_each_domain_has_its_tools_with_typed_schemas(domain):
+    tools = domain.fresh_tools()
+    assert len(tools.tool_names()) == {"airline": 14, "retail": 16}[domain.name]
+    schemas = {s["name"]: s for s in tools.schemas()}
+    assert schemas.keys() == tools.tool_names().keys()
+    for schema in schemas.values():
+        assert schema["description"] and schema["parameters"]["type"] == "object"
+        assert set(schema["parameters"]["required"]) <= set(schema["parameters"]["properties"])
+    if domain.name == "airline":
+        flights = schemas["book_reservation"]["parameters"]["properties"]["flights"]
+        assert flights == {"type": "array", "items": {"type": "object"}}
+        assert schemas["send_certificate"]["parameters"]["properties"]["amount"] == {"type": "integer"}
+
+
+def test_replaying_the_reference_actions_and_telling_the_facts_scores_one_on_every_task(domain):
+    from rwml_lite.envs.tau2.scoring import score
+
+    unscored = []
+    for task in domain.tasks.values():
+        criteria = task["evaluation_criteria"]
+        result = score(domain, task, criteria["actions"] or [], ["Done. " + " ".join(criteria.get("communicate_info") or [])])
+        assert result.reward == 1.0, (task["id"], result)
+        if result.nl_unscored:
+            unscored.append(task["id"])
+    assert len(domain.tasks) == {"airline": 50, "retail": 114}[domain.name]
+    # retail's NL assertions need an LLM judge: those tasks are scored on the database alone, and listed
+    assert len(unscored) == {"airline": 0, "retail": 40}[domain.name]
+
+
+def test_reference_writes_are_accepted_and_a_refused_one_changes_nothing(domain):
+    """A reference solution may hold a refused step (retail task 64 tries an exchange on a pending
+    order, then modifies it): a refused write changes nothing; each task has a write that is accepted."""
+    refused = []
+    for task in domain.tasks.values():
+        tools = domain.fresh_tools()
+        succeeded = 0
+        for action in writes(domain, task):
+            before = tools.db_hash()
+            reply = tools.call(action["name"], action["arguments"])
+            assert reply.ok or tools.db_hash() == before, (task["id"], action["name"], reply.content[:200])
+            succeeded += reply.ok
+            if not reply.ok:
+                refused.append((task["id"], action["name"]))
+        assert succeeded or not writes(domain, task), task["id"]
+    assert len(refused) <= 2, refused  # our tools accept what upstream's reference solutions do
+
+
+def test_doing_nothing_scores_zero_where_the_reference_writes_and_one_on_read_only_tasks(domain):
+    from rwml_lite.envs.tau2.scoring import DEFAULT_BASIS, score
+
+    for task in domain.tasks.values():
+        criteria = task["evaluation_criteria"]
+        needs_telling = "COMMUNICATE" in (criteria.get("reward_basis") or DEFAULT_BASIS) and criteria.get("communicate_info")
+        expected = 0.0 if writes(domain, task) or needs_telling else 1.0
+        assert score(domain, task, [], []).reward == expected, task["id"]
+
+
+def test_one_wrong_argument_in_one_write_call_scores_zero(domain):
+    from rwml_lite.envs.tau2.scoring import score
+
+    for task in domain.tasks.values():
+        actions = copy.deepcopy(task["evaluation_criteria"]["actions"] or [])
+        # the last write that changes the database (retail task 22 changes an address and later restores it)
+        target = next((a for a in reversed(actions) if a in writes(domain, task) and changes_the_database(domain, actions, a)), None)
+        if target is None:
+            continue
+        name, value = next((k, v) for k, v in target["arguments"].items() if isinstance(v, str))
+        target["arguments"][name] = value + "X"
+        messages = [" ".join(task["evaluation_criteria"].get("communicate_info") or [])]
+        assert score(domain, task, actions, messages).reward == 0.0, (task["id"], target["name"], name)
+
+
+def test_an_episode_cut_by_a_limit_scores_zero(domain):
+    from rwml_lite.envs.tau2.scoring import score
+
+    task = next(iter(domain.tasks.values()))
+    criteria = task["evaluation_criteria"]
+    assert score(domain, task, criteria["actions"] or [], [" ".join(criteria.get("communicate_info") or [])], ended_normally=False).reward == 0.0
+
+
+BAD_CALLS = {
+    "airline": [
+        ("get_user_details", {"user_id": "nobody_0000"}),
+        ("get_reservation_details", {"reservation_id": "ZZZZZZ"}),
+        ("get_flight_status", {"flight_number": "HAT999", "date": "2024-05-16"}),
+        ("book_reservation", {"user_id": "mia_li_3668", "origin": "JFK", "destination": "SEA", "flight_type": "one_way", "cabin": "economy",
+                              "flights": [{"flight_number": "HAT136", "date": "2024-05-20"}], "passengers": [{"first_name": "Mia", "last_name": "Li", "dob": "1990-04-05"}],
+                              "payment_methods": [{"payment_id": "credit_card_4421486", "amount": 1}], "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no"}),
+        ("book_reservation", {"user_id": "mia_li_3668", "origin": "JFK", "destination": "SEA", "flight_type": "one_way", "cabin": "first",
+                              "flights": [], "passengers": [], "payment_methods": [], "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no"}),
+        ("cancel_reservation", {"reservation_id": "ZZZZZZ"}),
+        ("update_reservation_flights", {"reservation_id": "4WQ150", "cabin": "economy", "flights": [{"flight_number": "HAT170", "date": "2024-05-22"}], "payment_id": "credit_card_0"}),
+        ("update_reservation_passengers", {"reservation_id": "4WQ150", "passengers": [{"first_name": "A", "last_name": "B", "dob": "2000-01-01"}]}),
+        ("update_reservation_baggages", {"reservation_id": "4WQ150", "total_baggages": 1, "nonfree_baggages": 0, "payment_id": "gift_card_3576581"}),
+        ("send_certificate", {"user_id": "mia_li_3668", "amount": -5}),
+        ("calculate", {"expression": "__import__('os')"}),
+    ],
+    "retail": [
+        ("find_user_id_by_email", {"email": "nobody@example.com"}),
+        ("get_order_details", {"order_id": "#W0000000"}),
+        ("cancel_pending_order", {"order_id": "#W4817420", "reason": "no longer needed"}),  # delivered, not pending
+        ("cancel_pending_order", {"order_id": "#W5199551", "reason": "changed my mind"}),
+        ("modify_pending_order_address", {"order_id": "#W4817420", "address1": "1 A St", "address2": "", "city": "X", "state": "TX", "country": "USA", "zip": "00000"}),
+        ("modify_pending_order_items", {"order_id": "#W4776164", "item_ids": ["8349118980"], "new_item_ids": ["6469567736"], "payment_method_id": "credit_card_9513926"}),
+        ("modify_pending_order_payment", {"order_id": "#W4776164", "payment_method_id": "paypal_0"}),
+        ("return_delivered_order_items", {"order_id": "#W4817420", "item_ids": ["0000000000"], "payment_method_id": "credit_card_0"}),
+        ("exchange_delivered_order_items", {"order_id": "#W4817420", "item_ids": ["6777246137"], "new_item_ids": ["6777246137"], "payment_method_id": "credit_card_0"}),
+        ("exchange_delivered_order_items", {"order_id": "#W4316152", "item_ids": ["7292993796"], "new_item_ids": ["6777246137"], "payment_method_id": "gift_card_7245904"}),  # not a kettle
+        ("modify_user_address", {"user_id": "nobody_0000", "address1": "1 A St", "address2": "", "city": "X", "state": "TX", "country": "USA", "zip": "00000"}),
+    ],
+}  # fmt: skip
+
+
+def test_each_write_tool_has_error_paths_that_answer_with_an_error_and_change_nothing(domain):
+    tools = domain.fresh_tools()
+    pristine = tools.db_hash()
+    covered = set()
+    for name, arguments in BAD_CALLS[domain.name]:
+        reply = tools.call(name, arguments)
+        assert not reply.ok and reply.content.startswith("Error:"), (name, reply.content[:200])
+        assert tools.db_hash() == pristine, name
+        covered.add(name)
+    assert {n for n, kind in tools.tool_names().items() if kind == WRITE} <= covered
+
+
+def test_malformed_calls_are_answered_with_errors_and_never_raise(domain):
+    tools = domain.fresh_tools()
+    pristine = tools.db_hash()
+    name = next(n for n, kind in tools.tool_names().items() if kind == WRITE)
+    for call_name, arguments in [("no_such_tool", {}), (name, {}), (name, "not an object"), ("calculate", {"expression": "1+1", "extra": 1}), ("calculate", {"expression": "1/0"})]:
+        reply = tools.call(call_name, arguments)
+        assert not reply.ok and reply.content.startswith("Error:")
+    assert tools.call("calculate", {"expression": "2 * (350 - 122)"}).content == "456"
+    assert tools.db_hash() == pristine
