@@ -166,3 +166,64 @@ def test_malformed_calls_are_answered_with_errors_and_never_raise(domain):
         assert not reply.ok and reply.content.startswith("Error:")
     assert tools.call("calculate", {"expression": "2 * (350 - 122)"}).content == "456"
     assert tools.db_hash() == pristine
+
+
+# ---------------------------------------------------------------- conversations
+
+
+def conversation(tau2_data, reply):
+    from conftest import ScriptedGenerator
+
+    from rwml_lite.envs.tau2.episode import Tau2Env
+    from rwml_lite.models import Sampling
+
+    user = ScriptedGenerator(reply)
+    return Tau2Env(["airline", "retail"], max_steps=30, user=user, user_sampling=Sampling(temperature=0.0, max_new_tokens=64)), user
+
+
+def tool_call(name: str, arguments: dict) -> str:
+    import json
+
+    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
+
+
+def test_an_agent_that_plays_the_reference_solution_wins_the_conversation(tau2_data):
+    def user(messages, _):
+        last = messages[-1]["content"]
+        return "Thank you, that is all. ###STOP###" if last.startswith("All done") else "Hi, I need help with my reservation."
+
+    env, simulator = conversation(tau2_data, user)
+    first = env.reset("airline/1", seed=0)
+    assert first == "User: Hi, I need help with my reservation."
+    system = env.user_view[0]["content"]  # the simulator's prompt: upstream's guidelines + this task's scenario
+    assert "###STOP###" in system and "<scenario>" in system and "Known info" in system
+    criteria = env.task["evaluation_criteria"]
+    for action in criteria["actions"]:
+        step = env.step(tool_call(action["name"], action["arguments"]))
+        assert step.valid and not step.done and step.observation.startswith(f"Tool ({action['name']}):")
+    step = env.step("All done. " + " ".join(criteria["communicate_info"]))
+    assert step.done and step.won and step.reward == 1.0 and step.info["ended"] == "user"
+
+
+def test_malformed_tool_calls_are_invalid_error_messages_and_the_conversation_goes_on(tau2_data):
+    env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
+    env.reset("retail/0", seed=0)
+    for bad in ["<tool_call>{not json</tool_call>", tool_call("no_such_tool", {}), tool_call("get_order_details", {}), '<tool_call>["a list"]</tool_call>']:
+        step = env.step(bad)
+        assert not step.valid and not step.done and "Error" in step.observation
+    assert env.step(tool_call("get_order_details", {"order_id": "#W4817420"})).valid
+
+
+def test_the_step_limit_ends_the_conversation_with_zero(tau2_data):
+    env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
+    env.max_steps = 3
+    env.reset("airline/0", seed=0)
+    steps = [env.step("How can I help?") for _ in range(3)]
+    assert [s.done for s in steps] == [False, False, True]
+    assert steps[-1].reward == 0.0 and steps[-1].info["ended"] == "limit"
+
+
+def test_tasks_follow_the_official_splits(tau2_data):
+    env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
+    assert len(env.tasks("train")) == 30 + 74 and len(env.tasks("test")) == 20 + 40
+    assert env.task_type("retail/5") == "retail"

@@ -1,0 +1,134 @@
+"""A tau2 conversation as a `TextEnv`: the agent's turn is one action, the environment answers.
+
+The agent opens with a fixed greeting; the simulated user (any `Generator`: the local model or an
+endpoint) answers from its scenario. Each agent action is either a message to the user (the user
+simulator replies) or one or more tool calls written as `<tool_call>{"name": ..., "arguments": {...}}
+</tool_call>` (the tools reply). A call that is not valid JSON, names no known tool or lacks an
+argument is answered with an error tool message and counted as invalid; the conversation goes on.
+The user ends it with ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE###; the step or error limit
+ends it too, and then it scores 0. At the end the episode is scored as upstream does (scoring.py).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from rwml_lite.envs.base import Step
+from rwml_lite.envs.tau2.data import data_root, domain
+from rwml_lite.envs.tau2.scoring import score
+from rwml_lite.envs.tau2.toolkit import Reply
+from rwml_lite.models import Generator, Sampling
+
+GREETING = "Hi! How can I help you today?"
+STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
+_TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+
+
+def parse_tool_calls(action: str) -> list[dict | str] | None:
+    """The tool calls in an agent action ({"name", "arguments"}, or the error text of a malformed one),
+    or None when the action is a message to the user."""
+    bodies = _TOOL_CALL.findall(action)
+    if not bodies:
+        return None
+    calls: list[dict | str] = []
+    for body in bodies:
+        try:
+            call = json.loads(body)
+        except json.JSONDecodeError as e:
+            calls.append(f"Error: the tool call is not valid JSON ({e.msg} at character {e.pos}).")
+            continue
+        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
+            calls.append('Error: a tool call must be a JSON object {"name": ..., "arguments": {...}}.')
+            continue
+        calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
+    return calls
+
+
+def scenario_text(task: dict) -> str:
+    """The user's scenario as the simulator reads it: who they are, why they call, what they know."""
+    instructions = task["user_scenario"]["instructions"]
+    parts = [
+        ("Persona", task["user_scenario"].get("persona")),
+        ("Reason for call", instructions.get("reason_for_call")),
+        ("Known info", instructions.get("known_info")),
+        ("Unknown info", instructions.get("unknown_info")),
+        ("Task instructions", instructions.get("task_instructions")),
+    ]
+    return "\n\n".join(f"{name}:\n{text}" for name, text in parts if text)
+
+
+class Tau2Env:
+    """Conversations of the given domains; task ids are "<domain>/<task id>"."""
+
+    role = "You are a customer service agent. Follow the policy; use the tools to look things up and to act."
+
+    def __init__(self, domains: list[str], max_steps: int, user: Generator, user_sampling: Sampling, max_errors: int = 10):
+        self.domains, self.max_steps, self.max_errors = domains, max_steps, max_errors
+        self.user, self.user_sampling = user, user_sampling
+        self.guidelines = (data_root() / "user_simulator" / "simulation_guidelines.md").read_text()
+
+    def tasks(self, split: str) -> list[str]:
+        return [f"{name}/{task_id}" for name in self.domains for task_id in domain(name).task_ids(split)]
+
+    def task_type(self, task_id: str) -> str:
+        return task_id.split("/", 1)[0]
+
+    def admissible_actions(self) -> None:
+        return None  # free text and tool calls
+
+    def close(self) -> None:
+        pass
+
+    # ------------------------------------------------------------------ one conversation
+
+    def reset(self, task_id: str, seed: int) -> str:
+        name, _, local_id = task_id.partition("/")
+        self.domain = domain(name)
+        self.task = self.domain.tasks[local_id]
+        self.tools = self.domain.fresh_tools()
+        self.goal = f"Serve the customer under this policy.\n\n{self.domain.policy}"
+        self.calls: list[dict] = []
+        self.agent_texts = [GREETING]
+        self.steps = self.errors = 0
+        # the simulator plays the user: its own turns are "assistant", the agent's are "user"
+        self.user_view = [
+            {"role": "system", "content": f"{self.guidelines}\n\n<scenario>\n{scenario_text(self.task)}\n</scenario>"},
+            {"role": "user", "content": GREETING},
+        ]
+        first, self.stopped = self._user_turn()
+        return f"User: {first}"
+
+    def _user_turn(self) -> tuple[str, bool]:
+        reply = self.user.generate([self.user_view], 1, self.user_sampling)[0][0].strip()
+        self.user_view.append({"role": "assistant", "content": reply})
+        return reply, any(token in reply for token in STOP_TOKENS)
+
+    def step(self, action: str) -> Step:
+        self.steps += 1
+        calls = parse_tool_calls(action)
+        if calls is None:
+            self.agent_texts.append(action)
+            self.user_view.append({"role": "user", "content": action})
+            reply, self.stopped = self._user_turn()
+            observation, valid, kind = f"User: {reply}", True, "user"
+        else:
+            replies = [Reply(c, False) if isinstance(c, str) else self._call(c) for c in calls]
+            names = [c if isinstance(c, str) else c["name"] for c in calls]
+            observation = "\n".join(f"Tool ({n if not n.startswith('Error') else 'unparsed'}): {r.content}" for n, r in zip(names, replies))
+            valid, kind = all(r.ok for r in replies), "tool"
+            self.errors += sum(not r.ok for r in replies)
+        limited = self.steps >= self.max_steps or self.errors > self.max_errors
+        done = self.stopped or limited
+        info = {"kind": kind}
+        reward = 0.0
+        if done:
+            result = score(self.domain, self.task, self.calls, self.agent_texts, ended_normally=self.stopped)
+            reward = result.reward
+            info.update(score_parts=result.parts, nl_unscored=result.nl_unscored, ended="user" if self.stopped else "limit")
+        return Step(observation, reward, done, done and reward == 1.0, valid, info)
+
+    def _call(self, call: dict) -> Reply:
+        reply = self.tools.call(call["name"], call["arguments"])
+        self.calls.append(call)  # replayed for scoring: writes only, refused ones change nothing
+        return reply
