@@ -110,3 +110,28 @@ class NextStateReward:
 
     def __call__(self, prompts, completions, real_next_state, **kwargs) -> list[float]:
         return self.score(list(completions), list(real_next_state))
+
+
+def rouge_l_f1(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 over lower-cased whitespace tokens: the longest common subsequence's precision
+    and recall, harmonically averaged (tau2 tool replies are scored this way, PAPER.md)."""
+    a, b = prediction.lower().split(), reference.lower().split()
+    if not a or not b:
+        return float(a == b)
+    previous = [0] * (len(b) + 1)
+    for token in a:
+        current = [0]
+        for j, other in enumerate(b):
+            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
+        previous = current
+    common = previous[-1]
+    if not common:
+        return 0.0
+    precision, recall = common / len(a), common / len(b)
+    return 2 * precision * recall / (precision + recall)
+
+
+def rounded_rouge(prediction: str, reference: str) -> float:
+    """ROUGE-L F1 rounded to the nearest 0.2: 0, 0.2, ..., 1 (coarse, so small wording changes do not pay)."""
+    return round(rouge_l_f1(prediction, reference) * 5) / 5
+

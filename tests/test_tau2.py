@@ -227,3 +227,28 @@ def test_tasks_follow_the_official_splits(tau2_data):
     env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
     assert len(env.tasks("train")) == 30 + 74 and len(env.tasks("test")) == 20 + 40
     assert env.task_type("retail/5") == "retail"
+
+
+def test_tool_output_masking_keeps_keys_and_types_and_removes_every_value():
+    import json
+
+    from rwml_lite.envs.tau2.masking import mask_tool_output
+
+    reply = json.dumps({"user_id": "mia_li_3668", "membership": "gold", "saved": [{"dob": "1957-03-21", "age": 67}], "balance": 12.5, "ok": True, "note": None})
+    masked = mask_tool_output(reply)
+    assert json.loads(masked) == {"user_id": "string", "membership": "string", "saved": [{"dob": "string", "age": "integer"}], "balance": "number", "ok": "boolean", "note": "null"}
+    for value in ("mia_li_3668", "gold", "1957-03-21", "67", "12.5"):
+        assert value not in masked
+    assert mask_tool_output("Error: user nobody not found") == "Error: user nobody not found"
+    assert mask_tool_output("Transfer successful") == "Transfer successful"
+
+
+def test_tool_reply_reward_is_rouge_l_rounded_to_a_fifth():
+    from rwml_lite.reward import rouge_l_f1, rounded_rouge
+
+    assert rouge_l_f1("the cat sat on the mat", "the cat sat on the mat") == 1.0
+    assert rouge_l_f1("a b c d", "a x c y") == 0.5  # LCS "a c": precision 2/4, recall 2/4
+    assert rouge_l_f1("", "something") == 0.0 and rouge_l_f1("alpha", "beta") == 0.0
+    assert rounded_rouge("a b c d", "a x c y") == 0.4  # 0.5 rounds to the nearest fifth (banker's: 0.4)
+    assert rounded_rouge("a b c d e", "a b c d x") == 0.8
+    assert {rounded_rouge("one two three", other) for other in ("one two three", "one two", "one", "four")} <= {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
