@@ -86,6 +86,15 @@ class EnvSettings(Section):
     domains: list[Literal["airline", "retail", "telecom"]] = Field(
         ["airline", "retail", "telecom"], min_length=1, description="tau2 only: the customer-service domains played."
     )
+    user_endpoint: str | None = Field(
+        None,
+        description="tau2 only: base URL of an OpenAI-compatible server that plays the user (e.g. http://localhost:8000/v1); "
+        "null = the recipe's own model, without adapter.",
+    )
+    user_model: str = Field("default", description="tau2 only: the model name sent to user_endpoint.")
+    user_temperature: float = Field(0.0, ge=0.0, description="tau2 only: sampling temperature of the simulated user.")
+    user_max_new_tokens: int = Field(128, gt=0, description="tau2 only: token budget of one user message.")
+    max_errors: int = Field(10, ge=0, description="tau2 only: invalid tool calls after which a conversation ends (scored 0).")
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(
         "", description="TextWorldExpress only: game parameters, e.g. numLocations=1,numItemsToPutAway=2."
@@ -101,7 +110,8 @@ class AgentSettings(Section):
     action_parse: Literal["tag", "mention"] = Field(
         "tag",
         description="tag = the action inside <action>...</action> (the paper's); mention = also accept the first "
-        "admissible action named anywhere in a reply without the tag (for tiny models that cannot keep the format).",
+        "admissible action named anywhere in a reply without the tag, or in tau2 the whole reply after its thinking "
+        "(for tiny models that cannot keep the format).",
     )
     parallel_episodes: int = Field(16, gt=0, description="Episodes played at once; their turns share one generate call.")
 
@@ -222,6 +232,17 @@ class Recipe(Section):
     reward: RewardSettings = Field(default_factory=RewardSettings, description="Sim-to-real reward.")
     grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="RWML training with GRPO.")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation.")
+
+    @model_validator(mode="after")
+    def _tau2_in_process(self) -> Recipe:
+        if self.env.name == "tau2" and self.env.workers:
+            raise ValueError(
+                f"env.workers={self.env.workers}: tau2 conversations run in this process, beside the model that plays "
+                f"the user; set env.workers=0"
+            )
+        if self.env.name == "tau2" and "telecom" in self.env.domains:
+            raise ValueError("env.domains holds telecom, which is not built yet; use [airline, retail] for now")
+        return self
 
     @model_validator(mode="after")
     def _splits_exist(self) -> Recipe:

@@ -15,7 +15,7 @@ import torch
 
 from rwml_lite.config import Recipe
 from rwml_lite.envs import list_tasks
-from rwml_lite.models import Generator, Sampling, backend
+from rwml_lite.models import Generator, Sampling, backend, user_simulator
 from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
@@ -28,6 +28,7 @@ def evaluate_variant(
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
     generator = backend(recipe.model).generator(recipe.model, adapter)
+    user = user_simulator(recipe)
     torch.manual_seed(recipe.seed)
     specs = [spec for split in e.splits for spec in episode_specs(list_tasks(recipe.env, split, e.num_tasks), split, e.runs, recipe.seed + 1)]
     episodes = run_episodes(
@@ -39,6 +40,7 @@ def evaluate_variant(
         recipe.agent,
         e.max_steps,
         f"eval {variant}",
+        user,
     )
     sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
     wm = world_model_score(generator, val_triplets, reward, e.wm_samples, sampling, folder.eval(f"wm_{variant}.jsonl"))
@@ -62,6 +64,8 @@ def task_success(episodes: list[dict], runs: int, splits: list[str]) -> dict:
         "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
+        # tau2: distinct tasks whose NL assertions no judge scored (their reward rests on the database)
+        "nl_unscored": len({ep["task_id"] for ep in episodes if ep.get("final", {}).get("nl_unscored")}),
     }
 
 
@@ -80,15 +84,18 @@ def world_model_score(
 ) -> dict:
     """Mean reward of `samples` predictions per triplet, the binary hit rate at tau_d, and the tag rate."""
     predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
-    records, sims = [], []
+    records, sims, scores = [], [], []
     for triplet, preds in zip(triplets, predictions):
-        triplet_sims = reward.similarities(preds, [triplet["next_observation"]] * len(preds))
+        reals = [triplet["next_observation"]] * len(preds)
+        triplet_sims = reward.similarities(preds, reals)
+        triplet_scores = reward.score(preds, reals, [triplet.get("kind", "observation")] * len(preds))
         sims.extend(triplet_sims)
-        records.append({"triplet_id": triplet["triplet_id"], "real": triplet["next_observation"], "predictions": preds, "similarities": triplet_sims})
+        scores.extend(triplet_scores)
+        records.append({"triplet_id": triplet["triplet_id"], "real": triplet["next_observation"], "predictions": preds, "similarities": triplet_sims, "rewards": triplet_scores})
     write_jsonl(out, records)
     n = max(len(sims), 1)
     return {
-        "wm_score": sum(map(reward.reward_of, sims)) / n,
+        "wm_score": sum(scores) / n,
         "wm_hit_rate": 100.0 * sum(reward.hit(s) for s in sims) / n,
         "wm_tag_rate": 100.0 * sum(s is not None for s in sims) / n,
         "wm_triplets": len(triplets),

@@ -14,6 +14,7 @@ Messages = list[dict[str, str]]
 
 _ACTION = re.compile(r"<action>(.*?)</action>", re.S | re.I)
 _NEXT_STATE = re.compile(r"<next_state>(.*?)</next_state>", re.S | re.I)
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
 
 
 def _history_text(history: list[tuple[str, str]], window: int) -> str:
@@ -28,10 +29,10 @@ def agent_messages(
     role: str, goal: str, history: list[tuple[str, str]], observation: str, admissible: list[str] | None, window: int
 ) -> Messages:
     actions = f"Admissible actions: {', '.join(admissible)}\n\n" if admissible else ""
+    which = "admissible action" if admissible else "action"
     user = (
         f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n{actions}"
-        "Think briefly inside <think>...</think>, then give exactly one admissible action inside "
-        "<action>...</action>."
+        f"Think briefly inside <think>...</think>, then give exactly one {which} inside <action>...</action>."
     )
     return [{"role": "system", "content": role}, {"role": "user", "content": user}]
 
@@ -58,7 +59,11 @@ def parse_action(completion: str, admissible: list[str] | None, mode: str = "tag
     `mode="mention"`, a reply without the tag yields the admissible action it names first."""
     found = _ACTION.findall(completion)
     if not found:
-        return _first_mentioned(completion, admissible) if mode == "mention" else None
+        if mode != "mention":
+            return None
+        if admissible is None:  # free-form environments (tau2): the reply after its thinking is the action
+            return " ".join(_THINK.sub("", completion).split()) or None
+        return _first_mentioned(completion, admissible)
     action = " ".join(found[-1].split())
     for candidate in admissible or ():
         if candidate.lower() == action.lower():

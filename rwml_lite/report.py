@@ -41,7 +41,9 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
             f"| {r['wm_score']:.3f} ({r['wm_triplets']} triplets) | {r['wm_hit_rate']:.1f} | {r['wm_tag_rate']:.0f} |"
         )
     types = sorted({t for r in results.values() for t in r["success_by_type"]})
-    if len(types) > 1:
+    if recipe.env.name == "tau2":
+        lines += _tau2_section(results, types)
+    elif len(types) > 1:
         lines += ["", "Success % by task type (all splits, mean over runs):", ""]
         lines += ["| task type | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
         lines += [f"| {t} | " + " | ".join(f"{r['success_by_type'].get(t, 0.0):.1f}" for r in results.values()) + " |" for t in types]
@@ -53,6 +55,23 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
     if _plot_training(folder):
         lines += ["", "## RWML training", "", "![training reward](plots/rwml_reward.png)", ""]
     atomic_write_text(folder.report, "\n".join(lines) + "\n")
+
+
+#: the paper's tau2 average: the official test split's weights
+TAU2_WEIGHTS = {"retail": 0.4, "telecom": 0.4, "airline": 0.2}
+
+
+def _tau2_section(results: dict[str, dict], domains: list[str]) -> list[str]:
+    """Pass rate per domain and the paper's weighted average (renormalised over the domains played)."""
+    total = sum(TAU2_WEIGHTS[d] for d in domains)
+    lines = ["", f"tau2 pass rate % by domain (mean over runs); AVG = {' + '.join(f'{TAU2_WEIGHTS[d]} {d}' for d in domains)}"
+             + (f", divided by {total:.1f}" if abs(total - 1) > 1e-9 else "") + "; invalid actions are unparsed actions and refused tool calls.", ""]  # fmt: skip
+    lines += ["| policy | " + " | ".join(domains) + " | AVG | tasks scored without an NL judge |", "|---" * (len(domains) + 3) + "|"]
+    for name, r in results.items():
+        rates = [r["success_by_type"].get(d, 0.0) for d in domains]
+        avg = sum(TAU2_WEIGHTS[d] * x for d, x in zip(domains, rates)) / total
+        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in rates) + f" | {avg:.1f} | {r.get('nl_unscored', 0)} |")
+    return lines
 
 
 def _plot_training(folder: RunFolder) -> bool:

@@ -105,11 +105,24 @@ class NextStateReward:
             return 0.0 if similarity is None else similarity
         return self.hit(similarity)
 
-    def score(self, completions: list[str], real_states: list[str]) -> list[float]:
-        return [self.reward_of(s) for s in self.similarities(completions, real_states)]
+    def score(self, completions: list[str], real_states: list[str], kinds: list[str] | None = None) -> list[float]:
+        """The reward of each completion. A tau2 tool reply (kind "tool") is structured text that
+        embeddings blur, so it scores ROUGE-L F1 rounded to 0.2 instead, as PAPER.md does."""
+        kinds = kinds or ["observation"] * len(completions)
+        rewards: list[float] = [0.0] * len(completions)
+        embedded = [i for i, k in enumerate(kinds) if k != "tool"]
+        if embedded:
+            sims = self.similarities([completions[i] for i in embedded], [real_states[i] for i in embedded])
+            for i, s in zip(embedded, sims):
+                rewards[i] = self.reward_of(s)
+        for i, kind in enumerate(kinds):
+            if kind == "tool":
+                prediction = extract_next_state(self.prefill + completions[i])
+                rewards[i] = 0.0 if prediction is None else rounded_rouge(prediction, real_states[i])
+        return rewards
 
-    def __call__(self, prompts, completions, real_next_state, **kwargs) -> list[float]:
-        return self.score(list(completions), list(real_next_state))
+    def __call__(self, prompts, completions, real_next_state, kind=None, **kwargs) -> list[float]:
+        return self.score(list(completions), list(real_next_state), list(kind) if kind is not None else None)
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:

@@ -66,12 +66,14 @@ def run_episodes(
     agent: AgentSettings,
     max_steps: int,
     label: str,
+    user: Generator | None = None,
 ) -> list[dict]:
-    """Play every spec not yet in `path`, appending each episode as it ends; returns all episodes."""
+    """Play every spec not yet in `path`, appending each episode as it ends; returns all episodes.
+    `user` plays the customer in tau2 conversations."""
     done_ids = {ep["episode_id"] for ep in iter_jsonl(path)} if path.exists() else set()
     pending = deque(s for s in specs if s.episode_id not in done_ids)
     if pending:
-        with EnvPool(env, max_steps) as pool, JsonlAppender(path) as out, _progress() as bar:
+        with EnvPool(env, max_steps, user=user) as pool, JsonlAppender(path) as out, _progress() as bar:
             slots = min(agent.parallel_episodes, len(pending))
             _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids))
     wanted = {s.episode_id for s in specs}
@@ -105,6 +107,7 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
                     "action": action,
                     "next_observation": step.observation,
                     "valid": step.valid,
+                    "kind": step.info.get("kind", "observation"),
                     "reward": step.reward,
                     "won": step.won,
                 }
@@ -114,7 +117,7 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
                 ep.observation, ep.admissible = step.observation, outcomes[slot].admissible
             steps_taken += 1
             if step.done or step.won or len(ep.steps) >= max_steps:
-                out.append(_episode_record(ep, won=step.won))
+                out.append(_episode_record(ep, won=step.won, final=step.info))
                 del live[slot]
                 finished += 1
                 won += step.won
@@ -122,7 +125,8 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
         bar.update(task, completed=already + finished, rate=f"{rate:.1f} steps/s", success=f"success {won}/{finished}" if finished else "")
 
 
-def _episode_record(ep: _Live, won: bool) -> dict:
+def _episode_record(ep: _Live, won: bool, final: dict) -> dict:
+    """`final`: what the environment said at the end (tau2: the score's parts, how it ended)."""
     return {
         "role": ep.start.role,
         "episode_id": ep.spec.episode_id,
@@ -131,10 +135,12 @@ def _episode_record(ep: _Live, won: bool) -> dict:
         "task_type": ep.start.task_type,
         "rollout": ep.spec.rollout,
         "goal": ep.start.goal,
+        "world_goal": ep.start.world_goal,
         "steps": ep.steps,
         "won": won,
         "num_steps": len(ep.steps),
         "num_invalid": sum(not s["valid"] for s in ep.steps),
+        "final": {k: v for k, v in final.items() if k != "kind"},
     }
 
 

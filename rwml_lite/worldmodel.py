@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 
+from rwml_lite.envs.tau2.masking import mask_tool_observation
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import rwml_messages, wm_sft_target
 from rwml_lite.reward import NextStateReward
@@ -30,17 +31,20 @@ def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]
                 dropped += 1
                 continue
             window = past[-history:] if history else []
+            kind = step.get("kind", "observation")
+            real = mask_tool_observation(step["next_observation"]) if kind == "tool" else step["next_observation"]
             triplets.append(
                 {
                     "triplet_id": f"{ep['episode_id']}/{t}",
                     "episode_id": ep["episode_id"],
-                    "goal": ep["goal"],
+                    "goal": ep.get("world_goal", ep["goal"]),
                     "history": window,
                     "observation": step["observation"],
                     "action": step["action"],
-                    "next_observation": step["next_observation"],
-                    "prompt": rwml_messages(ep["role"], ep["goal"], window, step["observation"], step["action"], history),
-                    "target": wm_sft_target(step["next_observation"]),
+                    "next_observation": real,
+                    "kind": kind,
+                    "prompt": rwml_messages(ep["role"], ep.get("world_goal", ep["goal"]), window, step["observation"], step["action"], history),
+                    "target": wm_sft_target(real),
                 }
             )
             past.append((step["observation"], step["action"]))
@@ -63,7 +67,7 @@ def find_easy(
     predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
     easy = []
     for triplet, preds in zip(triplets, predictions):
-        scores = strict.score(preds, [triplet["next_observation"]] * len(preds))
+        scores = strict.score(preds, [triplet["next_observation"]] * len(preds), [triplet.get("kind", "observation")] * len(preds))
         easy.append(max(scores) >= 1.0)
     return easy
 

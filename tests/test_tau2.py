@@ -252,3 +252,129 @@ def test_tool_reply_reward_is_rouge_l_rounded_to_a_fifth():
     assert rounded_rouge("a b c d", "a x c y") == 0.4  # 0.5 rounds to the nearest fifth (banker's: 0.4)
     assert rounded_rouge("a b c d e", "a b c d x") == 0.8
     assert {rounded_rouge("one two three", other) for other in ("one two three", "one two", "one", "four")} <= {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+
+
+# ---------------------------------------------------------------- the pipeline on tau2
+
+
+def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_path, tau2_data):
+    import json
+
+    from conftest import ScriptedGenerator
+
+    from rwml_lite.config import AgentSettings, EnvSettings
+    from rwml_lite.models import Sampling
+    from rwml_lite.rollout import episode_specs, run_episodes
+    from rwml_lite.worldmodel import build_triplets
+
+    turns = iter([f"<action>{tool_call('get_order_details', {'order_id': '#W4817420'})}</action>", "<action>Your order was delivered.</action>"])
+    agent = ScriptedGenerator(lambda prompt, i: next(turns))
+    user = ScriptedGenerator(lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###")
+    episodes = run_episodes(
+        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), EnvSettings(name="tau2", domains=["retail"]),
+        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 5, "collect", user,
+    )  # fmt: skip
+    [episode] = episodes
+    assert [s["kind"] for s in episode["steps"]] == ["tool", "user"]
+    assert episode["final"]["ended"] == "user" and "DB" in episode["final"]["score_parts"]
+    triplets, dropped = build_triplets(episodes, history=2)
+    tool, said = triplets
+    assert tool["kind"] == "tool" and tool["next_observation"].startswith("Tool (get_order_details): {")
+    masked = json.loads(tool["next_observation"].partition("): ")[2])
+    assert masked["order_id"] == "string" and masked["items"][0]["price"] == "number"  # structure kept, values gone
+    assert "#W4817420" in episode["steps"][0]["next_observation"] and "#W4817420" not in tool["next_observation"]
+    assert said["kind"] == "user" and said["next_observation"] == "User: Thanks! ###STOP###"
+    # the world-model prompt holds the tools and the customer's profile facts, not their intent nor the policy
+    prompt = tool["prompt"][1]["content"]
+    scenario = env_task_scenario(tau2_data, "retail", "0")
+    assert "Tools:\n- calculate(expression: string)" in prompt and scenario["known_info"] in prompt
+    assert scenario["reason_for_call"] not in prompt and "# Retail agent policy" not in prompt
+
+
+def env_task_scenario(tau2_data, name: str, task_id: str) -> dict:
+    from rwml_lite.envs.tau2.data import domain
+
+    return domain(name).tasks[task_id]["user_scenario"]["instructions"]
+
+
+def test_tool_replies_score_rouge_and_user_replies_the_embedding(minilm):
+    from rwml_lite.reward import NextStateReward
+
+    reward = NextStateReward(minilm, tau_d=0.4)
+    real = '{"order_id": "string", "status": "string"}'
+    completions = [f"<next_state>{real}</next_state>", '<next_state>{"order_id": "string"}</next_state>', "no tag"]
+    assert reward.score(completions, [real] * 3, ["tool"] * 3) == [1.0, 0.6, 0.0]
+    user_real = "User: Thanks, that is all."
+    assert reward.score([f"<next_state>{user_real}</next_state>"], [user_real], ["user"]) == [1.0]
+
+
+def test_tau2_recipes_refuse_worker_processes_and_the_missing_telecom(tmp_path):
+    from rwml_lite.config import build_recipe
+    from rwml_lite.errors import RwmlError
+
+    base = {"model": {"name_or_path": "x"}, "env": {"name": "tau2", "domains": ["retail"]}, "collect": {"split": "train"}, "eval": {"splits": ["test"]}}
+    build_recipe(base, [], "test")
+    with pytest.raises(RwmlError, match="env.workers=2"):
+        build_recipe(base, ["env.workers=2"], "test")
+    with pytest.raises(RwmlError, match="telecom"):
+        build_recipe(base, ["env.domains=[retail, telecom]"], "test")
+
+
+def test_an_openai_compatible_endpoint_can_play_the_user():
+    import json
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from rwml_lite.errors import RwmlError
+    from rwml_lite.models import Sampling
+    from rwml_lite.models.endpoint import EndpointGenerator
+
+    seen = []
+
+    class Server(BaseHTTPRequestHandler):
+        def do_POST(self):
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            seen.append((self.path, body))
+            reply = json.dumps({"choices": [{"message": {"content": f"reply {i}"}} for i in range(body["n"])]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.end_headers()
+            self.wfile.write(reply)
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        generator = EndpointGenerator(f"http://127.0.0.1:{server.server_port}/v1", "user-model")
+        out = generator.generate([[{"role": "user", "content": "Hi"}]], 2, Sampling(temperature=0.5, max_new_tokens=7))
+        assert out == [["reply 0", "reply 1"]]
+        path, body = seen[0]
+        assert path == "/v1/chat/completions" and body["model"] == "user-model" and body["max_tokens"] == 7 and body["temperature"] == 0.5
+    finally:
+        server.shutdown()
+    with pytest.raises(RwmlError, match="env.user_endpoint"):
+        EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate([[{"role": "user", "content": "Hi"}]], 1, Sampling())
+
+
+def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_qwen3, tau2_data):
+    import json
+
+    from conftest import rwml_lite, tiny_recipe
+
+    recipe = tiny_recipe(
+        tmp_path, tiny_qwen3,
+        model={"max_seq_length": 8192},
+        env={"name": "tau2", "domains": ["retail"], "workers": 0, "user_max_new_tokens": 16},
+        agent={"action_parse": "mention", "history": 2},
+        collect={"split": "train", "num_tasks": 2, "rollouts_per_task": 2, "max_steps": 3},
+        worldmodel={"history": 2},
+        eval={"splits": ["test"], "num_tasks": 1, "runs": 1, "max_steps": 3, "temperature": 1.0},
+    )  # fmt: skip
+    result = rwml_lite("train", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "tau2 pass rate % by domain" in report and "| retail | AVG |" in report
+    episodes = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(episodes) == 4 and all(s["kind"] in ("user", "tool", "observation") for e in episodes for s in e["steps"])

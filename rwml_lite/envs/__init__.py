@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from rwml_lite.config import EnvSettings
 from rwml_lite.envs.base import Step, TextEnv
-from rwml_lite.errors import RwmlError
+from rwml_lite.models import Generator
 
 
-def make_env(settings: EnvSettings, max_steps: int) -> TextEnv:
+def make_env(settings: EnvSettings, max_steps: int, user: Generator | None = None) -> TextEnv:
+    """The recipe's environment; `user` is the model that plays the customer in tau2 conversations."""
     if settings.name == "textworld_express":
         from rwml_lite.envs.textworld_express import TextWorldExpress
 
@@ -17,10 +18,11 @@ def make_env(settings: EnvSettings, max_steps: int) -> TextEnv:
 
         return ALFWorld(max_steps)
     if settings.name == "tau2":
-        raise RwmlError(
-            "env.name is 'tau2', whose environment is not built yet: tau2 recipes validate and `rwml-lite plan` sizes "
-            "them, but training waits for the tau2-bench environment. Use env.name=alfworld or textworld_express meanwhile."
-        )
+        from rwml_lite.envs.tau2.episode import Tau2Env
+        from rwml_lite.models import Sampling
+
+        sampling = Sampling(settings.user_temperature, settings.user_max_new_tokens)
+        return Tau2Env(settings.domains, max_steps, user, sampling, settings.max_errors)
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
 
 

@@ -27,6 +27,10 @@ class TextEnv(Protocol):
     role: str
     #: The goal of the current episode, set by `reset`.
     goal: str
+    #: What the world-model prompt shows instead of `goal`, where the agent's instructions are not
+    #: what predicting the environment needs (tau2: tools and the customer's profile, not the policy).
+    #: Environments without it use `goal`.
+    world_goal: str
 
     def tasks(self, split: str) -> list[str]: ...
 

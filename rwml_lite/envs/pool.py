@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from rwml_lite.config import EnvSettings
 from rwml_lite.envs import Step, TextEnv, make_env
+from rwml_lite.models import Generator
 
 
 @dataclass
@@ -26,6 +27,7 @@ class Start:
     admissible: list[str] | None
     task_type: str
     role: str
+    world_goal: str
 
 
 @dataclass
@@ -34,18 +36,19 @@ class Outcome:
     admissible: list[str] | None
 
 
-def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple]) -> list:
+def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple], user=None) -> list:
     """Run (slot, "reset", (task, seed)) and (slot, "step", action) commands on this process's envs."""
     results = []
     for slot, kind, arg in commands:
         if slot not in envs:
-            envs[slot] = make_env(settings, max_steps)
+            envs[slot] = make_env(settings, max_steps, user)
         env = envs[slot]
         try:
             if kind == "reset":
                 task_id, seed = arg
                 first = env.reset(task_id, seed)
-                results.append(Start(first, env.goal, env.admissible_actions(), env.task_type(task_id), env.role))
+                world_goal = getattr(env, "world_goal", env.goal)
+                results.append(Start(first, env.goal, env.admissible_actions(), env.task_type(task_id), env.role, world_goal))
             else:
                 results.append(Outcome(env.step(arg), env.admissible_actions()))
         except Exception as e:  # carried back and raised in the main process
@@ -64,8 +67,9 @@ def _worker(conn, settings: EnvSettings, max_steps: int) -> None:
 
 
 class EnvPool:
-    def __init__(self, settings: EnvSettings, max_steps: int, workers: int | None = None):
-        self.settings, self.max_steps = settings, max_steps
+    def __init__(self, settings: EnvSettings, max_steps: int, workers: int | None = None, user: Generator | None = None):
+        """`user`: the model that plays the customer in tau2 conversations (in-process slots only)."""
+        self.settings, self.max_steps, self.user = settings, max_steps, user
         self.workers = settings.workers if workers is None else workers
         self._local: dict[int, TextEnv] = {}
         self._conns, self._procs = [], []
@@ -86,7 +90,7 @@ class EnvPool:
 
     def _run(self, commands: list[tuple]) -> dict:
         if not self.workers:
-            results = dict(zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands)))
+            results = dict(zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands, self.user)))
         else:
             shares: list[list[tuple]] = [[] for _ in self._conns]
             for command in commands:

@@ -64,10 +64,11 @@ def prepare_backend(settings: ModelSettings) -> None:
     backend(settings)
 
 
-def check_lengths(settings: ModelSettings, tokenizer, texts: list[str], new_tokens: int, what: str) -> None:
-    """Refuse sequences longer than model.max_seq_length up front on the unsloth backend, which sizes
-    vLLM's context and its kernels by it and otherwise truncates inputs and fails mid-run."""
-    if settings.backend != "unsloth" or not texts:
+def check_lengths(settings: ModelSettings, tokenizer, texts: list[str], new_tokens: int, what: str, every_backend: bool = False) -> None:
+    """Refuse sequences longer than model.max_seq_length up front: the unsloth backend sizes vLLM's
+    context and its kernels by it and otherwise truncates inputs and fails mid-run; SFT (every
+    backend) would cut the target off the end of a long example."""
+    if not texts or not (every_backend or settings.backend == "unsloth"):
         return
     longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
     if longest + new_tokens > settings.max_seq_length:
@@ -77,3 +78,15 @@ def check_lengths(settings: ModelSettings, tokenizer, texts: list[str], new_toke
             f"{longest + new_tokens} (then check `rwml-lite plan`), or shorten the history (agent.history, "
             f"worldmodel.history) or the token budgets."
         )
+
+
+def user_simulator(recipe) -> Generator | None:
+    """What plays the customer in tau2 conversations: the endpoint the recipe names, else the recipe's
+    own model without adapter (so that a trained policy is always judged against the same user)."""
+    if recipe.env.name != "tau2":
+        return None
+    if recipe.env.user_endpoint:
+        from rwml_lite.models.endpoint import EndpointGenerator
+
+        return EndpointGenerator(recipe.env.user_endpoint, recipe.env.user_model)
+    return backend(recipe.model).generator(recipe.model)

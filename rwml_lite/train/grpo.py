@@ -27,7 +27,7 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
     policy = backend(recipe.model)
     model, tokenizer, peft_config = policy.trainable_policy(recipe.model)
     rows = [
-        {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "real_next_state": t["next_observation"]}
+        {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "real_next_state": t["next_observation"], "kind": t.get("kind", "observation")}
         for t in triplets
     ]
     check_lengths(recipe.model, tokenizer, [r["prompt"] for r in rows], g.max_completion_length, "RWML prompt")

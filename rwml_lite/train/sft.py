@@ -28,12 +28,13 @@ def train_next_state_sft(recipe: Recipe, triplets: list[dict], folder: RunFolder
         {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "completion": t["target"].removeprefix(prefill)}
         for t in triplets
     ]
-    check_lengths(recipe.model, tokenizer, [r["prompt"] + r["completion"] for r in rows], 0, "filter SFT example")
+    check_lengths(recipe.model, tokenizer, [r["prompt"] + r["completion"] for r in rows], 0, "filter SFT example", every_backend=True)
     args = SFTConfig(
         output_dir=str(folder.checkpoints("filter")),
         num_train_epochs=f.epochs,
         learning_rate=f.learning_rate,
         per_device_train_batch_size=f.batch_size,
+        max_length=recipe.model.max_seq_length,  # TRL's default (1024) would cut long prompts' targets off
         logging_steps=1,
         save_strategy="no",
         **policy.training_overrides(recipe.model),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import date as Date
 from datetime import timedelta
 
-from rwml_lite.envs.tau2.toolkit import READ, WRITE, ServiceTools, ToolError, tool
+from rwml_lite.envs.tau2.toolkit import READ, WRITE, ServiceTools, ToolError, money, tool
 
 NOW = "2024-05-15T15:00:00"
 CABINS = ("basic_economy", "economy", "business")
@@ -18,17 +18,8 @@ BAG_PRICE, INSURANCE_PRICE = 50, 30
 MAX_PAYMENTS = {"certificate": 1, "credit_card": 1, "gift_card": 3}
 
 
-def _money(x: float) -> float:
-    return round(x + 0.0, 2)
-
-
 class AirlineTools(ServiceTools):
     # ------------------------------------------------------------------ lookups
-
-    def _user(self, user_id: str) -> dict:
-        if user_id not in self.db["users"]:
-            raise ToolError(f"user {user_id} not found")
-        return self.db["users"][user_id]
 
     def _reservation(self, reservation_id: str) -> dict:
         if reservation_id not in self.db["reservations"]:
@@ -151,10 +142,17 @@ class AirlineTools(ServiceTools):
             if day["status"] == "available":
                 day["available_seats"][cabin] -= passengers
 
-    def _charge(self, method: dict, amount: float) -> None:
-        """Take `amount` from a gift card or certificate balance (credit cards are billed outside)."""
+    def _check_covers(self, method: dict, amount: float) -> None:
+        """A gift card or certificate must hold what it pays (credit cards are billed outside)."""
         if method["source"] in ("gift_card", "certificate") and amount > method["amount"] + 1e-9:
             raise ToolError(f"{method['id']} holds {method['amount']}, less than {amount}")
+
+    def _settle(self, reservation: dict, method: dict, amount: float) -> None:
+        """Record a checked charge (> 0) or refund (< 0) of a change: gift card balance, payment history."""
+        if method["source"] == "gift_card":
+            method["amount"] = money(method["amount"] - amount)
+        if amount:
+            reservation["payment_history"].append({"payment_id": method["id"], "amount": amount})
 
     @tool(WRITE)
     def book_reservation(
@@ -192,19 +190,19 @@ class AirlineTools(ServiceTools):
             raise ToolError("nonfree_baggages must be between 0 and total_baggages")
         n = len(passengers)
         segments = self._segments(flights, cabin, n, keep_prices={})
-        total = _money(sum(s["price"] for s in segments) * n + INSURANCE_PRICE * n * (insurance == "yes") + BAG_PRICE * nonfree_baggages)
-        methods = [(self._payment(user, p["payment_id"], tuple(MAX_PAYMENTS)), _money(p["amount"])) for p in payment_methods]
+        total = money(sum(s["price"] for s in segments) * n + INSURANCE_PRICE * n * (insurance == "yes") + BAG_PRICE * nonfree_baggages)
+        methods = [(self._payment(user, p["payment_id"], tuple(MAX_PAYMENTS)), money(p["amount"])) for p in payment_methods]
         for source, most in MAX_PAYMENTS.items():
             if sum(m["source"] == source for m, _ in methods) > most:
                 raise ToolError(f"a reservation takes at most {most} {source.replace('_', ' ')}(s)")
-        if _money(sum(a for _, a in methods)) != total:
-            raise ToolError(f"the payments add up to {_money(sum(a for _, a in methods))}, but the total price is {total}")
+        if money(sum(a for _, a in methods)) != total:
+            raise ToolError(f"the payments add up to {money(sum(a for _, a in methods))}, but the total price is {total}")
         for method, amount in methods:
-            self._charge(method, amount)
+            self._check_covers(method, amount)
 
         for method, amount in methods:  # all checks passed: write
             if method["source"] == "gift_card":
-                method["amount"] = _money(method["amount"] - amount)
+                method["amount"] = money(method["amount"] - amount)
             elif method["source"] == "certificate":  # single use: what is left is not refunded
                 del user["payment_methods"][method["id"]]
         self._move_seats(segments, cabin, n)
@@ -254,17 +252,13 @@ class AirlineTools(ServiceTools):
         n = len(reservation["passengers"])
         kept = {(s["flight_number"], s["date"]): s["price"] for s in reservation["flights"]} if cabin == reservation["cabin"] else {}
         segments = self._segments(flights, cabin, n, keep_prices=kept)
-        difference = _money((sum(s["price"] for s in segments) - sum(s["price"] for s in reservation["flights"])) * n)
+        difference = money((sum(s["price"] for s in segments) - sum(s["price"] for s in reservation["flights"])) * n)
         method = self._payment(user, payment_id, ("gift_card", "credit_card"))
-        if difference > 0:
-            self._charge(method, difference)
+        self._check_covers(method, difference)
 
         self._move_seats(reservation["flights"], reservation["cabin"], -n)
         self._move_seats(segments, cabin, n)
-        if method["source"] == "gift_card":
-            method["amount"] = _money(method["amount"] - difference)
-        if difference:
-            reservation["payment_history"].append({"payment_id": payment_id, "amount": difference})
+        self._settle(reservation, method, difference)
         reservation["flights"], reservation["cabin"] = segments, cabin
         return reservation
 
@@ -297,11 +291,8 @@ class AirlineTools(ServiceTools):
             raise ToolError("nonfree_baggages cannot exceed total_baggages")
         cost = BAG_PRICE * (nonfree_baggages - reservation["nonfree_baggages"])
         method = self._payment(user, payment_id, ("gift_card", "credit_card"))
-        self._charge(method, cost)
-        if method["source"] == "gift_card":
-            method["amount"] = _money(method["amount"] - cost)
-        if cost:
-            reservation["payment_history"].append({"payment_id": payment_id, "amount": cost})
+        self._check_covers(method, cost)
+        self._settle(reservation, method, cost)
         reservation["total_baggages"], reservation["nonfree_baggages"] = total_baggages, nonfree_baggages
         return reservation
 

@@ -45,6 +45,16 @@ def parse_tool_calls(action: str) -> list[dict | str] | None:
     return calls
 
 
+def tool_lines(schemas: list[dict]) -> str:
+    """One line per tool, `name(arg: type, ...): description`: the schemas in few tokens."""
+    lines = []
+    for schema in schemas:
+        props = schema["parameters"]["properties"]
+        args = ", ".join(f"{name}: {spec['type']}" for name, spec in props.items())
+        lines.append(f"- {schema['name']}({args}): {schema['description']}")
+    return "\n".join(lines)
+
+
 def scenario_text(task: dict) -> str:
     """The user's scenario as the simulator reads it: who they are, why they call, what they know."""
     instructions = task["user_scenario"]["instructions"]
@@ -87,7 +97,17 @@ class Tau2Env:
         self.domain = domain(name)
         self.task = self.domain.tasks[local_id]
         self.tools = self.domain.fresh_tools()
-        self.goal = f"Serve the customer under this policy.\n\n{self.domain.policy}"
+        self.goal = (
+            "Serve the customer under the policy below. Each action is either a message to the customer or "
+            'tool calls written as <tool_call>{"name": "...", "arguments": {...}}</tool_call>, never both.\n\n'
+            f"Tools:\n{tool_lines(self.tools.schemas())}\n\nPolicy:\n{self.domain.policy}"
+        )
+        # PAPER.md: the world model sees the user's profile facts, not their intent (nor the agent's policy)
+        known = self.task["user_scenario"]["instructions"].get("known_info") or "(none given)"
+        self.world_goal = (
+            f"A customer-service conversation ({name}). The agent acts with messages or tool calls.\n\n"
+            f"Tools:\n{tool_lines(self.tools.schemas())}\n\nWhat the customer knows about themselves:\n{known}"
+        )
         self.calls: list[dict] = []
         self.agent_texts = [GREETING]
         self.steps = self.errors = 0

@@ -36,3 +36,12 @@ def mask_tool_output(content: str) -> str:
     if not isinstance(parsed, (dict, list)):
         return content  # a bare number or string is an answer, not a structure
     return json.dumps(_types(parsed))
+
+
+def mask_tool_observation(observation: str) -> str:
+    """An episode's tool observation ("Tool (name): reply" per call) with each reply masked."""
+    lines = []
+    for line in observation.split("\n"):
+        head, sep, reply = line.partition("): ")
+        lines.append(head + sep + mask_tool_output(reply) if line.startswith("Tool (") and sep else line)
+    return "\n".join(lines)

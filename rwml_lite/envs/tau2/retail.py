@@ -10,23 +10,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-from rwml_lite.envs.tau2.toolkit import READ, WRITE, ServiceTools, ToolError, tool
+from rwml_lite.envs.tau2.toolkit import READ, WRITE, ServiceTools, ToolError, money, tool
 
 CANCEL_REASONS = ("no longer needed", "ordered by mistake")
 ITEMS_MODIFIED = "pending (item modified)"
 
 
-def _money(x: float) -> float:
-    return round(x + 0.0, 2)
-
-
 class RetailTools(ServiceTools):
     # ------------------------------------------------------------------ lookups
-
-    def _user(self, user_id: str) -> dict:
-        if user_id not in self.db["users"]:
-            raise ToolError(f"user {user_id} not found")
-        return self.db["users"][user_id]
 
     def _order(self, order_id: str, status: str | None = None) -> dict:
         order = self.db["orders"].get(order_id)
@@ -70,7 +61,7 @@ class RetailTools(ServiceTools):
             slot.update(item_id=new, price=variant["price"], options=variant["options"], _swapped=True)
         for item in items:
             item.pop("_swapped", None)
-        return items, _money(difference)
+        return items, money(difference)
 
     def _check_pays(self, method: dict, amount: float) -> None:
         if method["source"] == "gift_card" and amount > method["balance"] + 1e-9:
@@ -161,7 +152,7 @@ class RetailTools(ServiceTools):
         for refund in refunds:
             method = user["payment_methods"].get(refund["payment_method_id"])
             if method and method["source"] == "gift_card":
-                method["balance"] = _money(method["balance"] + refund["amount"])
+                method["balance"] = money(method["balance"] + refund["amount"])
         order["payment_history"].extend(refunds)
         order["status"], order["cancel_reason"] = "cancelled", reason
         return order
@@ -199,10 +190,10 @@ class RetailTools(ServiceTools):
             {"transaction_type": "refund", "amount": amount, "payment_method_id": original["payment_method_id"]},
         ]
         if method["source"] == "gift_card":
-            method["balance"] = _money(method["balance"] - amount)
+            method["balance"] = money(method["balance"] - amount)
         old = user["payment_methods"].get(original["payment_method_id"])
         if old and old["source"] == "gift_card":
-            old["balance"] = _money(old["balance"] + amount)
+            old["balance"] = money(old["balance"] + amount)
         return order
 
     @tool(WRITE)
@@ -219,7 +210,7 @@ class RetailTools(ServiceTools):
         method = self._method(user, payment_method_id)
         self._check_pays(method, difference)
         if method["source"] == "gift_card":
-            method["balance"] = _money(method["balance"] - difference)
+            method["balance"] = money(method["balance"] - difference)
         if difference:
             kind = "payment" if difference > 0 else "refund"
             order["payment_history"].append({"transaction_type": kind, "amount": abs(difference), "payment_method_id": payment_method_id})

@@ -116,8 +116,18 @@ def vars_in_order(cls) -> list[tuple[str, Any]]:
     return list(seen.items())
 
 
+def money(x: float) -> float:
+    """Amounts in cents precision, as the databases store them."""
+    return round(x + 0.0, 2)
+
+
 class ServiceTools(Toolkit):
-    """The generic tools every customer-service domain offers."""
+    """What every customer-service domain shares: its users, and the generic tools."""
+
+    def _user(self, user_id: str) -> dict:
+        if user_id not in self.db["users"]:
+            raise ToolError(f"user {user_id} not found")
+        return self.db["users"][user_id]
 
     @tool(GENERIC)
     def calculate(self, expression: str) -> str:

@@ -1,0 +1,38 @@
+"""A `Generator` over an OpenAI-compatible chat endpoint (vLLM's server, llama.cpp's, OpenAI's):
+what plays the customer in tau2 conversations when the recipe names `env.user_endpoint`."""
+
+from __future__ import annotations
+
+import os
+
+import httpx
+
+from rwml_lite.errors import RwmlError
+from rwml_lite.models import Sampling
+from rwml_lite.prompts import Messages
+
+
+class EndpointGenerator:
+    def __init__(self, base_url: str, model: str, timeout: float = 120.0):
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.model, self.timeout = model, timeout
+        key = os.environ.get("OPENAI_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+
+    def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
+        results = []
+        for messages in prompts:
+            body = {"model": self.model, "messages": messages, "n": n, "temperature": sampling.temperature,
+                    "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}  # fmt: skip
+            try:
+                response = httpx.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
+                response.raise_for_status()
+                choices = response.json()["choices"]
+            except (httpx.HTTPError, KeyError, ValueError) as e:
+                raise RwmlError(
+                    f"The user simulator endpoint {self.url} (env.user_endpoint, model {self.model!r}) failed: {e}. "
+                    f"Check that the server runs and serves that model (env.user_model), or set env.user_endpoint=null "
+                    f"to let the recipe's own model play the user."
+                ) from None
+            results.append([c["message"]["content"] or "" for c in choices])
+        return results
