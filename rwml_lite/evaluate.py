@@ -88,7 +88,9 @@ def world_model_score(
     for triplet, preds in zip(triplets, predictions):
         reals = [triplet["next_observation"]] * len(preds)
         triplet_sims = reward.similarities(preds, reals)
-        triplet_scores = reward.score(preds, reals, [triplet.get("kind", "observation")] * len(preds))
+        # the cosines already give embedded rewards; only tau2 tool replies are scored another way
+        tool = triplet.get("kind") == "tool"
+        triplet_scores = reward.score(preds, reals, ["tool"] * len(preds)) if tool else [reward.reward_of(s) for s in triplet_sims]
         sims.extend(triplet_sims)
         scores.extend(triplet_scores)
         records.append({"triplet_id": triplet["triplet_id"], "real": triplet["next_observation"], "predictions": preds, "similarities": triplet_sims, "rewards": triplet_scores})

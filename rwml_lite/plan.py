@@ -206,7 +206,7 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     emb = recipe.reward
     try:
         emb_arch = architecture(emb.embedder)
-        embedder = emb_arch.params * (BYTES[emb.precision] if emb.precision in ("8bit", "4bit") else BYTES[emb.precision])
+        embedder = emb_arch.params * BYTES[emb.precision]
         embedder += emb.batch_size * 256 * 2 * (4 * emb_arch.hidden + emb_arch.intermediate)  # one layer's forward
         embedder_gib = embedder / GIB
     except RwmlError:

@@ -25,7 +25,7 @@ class Embedder:
     """Unit-normalised sentence embeddings, so cosine similarity is a dot product.
 
     `precision` 8bit/4bit quantizes the embedder's linear layers with bitsandbytes, so that a
-    Qwen3-Embedding model fits on the policy's GPU (8B: ~16 GB in bf16, ~5 GB in 4-bit).
+    Qwen3-Embedding model fits on the policy's GPU (8B weights: ~14 GiB in bf16, ~4 GiB in 4-bit).
     """
 
     def __init__(self, name_or_path: str, batch_size: int = 64, precision: str = "float32", device: str | None = None):
