@@ -240,8 +240,6 @@ class Recipe(Section):
                 f"env.workers={self.env.workers}: tau2 conversations run in this process, beside the model that plays "
                 f"the user; set env.workers=0"
             )
-        if self.env.name == "tau2" and "telecom" in self.env.domains:
-            raise ValueError("env.domains holds telecom, which is not built yet; use [airline, retail] for now")
         return self
 
     @model_validator(mode="after")

@@ -5,7 +5,9 @@ endpoint) answers from its scenario. Each agent action is either a message to th
 simulator replies) or one or more tool calls written as `<tool_call>{"name": ..., "arguments": {...}}
 </tool_call>` (the tools reply). A call that is not valid JSON, names no known tool or lacks an
 argument is answered with an error tool message and counted as invalid; the conversation goes on.
-The user ends it with ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE###; the step or error limit
+In telecom the user has tools too (their phone): the simulator may answer the agent with tool calls
+in the same format, sees their results, and goes on until it writes a message, which is all the agent
+sees. The user ends it with ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE###; the step or error limit
 ends it too, and then it scores 0. At the end the episode is scored as upstream does (scoring.py).
 """
 
@@ -22,6 +24,7 @@ from rwml_lite.models import Generator, Sampling
 
 GREETING = "Hi! How can I help you today?"
 STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
+MAX_USER_TOOL_ROUNDS = 5  # [ours] tool calls the user may make before their message to the agent
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 
 
@@ -76,7 +79,8 @@ class Tau2Env:
     def __init__(self, domains: list[str], max_steps: int, user: Generator, user_sampling: Sampling, max_errors: int = 10):
         self.domains, self.max_steps, self.max_errors = domains, max_steps, max_errors
         self.user, self.user_sampling = user, user_sampling
-        self.guidelines = (data_root() / "user_simulator" / "simulation_guidelines.md").read_text()
+        folder = data_root() / "user_simulator"
+        self.guidelines = {tools: (folder / f"simulation_guidelines{'_tools' if tools else ''}.md").read_text() for tools in (False, True)}
 
     def tasks(self, split: str) -> list[str]:
         return [f"{name}/{task_id}" for name in self.domains for task_id in domain(name).task_ids(split)]
@@ -96,7 +100,9 @@ class Tau2Env:
         name, _, local_id = task_id.partition("/")
         self.domain = domain(name)
         self.task = self.domain.tasks[local_id]
-        self.tools = self.domain.fresh_tools()
+        self.tools = self.domain.fresh_tools(self.task)
+        self.phone = self.tools.side("user")
+        user_has_tools = self.phone is not self.tools
         self.goal = (
             "Serve the customer under the policy below. Each action is either a message to the customer or "
             'tool calls written as <tool_call>{"name": "...", "arguments": {...}}</tool_call>, never both.\n\n'
@@ -112,17 +118,39 @@ class Tau2Env:
         self.agent_texts = [GREETING]
         self.steps = self.errors = 0
         # the simulator plays the user: its own turns are "assistant", the agent's are "user"
-        self.user_view = [
-            {"role": "system", "content": f"{self.guidelines}\n\n<scenario>\n{scenario_text(self.task)}\n</scenario>"},
-            {"role": "user", "content": GREETING},
-        ]
+        system = f"{self.guidelines[user_has_tools]}\n\n<scenario>\n{scenario_text(self.task)}\n</scenario>"
+        if user_has_tools:
+            system += (
+                f"\n\nYour tools, on your own phone:\n{tool_lines(self.phone.schemas())}\n\nTo use one, reply with only "
+                '<tool_call>{"name": "...", "arguments": {...}}</tool_call>; you will see its result before you answer the agent.'
+            )
+        self.user_view = [{"role": "system", "content": system}, {"role": "user", "content": GREETING}]
         first, self.stopped = self._user_turn()
         return f"User: {first}"
 
     def _user_turn(self) -> tuple[str, bool]:
-        reply = self.user.generate([self.user_view], 1, self.user_sampling)[0][0].strip()
-        self.user_view.append({"role": "assistant", "content": reply})
+        """The user's next message; on the way they may use their own tools, whose results only they see."""
+        for _ in range(MAX_USER_TOOL_ROUNDS + 1):
+            reply = self.user.generate([self.user_view], 1, self.user_sampling)[0][0].strip()
+            self.user_view.append({"role": "assistant", "content": reply})
+            calls = parse_tool_calls(reply) if self.phone is not self.tools else None
+            if not calls:
+                break
+            self.user_view.append({"role": "user", "content": self._run(calls, "user")[0]})
         return reply, any(token in reply for token in STOP_TOKENS)
+
+    def _run(self, calls: list[dict | str], requestor: str) -> tuple[str, int]:
+        """Run parsed calls on the requestor's side: the tool replies as one text, and how many failed."""
+        lines, failed = [], 0
+        for call in calls:
+            if isinstance(call, str):  # a malformed call: its error text
+                reply, name = Reply(call, False), "unparsed"
+            else:
+                reply, name = self.tools.side(requestor).call(call["name"], call["arguments"]), call["name"]
+                self.calls.append({**call, "requestor": requestor})  # replayed for scoring: writes only, refused ones change nothing
+            lines.append(f"Tool ({name}): {reply.content}")
+            failed += not reply.ok
+        return "\n".join(lines), failed
 
     def step(self, action: str) -> Step:
         self.steps += 1
@@ -133,11 +161,9 @@ class Tau2Env:
             reply, self.stopped = self._user_turn()
             observation, valid, kind = f"User: {reply}", True, "user"
         else:
-            replies = [Reply(c, False) if isinstance(c, str) else self._call(c) for c in calls]
-            names = [c if isinstance(c, str) else c["name"] for c in calls]
-            observation = "\n".join(f"Tool ({n if not n.startswith('Error') else 'unparsed'}): {r.content}" for n, r in zip(names, replies))
-            valid, kind = all(r.ok for r in replies), "tool"
-            self.errors += sum(not r.ok for r in replies)
+            observation, failed = self._run(calls, "assistant")
+            valid, kind = not failed, "tool"
+            self.errors += failed
         limited = self.steps >= self.max_steps or self.errors > self.max_errors
         done = self.stopped or limited
         info = {"kind": kind}
@@ -147,8 +173,3 @@ class Tau2Env:
             reward = result.reward
             info.update(score_parts=result.parts, nl_unscored=result.nl_unscored, ended="user" if self.stopped else "limit")
         return Step(observation, reward, done, done and reward == 1.0, valid, info)
-
-    def _call(self, call: dict) -> Reply:
-        reply = self.tools.call(call["name"], call["arguments"])
-        self.calls.append(call)  # replayed for scoring: writes only, refused ones change nothing
-        return reply

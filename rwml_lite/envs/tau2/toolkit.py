@@ -16,6 +16,8 @@ import typing
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from rwml_lite.errors import RwmlError
+
 READ, WRITE, GENERIC = "read", "write", "generic"
 
 
@@ -31,6 +33,18 @@ def tool(kind: str) -> Callable:
         return method
 
     return mark
+
+
+def setup(method: Callable) -> Callable:
+    """Mark a method that only a task's `initial_state` may call (it breaks something on purpose)."""
+    method.is_setup = True
+    return method
+
+
+def assertion(method: Callable) -> Callable:
+    """Mark a check of the final state that a task's `env_assertions` name; it returns a bool."""
+    method.is_assertion = True
+    return method
 
 
 @dataclass(frozen=True)
@@ -102,6 +116,27 @@ class Toolkit:
         except (TypeError, ValueError, KeyError, AttributeError) as e:  # arguments of the wrong shape
             return Reply(f"Error: {name}: invalid arguments ({type(e).__name__}: {e}).", False)
         return Reply(result if isinstance(result, str) else json.dumps(result), True)
+
+    def perform(self, name: str, arguments: dict) -> None:
+        """Run a task's set-up action (a setup method or a tool); a broken task file is an error, not a reply."""
+        method = getattr(type(self), name, None)
+        if not (getattr(method, "is_setup", False) or hasattr(method, "tool_kind")):
+            raise RwmlError(f"the task's initial_state names {name!r}, which {type(self).__name__} does not know")
+        try:
+            getattr(self, name)(**arguments)
+        except (ToolError, TypeError, KeyError) as e:
+            raise RwmlError(f"the task's initial_state action {name}({arguments}) failed: {e}") from None
+
+    def holds(self, name: str, arguments: dict) -> bool:
+        """Evaluate one of a task's environment assertions on the current state."""
+        method = getattr(type(self), name, None)
+        if not getattr(method, "is_assertion", False):
+            raise RwmlError(f"the task's env_assertions name {name!r}, which {type(self).__name__} does not know")
+        return bool(getattr(self, name)(**arguments))
+
+    def side(self, requestor: str) -> "Toolkit":
+        """The toolkit that acts for `requestor`: the agent's, unless a domain gives the user tools too."""
+        return self
 
     def db_hash(self) -> str:
         """SHA-256 of the database as canonical JSON (sorted keys): equal states, equal hashes."""
