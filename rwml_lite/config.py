@@ -81,7 +81,7 @@ SPLITS = {
 class EnvSettings(Section):
     name: Literal["textworld_express", "alfworld", "tau2"] = Field(
         "textworld_express",
-        description="Environment: textworld_express (embedded), alfworld (needs $ALFWORLD_DATA), tau2 (planned; recipes validate and plan).",
+        description="Environment: textworld_express (embedded), alfworld (needs $ALFWORLD_DATA), tau2 (needs $TAU2_DATA_DIR).",
     )
     domains: list[Literal["airline", "retail", "telecom"]] = Field(
         ["airline", "retail", "telecom"], min_length=1, description="tau2 only: the customer-service domains played."
@@ -94,6 +94,12 @@ class EnvSettings(Section):
     user_model: str = Field("default", description="tau2 only: the model name sent to user_endpoint.")
     user_temperature: float = Field(0.0, ge=0.0, description="tau2 only: sampling temperature of the simulated user.")
     user_max_new_tokens: int = Field(128, gt=0, description="tau2 only: token budget of one user message.")
+    judge_endpoint: str | None = Field(
+        None,
+        description="tau2 only: base URL of an OpenAI-compatible server whose model judges the NL assertions (retail has "
+        "40 tasks with them); null = those assertions are not scored and the report lists the tasks scored without them.",
+    )
+    judge_model: str = Field("default", description="tau2 only: the model name sent to judge_endpoint.")
     max_errors: int = Field(10, ge=0, description="tau2 only: invalid tool calls after which a conversation ends (scored 0).")
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(

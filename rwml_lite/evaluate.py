@@ -64,8 +64,8 @@ def task_success(episodes: list[dict], runs: int, splits: list[str]) -> dict:
         "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
-        # tau2: distinct tasks whose NL assertions no judge scored (their reward rests on the database)
-        "nl_unscored": len({ep["task_id"] for ep in episodes if ep.get("final", {}).get("nl_unscored")}),
+        # tau2: tasks whose NL assertions no judge scored (their reward rests on the database)
+        "nl_unscored": sorted({ep["task_id"] for ep in episodes if ep.get("final", {}).get("nl_unscored")}),
     }
 
 

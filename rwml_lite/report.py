@@ -70,7 +70,10 @@ def _tau2_section(results: dict[str, dict], domains: list[str]) -> list[str]:
     for name, r in results.items():
         rates = [r["success_by_type"].get(d, 0.0) for d in domains]
         avg = sum(TAU2_WEIGHTS[d] * x for d, x in zip(domains, rates)) / total
-        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in rates) + f" | {avg:.1f} | {r.get('nl_unscored', 0)} |")
+        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in rates) + f" | {avg:.1f} | {len(r.get('nl_unscored', []))} |")
+    unscored = sorted({t for r in results.values() for t in r.get("nl_unscored", [])})
+    if unscored:
+        lines += ["", f"Scored without their NL assertions (no `env.judge_endpoint`): {', '.join(unscored)}."]
     return lines
 
 

@@ -205,6 +205,41 @@ def test_an_agent_that_plays_the_reference_solution_wins_the_conversation(tau2_d
     assert step.done and step.won and step.reward == 1.0 and step.info["ended"] == "user"
 
 
+def test_a_judge_scores_the_nl_assertions_it_reads_in_the_whole_conversation(tau2_data):
+    """With env.judge_endpoint a model answers YES/NO per NL assertion over the transcript (tool calls
+    included); without it the task is scored on the database and flagged."""
+    from conftest import ScriptedGenerator
+
+    from rwml_lite.envs.tau2.judge import met
+
+    assert met("<think>the agent did</think> YES, it did.") and met("**Yes** - it did") and not met("No.") and not met("It is unclear")
+    env, _ = conversation(tau2_data, lambda messages, _: "Thanks, bye. ###STOP###" if messages[-1]["content"].startswith("All done") else "Hi.")
+    task_id = next(t for t in env.tasks("train") if t.startswith("retail/") and _nl(tau2_data, t))
+    asked = []
+    for answer, expected in [("YES", 1.0), ("NO, the agent did not.", 0.0), (None, 1.0)]:
+        env.judge = None if answer is None else ScriptedGenerator(lambda messages, _: asked.append(messages[-1]["content"]) or answer)
+        env.reset(task_id, seed=0)
+        criteria = env.task["evaluation_criteria"]
+        for action in criteria["actions"]:
+            env.step(tool_call(action["name"], action["arguments"]))
+        step = env.step("All done. " + " ".join(criteria.get("communicate_info") or []))
+        assert step.done and step.reward == expected, answer
+        assert step.info["nl_unscored"] == (answer is None)
+        assert ("NL_ASSERTION" in step.info["score_parts"]) == (answer is not None)
+    assertions = env.task["evaluation_criteria"]["nl_assertions"]
+    assert len(asked) == 2 * len(assertions) and all(f"Expectation: {a}" in q for a, q in zip(assertions, asked))
+    first_call = criteria["actions"][0]["name"]
+    assert f"Agent tool call: {first_call}(" in asked[0] and "Customer: Hi." in asked[0] and "Agent: All done." in asked[0]
+
+
+def _nl(tau2_data, task_id: str) -> bool:
+    from rwml_lite.envs.tau2.data import domain
+
+    name, _, local = task_id.partition("/")
+    criteria = domain(name).tasks[local]["evaluation_criteria"]
+    return bool(criteria.get("nl_assertions")) and "NL_ASSERTION" in (criteria.get("reward_basis") or [])
+
+
 def test_malformed_tool_calls_are_invalid_error_messages_and_the_conversation_goes_on(tau2_data):
     env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
     env.reset("retail/0", seed=0)
@@ -318,7 +353,7 @@ def test_tau2_recipes_refuse_worker_processes(tmp_path):
         build_recipe(base, ["env.workers=2"], "test")
 
 
-def test_an_openai_compatible_endpoint_can_play_the_user():
+def test_an_openai_compatible_endpoint_can_play_the_user_or_judge(tau2_data):
     import json
     import threading
     from http.server import BaseHTTPRequestHandler, HTTPServer
@@ -350,10 +385,19 @@ def test_an_openai_compatible_endpoint_can_play_the_user():
         assert out == [["reply 0", "reply 1"]]
         path, body = seen[0]
         assert path == "/v1/chat/completions" and body["model"] == "user-model" and body["max_tokens"] == 7 and body["temperature"] == 0.5
+        # the recipe's judge fields build the judge of the conversations
+        from rwml_lite.config import EnvSettings
+        from rwml_lite.envs import make_env
+
+        settings = EnvSettings(name="tau2", domains=["retail"], judge_endpoint=f"http://127.0.0.1:{server.server_port}/v1", judge_model="judge-model")
+        env = make_env(settings, max_steps=3, user=generator)
+        assert env.judge.generate([[{"role": "user", "content": "Met?"}]], 1, Sampling()) == [["reply 0"]] and seen[-1][1]["model"] == "judge-model"
     finally:
         server.shutdown()
     with pytest.raises(RwmlError, match="env.user_endpoint"):
         EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate([[{"role": "user", "content": "Hi"}]], 1, Sampling())
+    with pytest.raises(RwmlError, match="env.judge_endpoint=null to leave NL assertions unscored"):
+        EndpointGenerator("http://127.0.0.1:9/v1", "m", role="judge", timeout=2).generate([[{"role": "user", "content": "Hi"}]], 1, Sampling())
 
 
 def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_qwen3, tau2_data):

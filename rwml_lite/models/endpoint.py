@@ -1,5 +1,6 @@
 """A `Generator` over an OpenAI-compatible chat endpoint (vLLM's server, llama.cpp's, OpenAI's):
-what plays the customer in tau2 conversations when the recipe names `env.user_endpoint`."""
+what plays the customer in tau2 conversations when the recipe names `env.user_endpoint`, and what
+judges NL assertions when it names `env.judge_endpoint`."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ from rwml_lite.prompts import Messages
 
 
 class EndpointGenerator:
-    def __init__(self, base_url: str, model: str, timeout: float = 120.0):
+    def __init__(self, base_url: str, model: str, role: str = "user", timeout: float = 120.0):
+        """role: "user" or "judge", the recipe fields env.<role>_endpoint / env.<role>_model it came from."""
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.timeout = model, timeout
+        self.model, self.role, self.timeout = model, role, timeout
         key = os.environ.get("OPENAI_API_KEY")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -29,10 +31,11 @@ class EndpointGenerator:
                 response.raise_for_status()
                 choices = response.json()["choices"]
             except (httpx.HTTPError, KeyError, ValueError) as e:
+                fallback = "to let the recipe's own model play the user" if self.role == "user" else "to leave NL assertions unscored"
                 raise RwmlError(
-                    f"The user simulator endpoint {self.url} (env.user_endpoint, model {self.model!r}) failed: {e}. "
-                    f"Check that the server runs and serves that model (env.user_model), or set env.user_endpoint=null "
-                    f"to let the recipe's own model play the user."
+                    f"The {self.role} endpoint {self.url} (env.{self.role}_endpoint, model {self.model!r}) failed: {e}. "
+                    f"Check that the server runs and serves that model (env.{self.role}_model), or set "
+                    f"env.{self.role}_endpoint=null {fallback}."
                 ) from None
             results.append([c["message"]["content"] or "" for c in choices])
         return results

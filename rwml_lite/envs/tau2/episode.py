@@ -8,7 +8,8 @@ argument is answered with an error tool message and counted as invalid; the conv
 In telecom the user has tools too (their phone): the simulator may answer the agent with tool calls
 in the same format, sees their results, and goes on until it writes a message, which is all the agent
 sees. The user ends it with ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE###; the step or error limit
-ends it too, and then it scores 0. At the end the episode is scored as upstream does (scoring.py).
+ends it too, and then it scores 0. At the end the episode is scored as upstream does (scoring.py),
+with the NL assertions put to the judge when the recipe names one (judge.py).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import re
 
 from rwml_lite.envs.base import Step
 from rwml_lite.envs.tau2.data import data_root, domain
-from rwml_lite.envs.tau2.scoring import score
+from rwml_lite.envs.tau2.judge import judge
+from rwml_lite.envs.tau2.scoring import DEFAULT_BASIS, score
 from rwml_lite.envs.tau2.toolkit import Reply
 from rwml_lite.models import Generator, Sampling
 
@@ -76,9 +78,10 @@ class Tau2Env:
 
     role = "You are a customer service agent. Follow the policy; use the tools to look things up and to act."
 
-    def __init__(self, domains: list[str], max_steps: int, user: Generator, user_sampling: Sampling, max_errors: int = 10):
+    def __init__(self, domains: list[str], max_steps: int, user: Generator, user_sampling: Sampling, max_errors: int = 10,
+                 judge: Generator | None = None):  # fmt: skip
         self.domains, self.max_steps, self.max_errors = domains, max_steps, max_errors
-        self.user, self.user_sampling = user, user_sampling
+        self.user, self.user_sampling, self.judge = user, user_sampling, judge
         folder = data_root() / "user_simulator"
         self.guidelines = {tools: (folder / f"simulation_guidelines{'_tools' if tools else ''}.md").read_text() for tools in (False, True)}
 
@@ -115,7 +118,7 @@ class Tau2Env:
             f"Tools:\n{tool_lines(self.tools.schemas())}\n\nWhat the customer knows about themselves:\n{known}"
         )
         self.calls: list[dict] = []
-        self.agent_texts = [GREETING]
+        self.transcript: list[tuple[str, str]] = [("Agent", GREETING)]  # what the judge reads
         self.steps = self.errors = 0
         # the simulator plays the user: its own turns are "assistant", the agent's are "user"
         system = f"{self.guidelines[user_has_tools]}\n\n<scenario>\n{scenario_text(self.task)}\n</scenario>"
@@ -128,6 +131,9 @@ class Tau2Env:
         first, self.stopped = self._user_turn()
         return f"User: {first}"
 
+    def _say(self, speaker: str, text: str) -> None:
+        self.transcript.append((speaker, text))
+
     def _user_turn(self) -> tuple[str, bool]:
         """The user's next message; on the way they may use their own tools, whose results only they see."""
         for _ in range(MAX_USER_TOOL_ROUNDS + 1):
@@ -137,6 +143,7 @@ class Tau2Env:
             if not calls:
                 break
             self.user_view.append({"role": "user", "content": self._run(calls, "user")[0]})
+        self._say("Customer", reply)
         return reply, any(token in reply for token in STOP_TOKENS)
 
     def _run(self, calls: list[dict | str], requestor: str) -> tuple[str, int]:
@@ -148,6 +155,7 @@ class Tau2Env:
             else:
                 reply, name = self.tools.side(requestor).call(call["name"], call["arguments"]), call["name"]
                 self.calls.append({**call, "requestor": requestor})  # replayed for scoring: writes only, refused ones change nothing
+                self._say(f"{'Agent' if requestor == 'assistant' else 'Customer'} tool call", f"{name}({json.dumps(call['arguments'])}) -> {reply.content}")
             lines.append(f"Tool ({name}): {reply.content}")
             failed += not reply.ok
         return "\n".join(lines), failed
@@ -156,7 +164,7 @@ class Tau2Env:
         self.steps += 1
         calls = parse_tool_calls(action)
         if calls is None:
-            self.agent_texts.append(action)
+            self._say("Agent", action)
             self.user_view.append({"role": "user", "content": action})
             reply, self.stopped = self._user_turn()
             observation, valid, kind = f"User: {reply}", True, "user"
@@ -169,7 +177,16 @@ class Tau2Env:
         info = {"kind": kind}
         reward = 0.0
         if done:
-            result = score(self.domain, self.task, self.calls, self.agent_texts, ended_normally=self.stopped)
+            said = [text for speaker, text in self.transcript if speaker == "Agent"]
+            result = score(self.domain, self.task, self.calls, said, ended_normally=self.stopped, nl_verdicts=self._verdicts())
             reward = result.reward
             info.update(score_parts=result.parts, nl_unscored=result.nl_unscored, ended="user" if self.stopped else "limit")
         return Step(observation, reward, done, done and reward == 1.0, valid, info)
+
+    def _verdicts(self) -> list[bool] | None:
+        """The judge's verdicts on the task's NL assertions, when there is a judge and they count."""
+        criteria = self.task["evaluation_criteria"]
+        assertions = criteria.get("nl_assertions") or []
+        if not (self.judge and self.stopped and assertions and "NL_ASSERTION" in (criteria.get("reward_basis") or DEFAULT_BASIS)):
+            return None
+        return judge(self.judge, self.transcript, assertions)

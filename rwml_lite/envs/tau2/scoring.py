@@ -6,8 +6,8 @@ appears in some agent message (case-insensitive, commas ignored). ENV_ASSERTION 
 task's assertions hold on the predicted final state, both sides' writes replayed in order on the
 task's initial state. ACTION: each reference action appears among the episode's calls, by the same
 side, with equal values for the arguments it compares. The reward is the product over the task's
-`reward_basis` (default DB and COMMUNICATE), and 0 when the episode ended by a step or error limit. NL assertions need an LLM judge: without one they are left out of the product and the score
-says so (`nl_unscored`).
+`reward_basis` (default DB and COMMUNICATE), and 0 when the episode ended by a step or error limit. NL assertions need an LLM judge (judge.py): its verdicts make the NL_ASSERTION part; without
+them the assertions are left out of the product and the score says so (`nl_unscored`).
 """
 
 from __future__ import annotations
@@ -61,9 +61,11 @@ def _plain(text: str) -> str:
     return text.lower().replace(",", "")
 
 
-def score(domain: Domain, task: dict, calls: list[dict], agent_messages: list[str], ended_normally: bool = True) -> Score:
+def score(domain: Domain, task: dict, calls: list[dict], agent_messages: list[str], ended_normally: bool = True,
+          nl_verdicts: list[bool] | None = None) -> Score:  # fmt: skip
     """calls: the episode's tool calls in order, each {"name", "arguments"} and, for the user's own
-    tools, "requestor": "user"; agent_messages: the agent's texts to the user."""
+    tools, "requestor": "user"; agent_messages: the agent's texts to the user; nl_verdicts: a judge's
+    verdict per NL assertion, or None when no judge ran."""
     criteria = task["evaluation_criteria"]
     basis = criteria.get("reward_basis") or DEFAULT_BASIS
     parts: dict[str, float] = {}
@@ -80,6 +82,9 @@ def score(domain: Domain, task: dict, calls: list[dict], agent_messages: list[st
     if "COMMUNICATE" in basis:
         said = [_plain(m) for m in agent_messages]
         parts["COMMUNICATE"] = float(all(any(_plain(info) in m for m in said) for info in criteria.get("communicate_info") or []))
-    nl_unscored = "NL_ASSERTION" in basis and bool(criteria.get("nl_assertions"))
+    judged = "NL_ASSERTION" in basis and bool(criteria.get("nl_assertions"))
+    if judged and nl_verdicts is not None:
+        parts["NL_ASSERTION"] = float(all(nl_verdicts))
+    nl_unscored = judged and nl_verdicts is None
     reward = 0.0 if not ended_normally else float(all(v == 1.0 for v in parts.values()))
     return Score(reward, parts, nl_unscored)
