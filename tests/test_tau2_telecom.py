@@ -227,3 +227,37 @@ def test_the_user_acts_on_their_phone_and_the_agent_sees_only_their_messages(tau
     assert step.observation == "User: The speed test says: Download speed: 200.0 Mbps (excellent). ###STOP###"
     assert step.done and step.won and step.reward == 1.0 and step.info["kind"] == "user"
     assert [(c["name"], c["requestor"]) for c in env.calls] == [("get_customer_by_phone", "assistant"), ("toggle_roaming", "user"), ("run_speed_test", "user")]
+
+
+def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
+    """In collect and eval every live conversation waits for its user at once: one batched call
+    answers them all, also through the user's own tool rounds; a failing conversation raises."""
+    from conftest import ScriptedGenerator
+
+    from rwml_lite.config import EnvSettings
+    from rwml_lite.envs import list_tasks
+    from rwml_lite.envs.pool import EnvPool
+    from rwml_lite.errors import RwmlError
+
+    batches = []
+
+    class Counting(ScriptedGenerator):
+        def generate(self, prompts, n, sampling):
+            batches.append(len(prompts))
+            return super().generate(prompts, n, sampling)
+
+    def user(messages, _):
+        if messages[-1]["content"] == "Please check your status bar.":
+            return '<tool_call>{"name": "check_status_bar", "arguments": {}}</tool_call>'
+        return "My phone has no service."
+
+    settings = EnvSettings(name="tau2", domains=["telecom"])
+    with EnvPool(settings, max_steps=5, user=Counting(user)) as pool:
+        tasks = {slot: (task, 0) for slot, task in enumerate(list_tasks(settings, "train", 4))}
+        starts = pool.reset(tasks)
+        assert batches == [4] and all(s.observation == "User: My phone has no service." for s in starts.values())
+        outcomes = pool.step({slot: "Please check your status bar." for slot in tasks})
+        assert batches == [4, 4, 4]  # the tool round, then the message
+        assert all(o.step.observation == "User: My phone has no service." for o in outcomes.values())
+        with pytest.raises(RwmlError, match="no-such-task"):
+            pool.reset({0: tasks[0], 9: ("telecom/no-such-task", 0)})

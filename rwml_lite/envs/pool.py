@@ -37,23 +37,37 @@ class Outcome:
 
 
 def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple], user=None) -> list:
-    """Run (slot, "reset", (task, seed)) and (slot, "step", action) commands on this process's envs."""
-    results = []
-    for slot, kind, arg in commands:
+    """Run (slot, "reset", (task, seed)) and (slot, "step", action) commands on this process's envs.
+    Conversations with a simulated user (tau2) run side by side, so that one generate call answers
+    every user turn of the round instead of one call per conversation."""
+    for slot, _, _ in commands:
         if slot not in envs:
             envs[slot] = make_env(settings, max_steps, user)
+    if commands and all(hasattr(envs[slot], "conversation") for slot, _, _ in commands):
+        from rwml_lite.envs.tau2.episode import run_conversations
+
+        first = envs[commands[0][0]]
+        raw = run_conversations([envs[slot].conversation(kind, arg) for slot, kind, arg in commands], first.user, first.user_sampling)
+    else:
+        raw = [_run_one(envs[slot], kind, arg) for slot, kind, arg in commands]
+    results = []
+    for (slot, kind, arg), outcome in zip(commands, raw):
         env = envs[slot]
-        try:
-            if kind == "reset":
-                task_id, seed = arg
-                first = env.reset(task_id, seed)
-                world_goal = getattr(env, "world_goal", env.goal)
-                results.append(Start(first, env.goal, env.admissible_actions(), env.task_type(task_id), env.role, world_goal))
-            else:
-                results.append(Outcome(env.step(arg), env.admissible_actions()))
-        except Exception as e:  # carried back and raised in the main process
-            results.append(e)
+        if isinstance(outcome, Exception):  # carried back and raised in the main process
+            results.append(outcome)
+        elif kind == "reset":
+            world_goal = getattr(env, "world_goal", env.goal)
+            results.append(Start(outcome, env.goal, env.admissible_actions(), env.task_type(arg[0]), env.role, world_goal))
+        else:
+            results.append(Outcome(outcome, env.admissible_actions()))
     return results
+
+
+def _run_one(env: TextEnv, kind: str, arg):
+    try:
+        return env.reset(*arg) if kind == "reset" else env.step(arg)
+    except Exception as e:
+        return e
 
 
 def _worker(conn, settings: EnvSettings, max_steps: int) -> None:

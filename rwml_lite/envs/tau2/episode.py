@@ -16,13 +16,17 @@ from __future__ import annotations
 
 import json
 import re
+from collections import abc
+from typing import Any
 
 from rwml_lite.envs.base import Step
 from rwml_lite.envs.tau2.data import data_root, domain
 from rwml_lite.envs.tau2.judge import judge
 from rwml_lite.envs.tau2.scoring import DEFAULT_BASIS, score
 from rwml_lite.envs.tau2.toolkit import Reply
+from rwml_lite.errors import RwmlError
 from rwml_lite.models import Generator, Sampling
+from rwml_lite.prompts import Messages
 
 GREETING = "Hi! How can I help you today?"
 STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
@@ -73,6 +77,34 @@ def scenario_text(task: dict) -> str:
     return "\n\n".join(f"{name}:\n{text}" for name, text in parts if text)
 
 
+Conversation = abc.Generator[Messages, str, Any]  # yields the user simulator's prompts, returns the outcome
+
+
+def run_conversations(conversations: list[Conversation], user: Generator, sampling: Sampling) -> list:
+    """Drive conversations side by side: whenever they wait for the simulated user, one generate call
+    answers all of them (in collect, every live conversation's user turn in one batch). Returns each
+    one's outcome in order, or the exception it raised."""
+    outcomes: list = [None] * len(conversations)
+    waiting: dict[int, Messages] = {}
+
+    def advance(i: int, reply: str | None) -> None:
+        try:
+            waiting[i] = conversations[i].send(reply)
+        except StopIteration as done:
+            outcomes[i] = done.value
+        except Exception as e:  # carried back to the caller, as from worker processes
+            outcomes[i] = e
+
+    for i in range(len(conversations)):
+        advance(i, None)
+    while waiting:
+        asked, prompts = list(waiting), list(waiting.values())
+        waiting.clear()
+        for i, [reply] in zip(asked, user.generate(prompts, 1, sampling)):
+            advance(i, reply)
+    return outcomes
+
+
 class Tau2Env:
     """Conversations of the given domains; task ids are "<domain>/<task id>"."""
 
@@ -100,8 +132,27 @@ class Tau2Env:
     # ------------------------------------------------------------------ one conversation
 
     def reset(self, task_id: str, seed: int) -> str:
+        return self._alone(self.conversation("reset", (task_id, seed)))
+
+    def step(self, action: str) -> Step:
+        return self._alone(self.conversation("step", action))
+
+    def _alone(self, conversation: Conversation):
+        [outcome] = run_conversations([conversation], self.user, self.user_sampling)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def conversation(self, kind: str, arg) -> Conversation:
+        """A reset ((task id, seed)) or step (action) as a coroutine that yields each prompt of the user
+        simulator and is sent its reply, so that `run_conversations` can answer many with one call."""
+        return self._opening(*arg) if kind == "reset" else self._turn(arg)
+
+    def _opening(self, task_id: str, seed: int) -> Conversation:
         name, _, local_id = task_id.partition("/")
         self.domain = domain(name)
+        if local_id not in self.domain.tasks:
+            raise RwmlError(f"tau2 {name} has no task {local_id!r}; task ids come from its split_tasks.json.")
         self.task = self.domain.tasks[local_id]
         self.tools = self.domain.fresh_tools(self.task)
         self.phone = self.tools.side("user")
@@ -128,16 +179,16 @@ class Tau2Env:
                 '<tool_call>{"name": "...", "arguments": {...}}</tool_call>; you will see its result before you answer the agent.'
             )
         self.user_view = [{"role": "system", "content": system}, {"role": "user", "content": GREETING}]
-        first, self.stopped = self._user_turn()
+        first, self.stopped = yield from self._user_turn()
         return f"User: {first}"
 
     def _say(self, speaker: str, text: str) -> None:
         self.transcript.append((speaker, text))
 
-    def _user_turn(self) -> tuple[str, bool]:
+    def _user_turn(self) -> abc.Generator[Messages, str, tuple[str, bool]]:
         """The user's next message; on the way they may use their own tools, whose results only they see."""
         for _ in range(MAX_USER_TOOL_ROUNDS + 1):
-            reply = self.user.generate([self.user_view], 1, self.user_sampling)[0][0].strip()
+            reply = (yield self.user_view).strip()
             self.user_view.append({"role": "assistant", "content": reply})
             calls = parse_tool_calls(reply) if self.phone is not self.tools else None
             if not calls:
@@ -160,13 +211,13 @@ class Tau2Env:
             failed += not reply.ok
         return "\n".join(lines), failed
 
-    def step(self, action: str) -> Step:
+    def _turn(self, action: str) -> Conversation:
         self.steps += 1
         calls = parse_tool_calls(action)
         if calls is None:
             self._say("Agent", action)
             self.user_view.append({"role": "user", "content": action})
-            reply, self.stopped = self._user_turn()
+            reply, self.stopped = yield from self._user_turn()
             observation, valid, kind = f"User: {reply}", True, "user"
         else:
             observation, failed = self._run(calls, "assistant")
