@@ -1,4 +1,4 @@
-"""tau2 telecom: the carrier's records (db.toml) behind the agent's 15 tools, and the customer's phone
+"""tau2 telecom: the carrier's records (db.toml) behind the agent's 16 tools, and the customer's phone
 (user_db.toml) behind the user's own 30 tools, which the simulated user calls when the agent asks.
 
 Written from main_policy.md and tech_support_manual.md. Both sides live in one JSON world, so one
@@ -22,6 +22,14 @@ PEAK_MBPS = {"5G": 250.0, "4G": 100.0, "3G": 8.0, "2G": 0.2}  # [ours] at excell
 SIGNAL_FACTOR = {"excellent": 1.0, "good": 0.8, "fair": 0.5, "poor": 0.25}
 SPEED_WORDS = ((1.0, "very poor"), (5.0, "poor"), (25.0, "fair"), (100.0, "good"))  # below each bound
 APPS = ("messaging", "browser")
+
+
+def customer_with_number(db: dict, phone_number: str) -> dict | None:
+    """The customer whose primary number, or one of whose lines' numbers, is phone_number."""
+    for customer in db["customers"].values():
+        if phone_number == customer["phone_number"] or any(db["lines"][lid]["phone_number"] == phone_number for lid in customer["line_ids"]):
+            return customer
+    return None
 
 
 def _speed_word(mbps: float) -> str:
@@ -66,11 +74,10 @@ class TelecomTools(ServiceTools):
 
         phone_number: e.g. "555-123-2002".
         """
-        for customer in self.db["customers"].values():
-            numbers = [customer["phone_number"]] + [self.db["lines"][lid]["phone_number"] for lid in customer["line_ids"]]
-            if phone_number in numbers:
-                return customer
-        raise ToolError(f"no customer with phone number {phone_number}")
+        customer = customer_with_number(self.db, phone_number)
+        if customer is None:
+            raise ToolError(f"no customer with phone number {phone_number}")
+        return customer
 
     @tool(READ)
     def get_customer_by_id(self, customer_id: str) -> dict:
@@ -478,11 +485,8 @@ class PhoneTools(Toolkit):
         return "\n".join(f"Payment request for bill {b['bill_id']}: {b['total_due']} due." for b in waiting)
 
     def _bills(self) -> list[dict]:
-        number = self.db["phone"]["user"]["phone_number"]
-        for customer in self.db["customers"].values():
-            if customer["phone_number"] == number or any(self.db["lines"][lid]["phone_number"] == number for lid in customer["line_ids"]):
-                return [self.db["bills"][bid] for bid in customer["bill_ids"]]
-        return []
+        customer = customer_with_number(self.db, self.db["phone"]["user"]["phone_number"])
+        return [self.db["bills"][bid] for bid in customer["bill_ids"]] if customer else []
 
     # ------------------------------------------------------------------ fixes (write)
 
