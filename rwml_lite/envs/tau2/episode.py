@@ -157,16 +157,17 @@ class Tau2Env:
         self.tools = self.domain.fresh_tools(self.task)
         self.phone = self.tools.side("user")
         user_has_tools = self.phone is not self.tools
+        tools = tool_lines(self.tools.schemas())
         self.goal = (
             "Serve the customer under the policy below. Each action is either a message to the customer or "
             'tool calls written as <tool_call>{"name": "...", "arguments": {...}}</tool_call>, never both.\n\n'
-            f"Tools:\n{tool_lines(self.tools.schemas())}\n\nPolicy:\n{self.domain.policy}"
+            f"Tools:\n{tools}\n\nPolicy:\n{self.domain.policy}"
         )
         # PAPER.md: the world model sees the user's profile facts, not their intent (nor the agent's policy)
         known = self.task["user_scenario"]["instructions"].get("known_info") or "(none given)"
         self.world_goal = (
             f"A customer-service conversation ({name}). The agent acts with messages or tool calls.\n\n"
-            f"Tools:\n{tool_lines(self.tools.schemas())}\n\nWhat the customer knows about themselves:\n{known}"
+            f"Tools:\n{tools}\n\nWhat the customer knows about themselves:\n{known}"
         )
         self.calls: list[dict] = []
         self.transcript: list[tuple[str, str]] = [("Agent", GREETING)]  # what the judge reads

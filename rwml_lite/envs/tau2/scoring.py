@@ -6,8 +6,9 @@ appears in some agent message (case-insensitive, commas ignored). ENV_ASSERTION 
 task's assertions hold on the predicted final state, both sides' writes replayed in order on the
 task's initial state. ACTION: each reference action appears among the episode's calls, by the same
 side, with equal values for the arguments it compares. The reward is the product over the task's
-`reward_basis` (default DB and COMMUNICATE), and 0 when the episode ended by a step or error limit. NL assertions need an LLM judge (judge.py): its verdicts make the NL_ASSERTION part; without
-them the assertions are left out of the product and the score says so (`nl_unscored`).
+`reward_basis` (default DB and COMMUNICATE), and 0 when the episode ended by a step or error limit.
+NL assertions need an LLM judge (judge.py): its verdicts make the NL_ASSERTION part; without them
+the assertions are left out of the product and the score says so (`nl_unscored`).
 """
 
 from __future__ import annotations
