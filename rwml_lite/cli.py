@@ -197,12 +197,14 @@ def recipes_show(recipe: RecipeArg, overrides: Overrides = None) -> None:
 
 @app.command(help="Check Python, torch, GPU, Java, data folders and the pinned libraries.")
 def doctor() -> None:
+    from rich.markup import escape
+
     from rwml_lite.doctor import checks
 
     table = Table("check", "", "detail")
     for what, ok, detail in checks():
         status = {True: "[green]OK[/green]", False: "[red]FIX[/red]", None: "[yellow]optional[/yellow]"}[ok]
-        table.add_row(what, status, detail)
+        table.add_row(what, status, escape(detail))  # "pip install -e '.[gpu]'" is not a style tag
     console.print(table)
 
 

@@ -137,7 +137,11 @@ class FilterSettings(Section):
     keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
     epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
     learning_rate: float = Field(1e-4, gt=0, description="SFT learning rate of the filter model (LoRA).")
-    batch_size: int = Field(8, gt=0, description="SFT batch size of the filter model.")
+    weight_decay: float = Field(0.0, ge=0.0, description="SFT AdamW weight decay (TRL's default; Unsloth's would be 0.001).")
+    warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of SFT steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1)."
+    )
+    batch_size: int = Field(8, gt=0, description="SFT batch size of the filter model (one optimizer step per batch).")
     max_new_tokens: int = Field(128, gt=0, description="Token budget of one filter prediction.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the filter predictions.")
 
@@ -182,13 +186,30 @@ class GrpoSettings(Section):
         8, gt=0, description="Completions per forward/backward pass; must divide batch_size * group_size."
     )
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (TRL's default; Unsloth's would be 0.001).")
+    warmup_ratio: float = Field(
+        0.0, ge=0.0, lt=1.0, description="Share of steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1)."
+    )
     epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
     max_completion_length: int = Field(256, gt=0, description="Token budget of one prediction (think + next_state).")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the GRPO groups.")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference model (0 = no reference model).")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="TRL GRPO loss aggregation.")
-    epsilon: float = Field(0.2, gt=0.0, description="PPO clip range.")
+    epsilon: float = Field(0.2, gt=0.0, description="PPO clip range (the lower one when epsilon_high is set).")
+    epsilon_high: float | None = Field(
+        None, gt=0.0, description="Upper clip range (DAPO's clip-higher: 0.28); null = epsilon, a symmetric clip (TRL's default)."
+    )
+    mask_truncated_completions: bool = Field(
+        False,
+        description="Leave completions cut off at max_completion_length out of the loss (DAPO's overlong filtering). Off by "
+        "default: with long thinking and a tight budget it can drop much of the gradient (Unsloth turns it on for dapo).",
+    )
+    importance_sampling_correction: bool = Field(
+        True,
+        description="vLLM only: reweight tokens by trainer/sampler probability ratios, since vLLM's kernels sample from "
+        "slightly different probabilities (TRL's default; Unsloth's would be off).",
+    )
     save_steps: int = Field(50, gt=0, description="Checkpoint (adapter + optimizer + trainer state) every N steps.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
 

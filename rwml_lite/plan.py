@@ -4,8 +4,10 @@ The run has three phases that hold different things at once:
   generation (collect, filter predictions, GRPO groups, eval): weights + LoRA state + embedder + KV cache
   filter SFT: weights + LoRA state + activations + logits of a batch of prompt+target sequences
   RWML GRPO: weights + LoRA state + embedder + activations + logits of one micro batch of completions
-With Unsloth's standby (vLLM shares the weights and drops its KV cache while the trainer runs) the
-peak is the largest phase; without it the KV cache stays through training.
+rwml-lite puts the vLLM engine to sleep before each of its trainers (the filter's SFT and GRPO) and
+wakes it to sample; under Unsloth's standby sleeping keeps the shared weights and frees the KV
+cache, so the peak is the largest phase. With UNSLOTH_VLLM_STANDBY=0 the engine cannot sleep and
+the KV cache stays through training.
 
 The terms are arithmetic on the model's shapes, anchored where published or measured figures
 exist (`ANCHORS`; `rwml-lite plan --anchors` prints the error of the estimate against each):
@@ -24,12 +26,12 @@ exist (`ANCHORS`; `rwml-lite plan --anchors` prints the error of the estimate ag
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from rwml_lite.config import Recipe, build_recipe
 from rwml_lite.errors import RwmlError
+from rwml_lite.models import vllm_sleeps_while_training
 
 GIB = 1024**3
 # Measured on an H100 (torch 2.11, bench/gpu_peak.py): memory outside PyTorch's allocator (CUDA
@@ -243,9 +245,9 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         f"linear layers; LoRA r={m.lora.r}: {lora / 1e6:.1f}M trainable parameters ({m.optimizer})."
     ]
     common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
-    # Unsloth's standby (our default) frees vLLM's KV cache while training; transformers' generate
-    # frees its cache when it returns.
-    kv_through_training = vllm and os.environ.get("UNSLOTH_VLLM_STANDBY", "1") != "1"
+    # The engine sleeps through our trainers (standby, our default); transformers' generate frees its
+    # cache when it returns.
+    kv_through_training = vllm and not vllm_sleeps_while_training(m)
     kv_sequences = None
     if vllm:
         parts["vLLM runtime"] = VLLM_RUNTIME_GIB
@@ -257,7 +259,8 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         notes.append(
             f"vLLM (gpu_memory_utilization {m.gpu_memory_utilization}) shares the weights; its KV cache holds "
             f"{kv_sequences} sequences of {seq} tokens at once (model.generation_batch_size asks {m.generation_batch_size}); "
-            f"Unsloth standby drops it while training."
+            + ("the engine sleeps (KV cache freed, weights kept) while the filter's SFT and GRPO train."
+               if not kv_through_training else "UNSLOTH_VLLM_STANDBY=0: the engine cannot sleep, its KV cache stays through training.")
         )
     training_extra = ["KV cache"] if kv_through_training else []
     phases = {

@@ -5,6 +5,8 @@ Collect, filter and eval only call `generate`; tests plug in a scripted generato
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -32,7 +34,8 @@ def backend(settings: ModelSettings):
     """The module of the recipe's backend (`hf` or `unsloth`); both expose the same three functions:
 
     `generator(settings, adapter)` a Generator over the base model or a saved LoRA adapter,
-    `trainable_policy(settings)` (model, tokenizer, peft_config) for a TRL trainer, and
+    `trainable_policy(settings, seed)` (model, tokenizer, peft_config) for a TRL trainer, its LoRA
+    initialised from `seed`, and
     `training_overrides(settings)` the trainer-config fields that differ between backends.
     """
     if settings.backend == "unsloth":
@@ -47,8 +50,6 @@ def prepare_backend(settings: ModelSettings) -> None:
     PEFT when it is imported, so it must come before them (the CLI calls this before any stage)."""
     if settings.backend != "unsloth":
         return
-    import importlib.util
-
     import torch
 
     if not torch.cuda.is_available():
@@ -56,12 +57,44 @@ def prepare_backend(settings: ModelSettings) -> None:
             "model.backend is 'unsloth', which needs an NVIDIA GPU, and torch sees none on this machine. "
             "Set model.backend=hf (transformers + peft, runs on the CPU; add model.load_in_4bit=false) or run on a GPU machine."
         )
-    if settings.fast_inference and importlib.util.find_spec("vllm") is None:
+    check_gpu_packages(settings)
+    os.environ.update({k: v for k, v in vllm_environment(settings).items() if k not in os.environ})
+    backend(settings)
+
+
+def check_gpu_packages(settings: ModelSettings) -> None:
+    """Refuse, before anything loads, a recipe whose load path imports a package that is missing."""
+    if not settings.fast_inference:
+        return
+    if importlib.util.find_spec("vllm") is None:
         raise RwmlError(
-            "model.fast_inference is true but the vllm package is not installed: `pip install 'rwml-lite[gpu]'`, "
+            "model.fast_inference is true but the vllm package is not installed: `pip install -e '.[gpu]'`, "
             "or set model.fast_inference=false to sample with Unsloth's HF generation (slower)."
         )
-    backend(settings)
+    # vLLM >= 0.28 serves bitsandbytes weights only through this plugin; Unsloth raises at load without it.
+    if (settings.load_in_4bit or settings.name_or_path.endswith("-bnb-4bit")) and importlib.util.find_spec("vllm_bnb_plugin") is None:
+        raise RwmlError(
+            "model.load_in_4bit is true with model.fast_inference, and vLLM needs its bitsandbytes plugin for 4-bit "
+            "weights, which is not installed: `pip install vllm-bnb-plugin==0.0.3` (or `pip install -e '.[gpu]'`), "
+            "or set model.fast_inference=false (Unsloth's HF sampling) or model.load_in_4bit=false (16-bit weights)."
+        )
+
+
+def vllm_environment(settings: ModelSettings) -> dict[str, str]:
+    """Variables Unsloth reads at import. Standby lets the shared-weight vLLM engine sleep (keep the
+    weights, free the KV cache) while our trainers run; it also turns off PyTorch's expandable
+    segments for the whole process, so only a vLLM run gets it. The override keeps the recipe's
+    gpu_memory_utilization (standby would pick its own tier by GPU size)."""
+    if not settings.fast_inference:
+        return {}
+    return {"UNSLOTH_VLLM_STANDBY": "1", "UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE": "1"}
+
+
+def vllm_sleeps_while_training(settings: ModelSettings) -> bool:
+    """Whether the recipe's vLLM engine frees its KV cache while our trainers run: Unsloth builds it
+    able to sleep unless the user set UNSLOTH_VLLM_STANDBY=0 (`models/vllm_engine.py` sleeps it)."""
+    standby = os.environ.get("UNSLOTH_VLLM_STANDBY", vllm_environment(settings).get("UNSLOTH_VLLM_STANDBY", "0"))
+    return settings.backend == "unsloth" and settings.fast_inference and standby != "0"
 
 
 def check_lengths(settings: ModelSettings, tokenizer, texts: list[str], new_tokens: int, what: str, every_backend: bool = False) -> None:

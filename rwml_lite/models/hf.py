@@ -72,9 +72,11 @@ def generator(settings: ModelSettings, adapter: Path | None = None) -> HFGenerat
     return HFGenerator(model, tokenizer, settings.generation_batch_size)
 
 
-def trainable_policy(settings: ModelSettings):
-    """(base model, tokenizer, LoRA config): the TRL trainer wraps the model in a fresh adapter."""
+def trainable_policy(settings: ModelSettings, seed: int):
+    """(base model, tokenizer, LoRA config): the TRL trainer wraps the model in a fresh adapter,
+    before it seeds anything itself, so the generator is seeded here for that initialisation."""
     model, tokenizer = load_policy(settings)
+    torch.manual_seed(seed)
     return model, tokenizer, lora_config(settings.lora)
 
 

@@ -1,11 +1,12 @@
 """Unsloth backend: one GPU, 4-bit base weights with Unsloth's kernels, vLLM sampling in-process.
 
 With `fast_inference`, Unsloth builds a vLLM engine first and the trainable model on vLLM's own
-tensors, so trainer and sampler hold one copy of the base weights; only LoRA tensors move.
-`UNSLOTH_VLLM_STANDBY=1` (set before `import unsloth`) lets vLLM drop its KV cache while the
-trainer runs and keep the weights. A process therefore loads the model once: collect, the
-filter's SFT, RWML's GRPO and eval all reuse it, each trainer starting from the same freshly
-initialised LoRA, and sampling picks its adapter per call (a saved one, or none for the base).
+tensors, so trainer and sampler hold one copy of the base weights; only LoRA tensors move. A
+process therefore loads the model once: collect, the filter's SFT, RWML's GRPO and eval all reuse
+it, each trainer starting from a LoRA freshly initialised from the recipe's seed, and sampling
+picks its adapter per call (a saved one, or none for the base). The engine sleeps while a trainer
+runs and wakes to sample (`models/vllm_engine.py`); `prepare_backend` sets Unsloth's standby
+variables before this module is imported, and only for a vLLM recipe.
 
 Without vLLM (`fast_inference: false`, or Unsloth's CPU fallback in tests) sampling runs through
 transformers' `generate` on the same model, the adapter's weights loaded into the LoRA slot.
@@ -13,31 +14,26 @@ transformers' `generate` on the same model, the adapter's weights loaded into th
 
 from __future__ import annotations
 
-import os
-
-# Read when unsloth is imported. Standby keeps the shared weights and frees vLLM's KV cache while
-# training; the override keeps the recipe's gpu_memory_utilization (standby would pick its own tier).
-os.environ.setdefault("UNSLOTH_VLLM_STANDBY", "1")
-os.environ.setdefault("UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE", "1")
-
-import unsloth  # noqa: E402,F401  must precede transformers/trl/peft: it patches them on import
-from unsloth import FastLanguageModel  # noqa: E402
+import unsloth  # noqa: F401  must precede transformers/trl/peft: it patches them on import
+from unsloth import FastLanguageModel
 
 import contextlib  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
-from peft import get_peft_model_state_dict, set_peft_model_state_dict  # noqa: E402
+from peft import set_peft_model_state_dict  # noqa: E402
+from peft.tuners.lora import LoraLayer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from rwml_lite.config import ModelSettings  # noqa: E402
 from rwml_lite.errors import RwmlError  # noqa: E402
-from rwml_lite.models import Sampling, check_lengths  # noqa: E402
+from rwml_lite.models import Sampling, check_lengths, vllm_engine  # noqa: E402
 from rwml_lite.models.hf import HFGenerator, render_prompt  # noqa: E402
+from rwml_lite.models.load_errors import explain_load_error  # noqa: E402
 from rwml_lite.prompts import Messages  # noqa: E402
 from rwml_lite.sources import checkpoint_folder  # noqa: E402
 
-#: settings JSON -> (LoRA-wrapped model, tokenizer, the LoRA's initial state): one load per process.
+#: settings JSON -> (LoRA-wrapped model, tokenizer, its adapter requests): one load per process.
 _LOADED: dict[str, tuple] = {}
 
 
@@ -45,6 +41,7 @@ def _load(settings: ModelSettings):
     key = settings.model_dump_json()
     if key not in _LOADED:
         folder = checkpoint_folder(settings.name_or_path)
+        lora = settings.lora
         try:
             model, tokenizer = FastLanguageModel.from_pretrained(
                 model_name=folder,
@@ -52,32 +49,38 @@ def _load(settings: ModelSettings):
                 dtype=None if settings.dtype == "auto" else getattr(torch, settings.dtype),
                 load_in_4bit=settings.load_in_4bit,
                 fast_inference=settings.fast_inference,
-                max_lora_rank=settings.lora.r,
+                max_lora_rank=lora.r,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
                 local_files_only=Path(folder).exists(),
             )
-        except (OSError, NotImplementedError, ImportError) as e:
-            raise RwmlError(f"Unsloth could not load `{settings.name_or_path}` (model.name_or_path): {e}") from None
+            model = FastLanguageModel.get_peft_model(
+                model,
+                r=lora.r,
+                lora_alpha=lora.alpha,
+                lora_dropout=lora.dropout,
+                target_modules=lora.target_modules,
+                use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
+            )
+        except Exception as e:  # every load failure becomes a named-field error (models/load_errors.py)
+            raise explain_load_error(e, settings) from None
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
-        lora = settings.lora
-        model = FastLanguageModel.get_peft_model(
-            model,
-            r=lora.r,
-            lora_alpha=lora.alpha,
-            lora_dropout=lora.dropout,
-            target_modules=lora.target_modules,
-            use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
-        )
-        initial = {k: v.detach().clone() for k, v in get_peft_model_state_dict(model).items()}
-        _LOADED[key] = (model, tokenizer, initial)
+        requests = vllm_engine.AdapterRequests(model.load_lora) if getattr(model, "vllm_engine", None) else None
+        _LOADED[key] = (model, tokenizer, requests)
     return _LOADED[key]
 
 
-def trainable_policy(settings: ModelSettings):
-    """(LoRA model, tokenizer, None): the shared model with its LoRA reset to the initial weights."""
-    model, tokenizer, initial = _load(settings)
-    set_peft_model_state_dict(model, initial)
+def trainable_policy(settings: ModelSettings, seed: int):
+    """(LoRA model, tokenizer, None): the shared model, its LoRA initialised afresh from `seed` as
+    PEFT initialises a new adapter (Unsloth's own init would use its fixed random_state 3407), and
+    the vLLM engine asleep so that the trainer gets the KV cache's memory."""
+    model, tokenizer, _ = _load(settings)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        for module in model.modules():
+            if isinstance(module, LoraLayer):
+                module.reset_lora_parameters("default", True)
+    vllm_engine.sleep(model)
     FastLanguageModel.for_training(model)
     return model, tokenizer, None
 
@@ -89,16 +92,16 @@ def training_overrides(settings: ModelSettings) -> dict:
 
 
 def generator(settings: ModelSettings, adapter: Path | None = None) -> UnslothGenerator:
-    model, tokenizer, _ = _load(settings)
-    return UnslothGenerator(model, tokenizer, settings, adapter)
+    model, tokenizer, requests = _load(settings)
+    return UnslothGenerator(model, tokenizer, settings, adapter, requests)
 
 
 class UnslothGenerator:
     """`Generator` over the shared model: vLLM's `fast_generate` with the adapter as a LoRA request
     when the engine exists, else transformers' `generate` with the adapter's weights in the slot."""
 
-    def __init__(self, model, tokenizer, settings: ModelSettings, adapter: Path | None):
-        self.model, self.tokenizer, self.settings, self.adapter = model, tokenizer, settings, adapter
+    def __init__(self, model, tokenizer, settings: ModelSettings, adapter: Path | None, requests: vllm_engine.AdapterRequests | None):
+        self.model, self.tokenizer, self.settings, self.adapter, self.requests = model, tokenizer, settings, adapter, requests
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         if getattr(self.model, "vllm_engine", None) is None:
@@ -108,12 +111,14 @@ class UnslothGenerator:
 
         if sampling.temperature == 0 and n > 1:
             raise RwmlError("Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0.")
-        params = SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
-        )
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
         check_lengths(self.settings, self.tokenizer, texts, sampling.max_new_tokens, "prompt")
-        lora = self.model.load_lora(str(self.adapter)) if self.adapter else None
+        params = [
+            SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, seed=seed)
+            for seed in vllm_engine.request_seeds(len(texts))
+        ]
+        vllm_engine.wake(self.model)
+        lora = self.requests.get(self.adapter)
         outputs = self.model.fast_generate(texts, sampling_params=params, lora_request=lora, use_tqdm=len(texts) > 64)
         return [[sampling.prefill + o.text for o in out.outputs] for out in outputs]
 

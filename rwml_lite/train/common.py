@@ -32,6 +32,32 @@ def trainer_args(recipe: Recipe) -> dict:
     }
 
 
+#: Trainer arguments whose defaults Unsloth's patched TRL configs replace (unsloth 2026.10.9,
+#: unsloth/models/rl.py: weight decay 0.001, 10 % warmup, seed 3407, 8-bit AdamW, lr 5e-5, batch 4 x
+#: accumulation 2, ...; for GRPO also IS correction off and, with loss_type dapo, truncated
+#: completions masked and epsilon_high 0.28). Unsloth keeps any value passed explicitly, so every
+#: trainer of ours passes each of these, on both backends, from the recipe.
+UNSLOTH_DEFAULTED = (
+    "learning_rate", "weight_decay", "warmup_steps", "seed", "optim", "per_device_train_batch_size",
+    "gradient_accumulation_steps", "logging_steps", "report_to", "bf16",
+)  # fmt: skip
+UNSLOTH_GRPO_DEFAULTED = ("loss_type", "beta", "mask_truncated_completions", "epsilon_high", "vllm_importance_sampling_correction")
+
+
+def checked_config(config_class, arguments: dict, recipe_fields: dict[str, str]):
+    """`config_class(**arguments)`, refusing to train if the config resolved an argument that comes
+    from a recipe field (`recipe_fields`: argument -> field) to another value than the recipe's."""
+    config = config_class(**arguments)
+    for name, field in recipe_fields.items():
+        if getattr(config, name) != arguments[name]:
+            raise RwmlError(
+                f"{config_class.__name__} turned {field}={arguments[name]!r} into {name}={getattr(config, name)!r}: the "
+                f"installed TRL/Unsloth changes the recipe's objective. Reinstall the pinned versions (`pip install -e "
+                f"'.[gpu]'`, see `rwml-lite doctor`)."
+            )
+    return config
+
+
 def logging_callbacks(run: RunSettings, tensorboard_dir: Path, metrics_path: Path) -> list[TrainerCallback]:
     callbacks: list[TrainerCallback] = [JsonlMetrics(metrics_path)]
     if run.report_to == "tensorboard":

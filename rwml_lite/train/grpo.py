@@ -18,44 +18,73 @@ from rwml_lite.runfolder import RunFolder
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.reward import NextStateReward
-from rwml_lite.train.common import logging_callbacks, save_adapter, trainer_args
+from rwml_lite.train.common import checked_config, logging_callbacks, save_adapter, trainer_args
+
+
+#: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
+GRPO_FIELDS = {
+    "num_generations": "grpo.group_size",
+    "per_device_train_batch_size": "grpo.micro_batch_size",
+    "learning_rate": "grpo.learning_rate",
+    "weight_decay": "grpo.weight_decay",
+    "warmup_steps": "grpo.warmup_ratio",
+    "max_completion_length": "grpo.max_completion_length",
+    "temperature": "grpo.temperature",
+    "beta": "grpo.beta",
+    "loss_type": "grpo.loss_type",
+    "epsilon": "grpo.epsilon",
+    "epsilon_high": "grpo.epsilon_high",
+    "mask_truncated_completions": "grpo.mask_truncated_completions",
+    "vllm_importance_sampling_correction": "grpo.importance_sampling_correction",
+    "seed": "seed",
+}  # model.optimizer is passed but not checked: Unsloth's CPU fallback swaps GPU-only optimizers for AdamW
+
+
+def grpo_arguments(recipe: Recipe, folder: RunFolder) -> dict:
+    """Every GRPOConfig argument of an RWML run, the same on both backends but for the
+    backend's own `training_overrides` (UNSLOTH_DEFAULTED and UNSLOTH_GRPO_DEFAULTED among them)."""
+    g = recipe.grpo
+    completions_per_step = g.batch_size * g.group_size
+    return {
+        "output_dir": str(folder.checkpoints("rwml")),
+        "num_generations": g.group_size,
+        "per_device_train_batch_size": g.micro_batch_size,
+        "gradient_accumulation_steps": completions_per_step // g.micro_batch_size,
+        "learning_rate": g.learning_rate,
+        "weight_decay": g.weight_decay,
+        "warmup_steps": g.warmup_ratio,  # transformers 5: a value below 1 is the share of steps
+        "num_train_epochs": g.epochs,
+        "max_steps": g.max_steps,
+        "max_completion_length": g.max_completion_length,
+        "temperature": g.temperature,
+        "beta": g.beta,
+        "loss_type": g.loss_type,
+        "epsilon": g.epsilon,
+        "epsilon_high": g.epsilon if g.epsilon_high is None else g.epsilon_high,
+        "mask_truncated_completions": g.mask_truncated_completions,
+        "vllm_importance_sampling_correction": g.importance_sampling_correction,
+        "logging_steps": g.logging_steps,
+        "save_strategy": "steps",
+        "save_steps": g.save_steps,
+        "save_total_limit": 2,
+        **backend(recipe.model).training_overrides(recipe.model),
+        **trainer_args(recipe),
+    }
 
 
 def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, folder: RunFolder) -> Path:
     """Train the LoRA adapter, resuming from the last checkpoint; returns the final adapter folder."""
     g, prefill = recipe.grpo, recipe.worldmodel.prefill
-    policy = backend(recipe.model)
-    model, tokenizer, peft_config = policy.trainable_policy(recipe.model)
+    model, tokenizer, peft_config = backend(recipe.model).trainable_policy(recipe.model, recipe.seed)
     rows = [
         {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "real_next_state": t["next_observation"], "kind": t.get("kind", "observation")}
         for t in triplets
     ]
     check_lengths(recipe.model, tokenizer, [r["prompt"] for r in rows], g.max_completion_length, "RWML prompt")
-    completions_per_step = g.batch_size * g.group_size
-    args = GRPOConfig(
-        output_dir=str(folder.checkpoints("rwml")),
-        num_generations=g.group_size,
-        per_device_train_batch_size=g.micro_batch_size,
-        gradient_accumulation_steps=completions_per_step // g.micro_batch_size,
-        learning_rate=g.learning_rate,
-        num_train_epochs=g.epochs,
-        max_steps=g.max_steps,
-        max_completion_length=g.max_completion_length,
-        temperature=g.temperature,
-        beta=g.beta,
-        loss_type=g.loss_type,
-        epsilon=g.epsilon,
-        logging_steps=g.logging_steps,
-        save_strategy="steps",
-        save_steps=g.save_steps,
-        save_total_limit=2,
-        **policy.training_overrides(recipe.model),
-        **trainer_args(recipe),
-    )
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=[reward],
-        args=args,
+        args=checked_config(GRPOConfig, grpo_arguments(recipe, folder), GRPO_FIELDS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,

@@ -1,0 +1,69 @@
+"""The in-process vLLM engine that Unsloth builds on the trainer's weights: when it sleeps, which
+adapter request it gets, and how its samples are seeded.
+
+Kept apart from `models/unsloth.py` (which imports Unsloth, and so needs a GPU to do anything
+real) so that these rules are plain Python that the tests exercise with a stand-in engine.
+
+- Sleep: vLLM reserves `gpu_memory_utilization` of the GPU for weights + KV cache. Only TRL's GRPO
+  code puts a colocated engine to sleep, so without us the KV cache would stay reserved through the
+  filter's SFT. We put it to sleep before every trainer of ours and wake it before sampling. Under
+  Unsloth's standby (`UNSLOTH_VLLM_STANDBY=1`) sleeping keeps the shared weights on the GPU and
+  frees only the KV cache; level 1 avoids the buffer copies of level 2, which frees nothing more.
+- Adapter requests: `model.load_lora(path)` reads the adapter from disk and takes a new id each
+  call, and vLLM keys its LoRA and prefix caches by that request; one request per saved adapter
+  (path + modification time) lets repeated calls (every agent turn of eval) reuse both.
+- Seeds: the engine's own seed is fixed by Unsloth, so every request gets a seed drawn from
+  torch's generator, which the pipeline seeds from the recipe before each stage.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+SLEEP_LEVEL = 1
+
+
+def _sleep_mode(engine) -> bool:
+    """Whether the engine was built able to sleep (Unsloth enables it with standby)."""
+    return bool(engine.llm_engine.vllm_config.model_config.enable_sleep_mode)
+
+
+def sleep(model) -> None:
+    """Free the engine's KV cache before a trainer runs (a no-op without an engine or sleep mode)."""
+    engine = getattr(model, "vllm_engine", None)
+    if engine is not None and _sleep_mode(engine) and not engine.llm_engine.is_sleeping():
+        engine.sleep(level=SLEEP_LEVEL)
+
+
+def wake(model) -> None:
+    """Re-create the KV cache before sampling. Unsloth's patched `LLM.generate` wakes the engine
+    too, but `LLM.chat` and TRL's own calls do not, so we do not rely on it. Untagged on purpose:
+    waking only `kv_cache` and later everything maps the KV cache twice."""
+    engine = getattr(model, "vllm_engine", None)
+    if engine is not None and engine.llm_engine.is_sleeping():
+        engine.wake_up()
+
+
+def request_seeds(count: int) -> list[int]:
+    """One vLLM seed per request, from torch's generator: reproducible for a seeded stage, and
+    different from call to call, so that R evaluation runs of one task do not replay each other."""
+    return torch.randint(0, 2**31 - 1, (count,)).tolist()
+
+
+class AdapterRequests:
+    """One LoRA request per saved adapter: a new one only when the adapter on disk changed."""
+
+    def __init__(self, load_lora):
+        self.load_lora = load_lora
+        self.requests: dict[str, tuple[int, object]] = {}  # adapter folder -> (mtime of its weights, request)
+
+    def get(self, adapter: Path | None):
+        if adapter is None:
+            return None
+        folder = str(Path(adapter).resolve())
+        saved = (Path(folder) / "adapter_model.safetensors").stat().st_mtime_ns
+        if folder not in self.requests or self.requests[folder][0] != saved:
+            self.requests[folder] = (saved, self.load_lora(folder))
+        return self.requests[folder][1]
