@@ -17,6 +17,8 @@ RUN useradd --create-home rwml && mkdir /app && chown rwml /app
 USER rwml
 WORKDIR /app
 COPY --chown=rwml . /app
+# the gpu extra: unsloth + unsloth_zoo 2026.10.9, vllm 0.30.0 and vllm-bnb-plugin 0.0.3 (vLLM >= 0.28 serves
+# 4-bit bitsandbytes weights only through it); `rwml-lite doctor` in the container lists them
 RUN make PYTHON=python3.11 .venv/.installed && .venv/bin/pip install -e '.[gpu]'
 
 ENV PATH=/app/.venv/bin:$PATH

@@ -4,6 +4,7 @@ A random Qwen3 (built here, no download) of a few hundred million parameters is 
 `rwml_lite.models.unsloth` with 4-bit NF4 weights and Unsloth's gradient checkpointing, then trains
 a few GRPO steps on RWML prompts with the real reward code over a small random embedder. Sampling uses transformers'
 generate: vLLM is not installed on the benchmark machine. For each configuration it prints the
+GRPOConfig fields that Unsloth's patched TRL resolved (those whose defaults it replaces), the
 measured peak (PyTorch's reserved memory plus what the CUDA context holds beside it), the plan's
 peak for the same recipe, their error, and the mean step time.
 
@@ -32,6 +33,7 @@ from rwml_lite.records import read_jsonl  # noqa: E402
 from rwml_lite.reward import NextStateReward  # noqa: E402
 from rwml_lite.runfolder import RunFolder  # noqa: E402
 from rwml_lite.tiny import chatml_tokenizer, random_embedder, random_qwen3, save  # noqa: E402
+from rwml_lite.train.common import TRAINER_CONFIG, UNSLOTH_DEFAULTED, UNSLOTH_GRPO_DEFAULTED  # noqa: E402
 
 SHAPE = {"hidden": 1024, "layers": 16, "intermediate": 3072, "heads": 16, "kv_heads": 8, "head_dim": 64}
 CONFIGS = [  # (micro batch, completion tokens, GRPO group, prompts per step)
@@ -80,7 +82,9 @@ def run(model_dir: Path, embedder_dir: Path, work: Path, micro: int, completion:
     measured = torch.cuda.max_memory_reserved() / 2**30 + context
     plan = estimate(recipe, total / 2**30)
     step_times = [m["step_time"] for m in read_jsonl(work / "metrics" / "rwml.jsonl") if "step_time" in m]
+    trained = json.loads((work / "checkpoints" / "rwml" / TRAINER_CONFIG).read_text())
     return {
+        "trainer_config": {k: trained[k] for k in [*UNSLOTH_DEFAULTED, *UNSLOTH_GRPO_DEFAULTED]},  # Unsloth's GRPOConfig, resolved
         "config": {"micro_batch": micro, "completion_tokens": completion, "group": group, "prompts": prompts, "prompt_tokens": prompt_tokens},
         "measured_peak_gib": round(measured, 3),
         "max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),

@@ -13,6 +13,7 @@ import json
 import subprocess
 import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import torch
@@ -40,6 +41,30 @@ def test_the_gpu_extra_pins_vllm_inside_trls_range_with_the_bitsandbytes_plugin(
     gpu = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
     assert set(gpu) == {"unsloth==2026.10.9", "unsloth_zoo==2026.10.9", "vllm==0.30.0", "vllm-bnb-plugin==0.0.3"}
     assert "pip install -e '.[gpu]'" in (REPO / "Dockerfile").read_text()
+
+
+#: What `pip install -e '.[gpu]'` must keep or bring on a Linux x86-64 CUDA machine (Python 3.11).
+GPU_STACK = {
+    "torch": "2.13.0", "transformers": "5.17.0", "trl": "1.14.0", "peft": "0.21.2", "bitsandbytes": "0.50.2",
+    "unsloth": "2026.10.9", "unsloth-zoo": "2026.10.9", "vllm": "0.30.0", "vllm-bnb-plugin": "0.0.3",
+}  # fmt: skip
+
+
+def test_the_gpu_extra_resolves_on_linux_cuda_beside_the_pinned_stack(tmp_path):
+    """Every package the GPU path imports comes with the extra, and none moves a pin of ours."""
+    uv = Path(sys.executable).with_name("uv")
+    require(uv.exists(), "uv is not installed (make test installs it with the dev extra)")
+    lock = tmp_path / "gpu.txt"
+    result = subprocess.run(
+        [str(uv), "pip", "compile", "pyproject.toml", "--extra", "gpu", "--extra", "alfworld", "--python-version", "3.11",
+         "--python-platform", "x86_64-manylinux_2_28", "--no-header", "--quiet", "-o", str(lock)],
+        capture_output=True, text=True, cwd=REPO, timeout=600,
+    )  # fmt: skip
+    offline = any(sign in result.stderr.lower() for sign in ("failed to fetch", "dns error", "connection", "timed out"))
+    require(not offline, f"PyPI is unreachable: {result.stderr[-300:]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resolved = dict(line.split("==") for line in lock.read_text().splitlines() if "==" in line and not line.startswith(" "))
+    assert {name: resolved.get(name) for name in GPU_STACK} == GPU_STACK
 
 
 def test_doctor_names_the_plugin_and_what_needs_it():

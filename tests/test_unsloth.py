@@ -96,3 +96,16 @@ def test_unsloth_backend_without_a_gpu_is_refused_with_the_hf_alternative(tmp_pa
     assert "needs an NVIDIA GPU" in result.stderr and "model.backend=hf" in result.stderr
     assert "Traceback" not in result.stderr
     assert not (tmp_path / "run" / "rollouts.jsonl").exists()  # refused before any stage ran
+
+
+def test_the_configs_the_trainers_resolved_are_kept_with_the_recipes_objective(unsloth_run):
+    run = unsloth_run[0]
+    grpo = json.loads((run / "checkpoints/rwml/trainer_config.json").read_text())
+    sft = json.loads((run / "checkpoints/filter/trainer_config.json").read_text())
+    assert {k: grpo[k] for k in ("weight_decay", "warmup_steps", "mask_truncated_completions", "epsilon", "epsilon_high", "seed")} == {
+        "weight_decay": 0.0, "warmup_steps": 0.0, "mask_truncated_completions": False, "epsilon": 0.2, "epsilon_high": 0.2, "seed": 0
+    }  # fmt: skip
+    assert grpo["num_generations"] == 4 and grpo["learning_rate"] == 0.01 and grpo["loss_type"] == "dapo"
+    assert {k: sft[k] for k in ("weight_decay", "warmup_steps", "gradient_accumulation_steps", "per_device_train_batch_size")} == {
+        "weight_decay": 0.0, "warmup_steps": 0.0, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 4
+    }  # fmt: skip

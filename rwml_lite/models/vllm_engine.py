@@ -14,6 +14,12 @@ real) so that these rules are plain Python that the tests exercise with a stand-
   (path + modification time) lets repeated calls (every agent turn of eval) reuse both.
 - Seeds: the engine's own seed is fixed by Unsloth, so every request gets a seed drawn from
   torch's generator, which the pipeline seeds from the recipe before each stage.
+
+Sampling the LoRA *while it trains* (the policy stage's rollouts) is another matter: a saved
+adapter's request would be stale after the next optimizer step, and `fast_generate` without a
+request samples the base model. Go through TRL's own vLLM generation (`trainer.vllm_generation`,
+which Unsloth hands the live LoRA and TRL wakes and sleeps), or pass
+`model.load_lora(name, load_tensors=True)` afresh after each step.
 """
 
 from __future__ import annotations

@@ -10,7 +10,9 @@ from transformers import TrainerCallback
 
 from rwml_lite.config import Recipe, RunSettings
 from rwml_lite.errors import RwmlError
-from rwml_lite.records import JsonlAppender
+from rwml_lite.records import JsonlAppender, atomic_write_text
+
+TRAINER_CONFIG = "trainer_config.json"
 
 
 def trainer_args(recipe: Recipe) -> dict:
@@ -46,7 +48,8 @@ UNSLOTH_GRPO_DEFAULTED = ("loss_type", "beta", "mask_truncated_completions", "ep
 
 def checked_config(config_class, arguments: dict, recipe_fields: dict[str, str]):
     """`config_class(**arguments)`, refusing to train if the config resolved an argument that comes
-    from a recipe field (`recipe_fields`: argument -> field) to another value than the recipe's."""
+    from a recipe field (`recipe_fields`: argument -> field) to another value than the recipe's.
+    The resolved config is kept as `trainer_config.json` in its output folder: what really trained."""
     config = config_class(**arguments)
     for name, field in recipe_fields.items():
         if getattr(config, name) != arguments[name]:
@@ -55,6 +58,7 @@ def checked_config(config_class, arguments: dict, recipe_fields: dict[str, str])
                 f"installed TRL/Unsloth changes the recipe's objective. Reinstall the pinned versions (`pip install -e "
                 f"'.[gpu]'`, see `rwml-lite doctor`)."
             )
+    atomic_write_text(Path(config.output_dir) / TRAINER_CONFIG, config.to_json_string())
     return config
 
 
