@@ -16,8 +16,8 @@ import random
 import time
 
 import torch
-
 from reward import alfworld_like, make_step  # bench/reward.py: the same synthetic GRPO steps
+
 from rwml_lite.reward import Embedder, NextStateReward
 
 
@@ -61,7 +61,9 @@ def main() -> None:
     reference = Embedder(args.embedder, precision="float32")
     full, full_s = measure(reference, completions, reals)
     device = "GPU " + torch.cuda.get_device_name() if torch.cuda.is_available() else "CPU"
-    print(f"{args.embedder} on {device}: {len(completions)} (prediction, real) pairs, float32 encodes them in {full_s:.2f} s")
+    print(
+        f"{args.embedder} on {device}: {len(completions)} (prediction, real) pairs, float32 encodes them in {full_s:.2f} s"
+    )
     print(f"{'precision':>9} {'agree@0.2':>10} {'agree@0.1':>10} {'max |dcos|':>11} {'MB':>7} {'seconds':>8}")
     for precision in args.precisions:
         embedder = Embedder(args.embedder, precision=precision)

@@ -51,7 +51,9 @@ def main() -> None:
     args = parser.parse_args()
 
     games = list_games(games_root(), args.split)
-    print(f"ALFWorld {args.split}, random admissible policy, {args.steps} steps per game, {args.workers} workers, {os.cpu_count()} cores")
+    print(
+        f"ALFWorld {args.split}, random admissible policy, {args.steps} steps per game, {args.workers} workers, {os.cpu_count()} cores"
+    )
     for batch in args.batches:
         tasks = games[:batch]
         reset_1, step_1, n_1 = play(tasks, 0, args.steps, seed=batch)

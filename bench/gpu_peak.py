@@ -53,7 +53,9 @@ def triplets(count: int) -> list[dict]:
     ]  # fmt: skip
 
 
-def run(model_dir: Path, embedder_dir: Path, work: Path, micro: int, completion: int, group: int, prompts: int, steps: int) -> dict:
+def run(
+    model_dir: Path, embedder_dir: Path, work: Path, micro: int, completion: int, group: int, prompts: int, steps: int
+) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -84,8 +86,16 @@ def run(model_dir: Path, embedder_dir: Path, work: Path, micro: int, completion:
     step_times = [m["step_time"] for m in read_jsonl(work / "metrics" / "rwml.jsonl") if "step_time" in m]
     trained = json.loads((work / "checkpoints" / "rwml" / TRAINER_CONFIG).read_text())
     return {
-        "trainer_config": {k: trained[k] for k in [*UNSLOTH_DEFAULTED, *UNSLOTH_GRPO_DEFAULTED]},  # Unsloth's GRPOConfig, resolved
-        "config": {"micro_batch": micro, "completion_tokens": completion, "group": group, "prompts": prompts, "prompt_tokens": prompt_tokens},
+        "trainer_config": {
+            k: trained[k] for k in [*UNSLOTH_DEFAULTED, *UNSLOTH_GRPO_DEFAULTED]
+        },  # Unsloth's GRPOConfig, resolved
+        "config": {
+            "micro_batch": micro,
+            "completion_tokens": completion,
+            "group": group,
+            "prompts": prompts,
+            "prompt_tokens": prompt_tokens,
+        },
         "measured_peak_gib": round(measured, 3),
         "max_allocated_gib": round(torch.cuda.max_memory_allocated() / 2**30, 3),
         "context_gib": round(context, 3),
@@ -123,7 +133,9 @@ def main() -> None:
     for r in results["runs"]:
         c = r["config"]
         step = sum(r["step_seconds"][1:]) / max(len(r["step_seconds"]) - 1, 1)  # the first step compiles
-        print(f"{c['micro_batch']:>9} x {c['completion_tokens']:<8} {r['measured_peak_gib']:>13.2f} {r['plan_peak_gib']:>9.2f} {r['error_pct']:>+6.0f}% {step:>7.2f}")
+        print(
+            f"{c['micro_batch']:>9} x {c['completion_tokens']:<8} {r['measured_peak_gib']:>13.2f} {r['plan_peak_gib']:>9.2f} {r['error_pct']:>+6.0f}% {step:>7.2f}"
+        )
     if args.out:
         args.out.write_text(json.dumps(results, indent=1))
 

@@ -18,7 +18,18 @@ import time
 from rwml_lite.reward import Embedder, NextStateReward
 
 OBJECTS = ["mug", "apple", "soapbottle", "knife", "plate", "bowl", "pen", "cellphone", "book", "towel"]
-PLACES = ["cabinet", "countertop", "drawer", "shelf", "sinkbasin", "fridge", "microwave", "desk", "sidetable", "dresser"]
+PLACES = [
+    "cabinet",
+    "countertop",
+    "drawer",
+    "shelf",
+    "sinkbasin",
+    "fridge",
+    "microwave",
+    "desk",
+    "sidetable",
+    "dresser",
+]
 
 
 def alfworld_like(rng: random.Random) -> str:
@@ -91,7 +102,9 @@ def main() -> None:
 
     n = args.triplets * args.group
     naive_s, cold_s, warm_s = (min(t) for t in (naive_times, cold_times, warm_times))
-    print(f"GRPO step: {args.triplets} triplets x group {args.group} = {n} predictions, ~{distinct:.0f} distinct; embedder {args.embedder}")
+    print(
+        f"GRPO step: {args.triplets} triplets x group {args.group} = {n} predictions, ~{distinct:.0f} distinct; embedder {args.embedder}"
+    )
     print(f"naive (one pair at a time):        {naive_s * 1000:8.1f} ms")
     print(f"ours, real states new (epoch 1):   {cold_s * 1000:8.1f} ms   {naive_s / cold_s:5.1f}x faster")
     print(f"ours, real states cached (later):  {warm_s * 1000:8.1f} ms   {naive_s / warm_s:5.1f}x faster")

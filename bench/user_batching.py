@@ -55,7 +55,9 @@ def main() -> None:
     for size in args.batches:
         tasks = list_tasks(settings, "train", size)
         one, many = naive(settings, tasks, user, args.turns), batched(settings, tasks, user, args.turns)
-        print(f"B={size:3d}: one call per conversation {one:6.1f} s | one call per round {many:6.1f} s | {one / many:.2f}x")
+        print(
+            f"B={size:3d}: one call per conversation {one:6.1f} s | one call per round {many:6.1f} s | {one / many:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -22,7 +22,9 @@ recipes_app = typer.Typer(help="List the shipped recipes, or show one with every
 app.add_typer(recipes_app, name="recipes")
 console = Console()
 
-RecipeArg = Annotated[str, typer.Argument(help="Recipe file, or the name of a shipped recipe (see `rwml-lite recipes`).")]
+RecipeArg = Annotated[
+    str, typer.Argument(help="Recipe file, or the name of a shipped recipe (see `rwml-lite recipes`).")
+]
 Overrides = Annotated[list[str] | None, typer.Argument(help="key.sub=value overrides, e.g. grpo.learning_rate=5e-6.")]
 
 FIELDS_HINT = "Every recipe field and its meaning: `rwml-lite recipes show NAME`."
@@ -116,8 +118,13 @@ def _stated_gpu_gib(path: Path) -> float | None:
 def plan(
     recipe: RecipeArg,
     overrides: Overrides = None,
-    gpu_gb: Annotated[float | None, typer.Option(help="GPU memory in GB (default: this machine's GPU, else the recipe's Hardware header).")] = None,
-    anchors: Annotated[bool, typer.Option(help="Also print the estimate's error against published and measured peaks.")] = False,
+    gpu_gb: Annotated[
+        float | None,
+        typer.Option(help="GPU memory in GB (default: this machine's GPU, else the recipe's Hardware header)."),
+    ] = None,
+    anchors: Annotated[
+        bool, typer.Option(help="Also print the estimate's error against published and measured peaks.")
+    ] = False,
 ) -> None:
     import torch
 
@@ -128,29 +135,44 @@ def plan(
         gpu_gb = torch.cuda.get_device_properties(0).total_memory / 1024**3
     gpu_gb = gpu_gb or _stated_gpu_gib(_recipe_path(recipe))
     if gpu_gb is None and loaded.model.backend == "unsloth":
-        raise RwmlError("No GPU here and the recipe's header names no size (`# Hardware: one 24 GB GPU`): pass --gpu-gb N.")
+        raise RwmlError(
+            "No GPU here and the recipe's header names no size (`# Hardware: one 24 GB GPU`): pass --gpu-gb N."
+        )
     estimated = estimate(loaded, gpu_gb or 0.0)
     console.print(table(estimated, f"{_recipe_path(recipe).name}: GPU memory by phase (GiB)"))
     for note in estimated.notes:
         console.print(note, highlight=False)
     if gpu_gb is None:
-        console.print(f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase; the recipe is sized for a CPU: pass --gpu-gb N to check a GPU.")
+        console.print(
+            f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase; the recipe is sized for a CPU: pass --gpu-gb N to check a GPU."
+        )
     else:
         verdict = "[green]fits[/green]" if estimated.fits else "[red]does not fit[/red]"
-        console.print(f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase: {verdict} a {gpu_gb:.0f} GB GPU.")
+        console.print(
+            f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase: {verdict} a {gpu_gb:.0f} GB GPU."
+        )
         if not estimated.fits:
             console.print(refusal(estimated), highlight=False)
     if anchors:
         rows = Table("anchor", "measured GiB", "estimate GiB", "error")
         for anchor, gib in anchor_errors():
-            rows.add_row(anchor.source, f"{anchor.measured_gib:.2f}", f"{gib:.2f}", f"{100 * (gib / anchor.measured_gib - 1):+.0f}%")
+            rows.add_row(
+                anchor.source,
+                f"{anchor.measured_gib:.2f}",
+                f"{gib:.2f}",
+                f"{100 * (gib / anchor.measured_gib - 1):+.0f}%",
+            )
         console.print(rows)
 
 
-Redo = Annotated[str | None, typer.Option(help="Move this stage's artifacts (and later ones) to superseded/ and run it again.")]
+Redo = Annotated[
+    str | None, typer.Option(help="Move this stage's artifacts (and later ones) to superseded/ and run it again.")
+]
 
 
-@app.command(help=f"Run the whole pipeline: collect -> build -> filter -> rwml -> eval, resuming where a previous run stopped. {FIELDS_HINT}")
+@app.command(
+    help=f"Run the whole pipeline: collect -> build -> filter -> rwml -> eval, resuming where a previous run stopped. {FIELDS_HINT}"
+)
 @_friendly
 def train(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
     from rwml_lite.pipeline import STAGES
@@ -164,7 +186,9 @@ def collect(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -
     _run(recipe, overrides, ["collect"], redo)
 
 
-@app.command("eval", help=f"Evaluate the base model and, once trained, the RWML adapter; write report.md. {FIELDS_HINT}")
+@app.command(
+    "eval", help=f"Evaluate the base model and, once trained, the RWML adapter; write report.md. {FIELDS_HINT}"
+)
 @_friendly
 def evaluate(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
     _run(recipe, overrides, ["collect", "build", "eval"], redo)

@@ -100,7 +100,9 @@ class EnvSettings(Section):
         "40 tasks with them); null = those assertions are not scored and the report lists the tasks scored without them.",
     )
     judge_model: str = Field("default", description="tau2 only: the model name sent to judge_endpoint.")
-    max_errors: int = Field(10, ge=0, description="tau2 only: invalid tool calls after which a conversation ends (scored 0).")
+    max_errors: int = Field(
+        10, ge=0, description="tau2 only: invalid tool calls after which a conversation ends (scored 0)."
+    )
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(
         "", description="TextWorldExpress only: game parameters, e.g. numLocations=1,numItemsToPutAway=2."
@@ -119,7 +121,9 @@ class AgentSettings(Section):
         "admissible action named anywhere in a reply without the tag, or in tau2 the whole reply after its thinking "
         "(for tiny models that cannot keep the format).",
     )
-    parallel_episodes: int = Field(16, gt=0, description="Episodes played at once; their turns share one generate call.")
+    parallel_episodes: int = Field(
+        16, gt=0, description="Episodes played at once; their turns share one generate call."
+    )
 
 
 class CollectSettings(Section):
@@ -137,9 +141,14 @@ class FilterSettings(Section):
     keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
     epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
     learning_rate: float = Field(1e-4, gt=0, description="SFT learning rate of the filter model (LoRA).")
-    weight_decay: float = Field(0.0, ge=0.0, description="SFT AdamW weight decay (TRL's default; Unsloth's would be 0.001).")
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="SFT AdamW weight decay (TRL's default; Unsloth's would be 0.001)."
+    )
     warmup_ratio: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Share of SFT steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1)."
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of SFT steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1).",
     )
     batch_size: int = Field(8, gt=0, description="SFT batch size of the filter model (one optimizer step per batch).")
     max_new_tokens: int = Field(128, gt=0, description="Token budget of one filter prediction.")
@@ -186,9 +195,14 @@ class GrpoSettings(Section):
         8, gt=0, description="Completions per forward/backward pass; must divide batch_size * group_size."
     )
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay (TRL's default; Unsloth's would be 0.001).")
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="AdamW weight decay (TRL's default; Unsloth's would be 0.001)."
+    )
     warmup_ratio: float = Field(
-        0.0, ge=0.0, lt=1.0, description="Share of steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1)."
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1).",
     )
     epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
@@ -198,7 +212,9 @@ class GrpoSettings(Section):
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="TRL GRPO loss aggregation.")
     epsilon: float = Field(0.2, gt=0.0, description="PPO clip range (the lower one when epsilon_high is set).")
     epsilon_high: float | None = Field(
-        None, gt=0.0, description="Upper clip range (DAPO's clip-higher: 0.28); null = epsilon, a symmetric clip (TRL's default)."
+        None,
+        gt=0.0,
+        description="Upper clip range (DAPO's clip-higher: 0.28); null = epsilon, a symmetric clip (TRL's default).",
     )
     mask_truncated_completions: bool = Field(
         False,
@@ -226,7 +242,9 @@ class GrpoSettings(Section):
 
 
 class EvalSettings(Section):
-    splits: list[str] = Field(["test"], min_length=1, description="Splits evaluated (ALFWorld: valid_seen = ID, valid_unseen = OOD).")
+    splits: list[str] = Field(
+        ["test"], min_length=1, description="Splits evaluated (ALFWorld: valid_seen = ID, valid_unseen = OOD)."
+    )
     num_tasks: int | None = Field(20, gt=0, description="Evaluation tasks per split, the first of each (null = all).")
     runs: int = Field(3, gt=0, description="R: evaluation runs; success is reported as mean +- std over them.")
     max_steps: int = Field(30, gt=0, description="Step limit per evaluation episode.")
@@ -237,7 +255,9 @@ class EvalSettings(Section):
     @model_validator(mode="after")
     def _sampled(self) -> EvalSettings:
         if self.wm_samples > 1 and self.wm_temperature == 0:
-            raise ValueError("wm_samples > 1 needs wm_temperature > 0: greedy decoding gives the same prediction every time")
+            raise ValueError(
+                "wm_samples > 1 needs wm_temperature > 0: greedy decoding gives the same prediction every time"
+            )
         return self
 
 
@@ -274,11 +294,14 @@ class Recipe(Section):
         allowed = SPLITS[self.env.name]
         for field, split in [("collect.split", self.collect.split)] + [("eval.splits", s) for s in self.eval.splits]:
             if split not in allowed:
-                raise ValueError(f"`{field}` = {split!r} is not a split of {self.env.name}; allowed values: {', '.join(allowed)}")
+                raise ValueError(
+                    f"`{field}` = {split!r} is not a split of {self.env.name}; allowed values: {', '.join(allowed)}"
+                )
         return self
 
 
 # ---------------------------------------------------------------- loading
+
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a YAML recipe, apply `key.sub=value` overrides, validate; errors name the field."""
@@ -293,7 +316,9 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     except yaml.YAMLError as e:
         raise RwmlError(f"Recipe {path} is not valid YAML: {e}") from None
     if not isinstance(data, dict):
-        raise RwmlError(f"Recipe {path} must be a YAML mapping of sections (model:, env:, ...), not {type(data).__name__}.")
+        raise RwmlError(
+            f"Recipe {path} must be a YAML mapping of sections (model:, env:, ...), not {type(data).__name__}."
+        )
     return build_recipe(data, overrides, str(path))
 
 

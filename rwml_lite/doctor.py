@@ -32,7 +32,9 @@ def checks() -> list[tuple[str, bool | None, str]]:
     """(what, ok, detail or fix) for every check; ok is None for an optional part that is absent."""
     rows = []
     ok = sys.version_info[:2] >= (3, 11)
-    rows.append(("Python", ok, sys.version.split()[0] if ok else f"{sys.version.split()[0]}: install Python 3.11 or newer"))
+    rows.append(
+        ("Python", ok, sys.version.split()[0] if ok else f"{sys.version.split()[0]}: install Python 3.11 or newer")
+    )
     for dist, pin in PINS.items():
         try:
             version = importlib.metadata.version(dist)
@@ -40,15 +42,33 @@ def checks() -> list[tuple[str, bool | None, str]]:
             rows.append((dist, False, f"not installed: {_FIX.get(dist, 'pip install -e .')}"))
             continue
         matches = pin is None or version.split("+")[0] == pin or version.startswith(pin + ".")
-        rows.append((dist, matches, version if matches else f"{version}, tested with {pin}: pip install -e . to restore the pins"))
+        rows.append(
+            (
+                dist,
+                matches,
+                version if matches else f"{version}, tested with {pin}: pip install -e . to restore the pins",
+            )
+        )
     rows.append(_gpu())
     for dist, pin in GPU_PINS.items():  # the gpu extra: only model.backend=unsloth needs it
         try:
             version = importlib.metadata.version(dist)
         except importlib.metadata.PackageNotFoundError:
-            rows.append((dist, None, f"not installed; {_GPU_NEED.get(dist, 'GPU recipes (model.backend: unsloth) need it')}: pip install -e '.[gpu]'"))
+            rows.append(
+                (
+                    dist,
+                    None,
+                    f"not installed; {_GPU_NEED.get(dist, 'GPU recipes (model.backend: unsloth) need it')}: pip install -e '.[gpu]'",
+                )
+            )
             continue
-        rows.append((dist, version == pin, version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'"))
+        rows.append(
+            (
+                dist,
+                version == pin,
+                version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'",
+            )
+        )
     java = shutil.which("java")
     if java:
         out = subprocess.run([java, "-version"], capture_output=True, text=True)
@@ -56,7 +76,11 @@ def checks() -> list[tuple[str, bool | None, str]]:
     else:
         rows.append(("Java (TextWorldExpress)", False, "not found: sudo apt-get install -y openjdk-17-jre-headless"))
     for var, what, fix in [
-        ("ALFWORLD_DATA", "json_2.1.1", "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld"),
+        (
+            "ALFWORLD_DATA",
+            "json_2.1.1",
+            "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld",
+        ),
         ("TAU2_DATA_DIR", "tau2/domains", "clone sierra-research/tau2-bench and export TAU2_DATA_DIR=<clone>/data"),
     ]:
         folder = os.environ.get(var)

@@ -23,14 +23,23 @@ from rwml_lite.runfolder import RunFolder
 
 
 def evaluate_variant(
-    recipe: Recipe, folder: RunFolder, variant: str, adapter: Path | None, val_triplets: list[dict], reward: NextStateReward
+    recipe: Recipe,
+    folder: RunFolder,
+    variant: str,
+    adapter: Path | None,
+    val_triplets: list[dict],
+    reward: NextStateReward,
 ) -> dict:
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
     generator = backend(recipe.model).generator(recipe.model, adapter)
     user = user_simulator(recipe)
     torch.manual_seed(recipe.seed)
-    specs = [spec for split in e.splits for spec in episode_specs(list_tasks(recipe.env, split, e.num_tasks), split, e.runs, recipe.seed + 1)]
+    specs = [
+        spec
+        for split in e.splits
+        for spec in episode_specs(list_tasks(recipe.env, split, e.num_tasks), split, e.runs, recipe.seed + 1)
+    ]
     episodes = run_episodes(
         folder.eval(f"episodes_{variant}.jsonl"),
         specs,
@@ -44,7 +53,12 @@ def evaluate_variant(
     )
     sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
     wm = world_model_score(generator, val_triplets, reward, e.wm_samples, sampling, folder.eval(f"wm_{variant}.jsonl"))
-    result = {"variant": variant, "adapter": str(adapter) if adapter else None, **task_success(episodes, e.runs, e.splits), **wm}
+    result = {
+        "variant": variant,
+        "adapter": str(adapter) if adapter else None,
+        **task_success(episodes, e.runs, e.splits),
+        **wm,
+    }
     atomic_write_json(folder.eval(f"{variant}.json"), result)
     return result
 
@@ -60,7 +74,9 @@ def task_success(episodes: list[dict], runs: int, splits: list[str]) -> dict:
             **{split: _over_runs([ep for ep in episodes if ep["split"] == split], runs) for split in splits},
             "all": _over_runs(episodes, runs),
         },
-        "success_by_type": {t: _over_runs([ep for ep in episodes if ep["task_type"] == t], runs)["mean"] for t in types},
+        "success_by_type": {
+            t: _over_runs([ep for ep in episodes if ep["task_type"] == t], runs)["mean"] for t in types
+        },
         "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
@@ -90,10 +106,20 @@ def world_model_score(
         triplet_sims = reward.similarities(preds, reals)
         # the cosines already give embedded rewards; only tau2 tool replies are scored another way
         tool = triplet.get("kind") == "tool"
-        triplet_scores = reward.score(preds, reals, ["tool"] * len(preds)) if tool else [reward.reward_of(s) for s in triplet_sims]
+        triplet_scores = (
+            reward.score(preds, reals, ["tool"] * len(preds)) if tool else [reward.reward_of(s) for s in triplet_sims]
+        )
         sims.extend(triplet_sims)
         scores.extend(triplet_scores)
-        records.append({"triplet_id": triplet["triplet_id"], "real": triplet["next_observation"], "predictions": preds, "similarities": triplet_sims, "rewards": triplet_scores})
+        records.append(
+            {
+                "triplet_id": triplet["triplet_id"],
+                "real": triplet["next_observation"],
+                "predictions": preds,
+                "similarities": triplet_sims,
+                "rewards": triplet_scores,
+            }
+        )
     write_jsonl(out, records)
     n = max(len(sims), 1)
     return {

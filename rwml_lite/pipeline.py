@@ -15,7 +15,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import torch
@@ -44,13 +44,20 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
     return {
         "collect": [folder.rollouts],
         "build": [folder.wm("train.jsonl"), folder.wm("val.jsonl")],
-        "filter": [folder.wm("rwml.jsonl"), folder.wm("filter.json"), folder.checkpoints("filter"), folder.metrics("filter"), folder.tensorboard("filter")],
+        "filter": [
+            folder.wm("rwml.jsonl"),
+            folder.wm("filter.json"),
+            folder.checkpoints("filter"),
+            folder.metrics("filter"),
+            folder.tensorboard("filter"),
+        ],
         "rwml": [folder.checkpoints("rwml"), folder.metrics("rwml"), folder.tensorboard("rwml")],
         "eval": [folder.root / "eval", folder.report, folder.root / "plots"],
     }
 
 
 # ---------------------------------------------------------------- the stages
+
 
 def collect(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.envs import list_tasks
@@ -98,7 +105,12 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
     train, val = split_by_episode(triplets, recipe.worldmodel.val_fraction, recipe.seed)
     write_jsonl(folder.wm("train.jsonl"), train)
     write_jsonl(folder.wm("val.jsonl"), val)
-    return {"triplets": len(triplets), "invalid_dropped": dropped, "train_triplets": len(train), "val_triplets": len(val)}
+    return {
+        "triplets": len(triplets),
+        "invalid_dropped": dropped,
+        "train_triplets": len(train),
+        "val_triplets": len(val),
+    }
 
 
 def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
@@ -112,9 +124,13 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
     if f.enabled:
         adapter = train_next_state_sft(recipe, val, folder)
         generator = backend(recipe.model).generator(recipe.model, adapter)
-        strict = NextStateReward.from_settings(recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}), prefill)
+        strict = NextStateReward.from_settings(
+            recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}), prefill
+        )
         torch.manual_seed(recipe.seed)
-        easy = find_easy(train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict)
+        easy = find_easy(
+            train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict
+        )
     else:
         easy = [False] * len(train)
     kept = subsample_easy(train, easy, f.keep_easy_p, recipe.seed)
@@ -136,11 +152,17 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
 
     kept = read_jsonl(folder.wm("rwml.jsonl"))
     if not kept:
-        raise RwmlError(f"{folder.wm('rwml.jsonl')} is empty: the filter kept no triplet. Raise worldmodel.filter.keep_easy_p or collect more.")
+        raise RwmlError(
+            f"{folder.wm('rwml.jsonl')} is empty: the filter kept no triplet. Raise worldmodel.filter.keep_easy_p or collect more."
+        )
     reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
     adapter = train_rwml(recipe, kept, reward, folder)
     logs = [m for m in read_jsonl(folder.metrics("rwml")) if "reward" in m]
-    return {"adapter": str(adapter), "steps": logs[-1]["step"] if logs else 0, "final_reward": logs[-1]["reward"] if logs else None}
+    return {
+        "adapter": str(adapter),
+        "steps": logs[-1]["step"] if logs else 0,
+        "final_reward": logs[-1]["reward"] if logs else None,
+    }
 
 
 def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
@@ -156,7 +178,12 @@ def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
     results = {name: evaluate_variant(recipe, folder, name, adapter, val, reward) for name, adapter in variants.items()}
     write_report(recipe, folder, _read_manifest(folder), results)
     return {
-        name: {"success": {split: round(v["mean"], 2) for split, v in r["success"].items()}, "invalid_action_rate": r["invalid_action_rate"], "wm_score": r["wm_score"], "wm_hit_rate": r["wm_hit_rate"]}
+        name: {
+            "success": {split: round(v["mean"], 2) for split, v in r["success"].items()},
+            "invalid_action_rate": r["invalid_action_rate"],
+            "wm_score": r["wm_score"],
+            "wm_hit_rate": r["wm_hit_rate"],
+        }
         for name, r in results.items()
     }
 
@@ -172,6 +199,7 @@ RUNNERS: dict[str, Callable[[Recipe, RunFolder], dict]] = {
 
 # ---------------------------------------------------------------- running and resuming
 
+
 def stage_config(recipe: Recipe, stage: str) -> dict:
     data = recipe.model_dump(mode="json")
     return {path: get_dotted(data, path) for path in DEPENDS_ON[stage]}
@@ -181,7 +209,9 @@ def stage_keys(recipe: Recipe) -> dict[str, str]:
     """stage -> hash of its own recipe sections and the key of the stage before it."""
     keys, previous = {}, ""
     for stage in STAGES:
-        previous = keys[stage] = hashlib.sha256(json.dumps([stage_config(recipe, stage), previous], sort_keys=True).encode()).hexdigest()[:16]
+        previous = keys[stage] = hashlib.sha256(
+            json.dumps([stage_config(recipe, stage), previous], sort_keys=True).encode()
+        ).hexdigest()[:16]
     return keys
 
 
@@ -202,7 +232,12 @@ def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder
             console.print(f"[dim]= {stage}: already done, skipped ({_brief(entry['summary'])})[/dim]")
             continue
         console.print(f"[bold]> {stage}[/bold]" + (" (resuming)" if entry else ""))
-        manifest["stages"][stage] = {"key": keys[stage], "config": stage_config(recipe, stage), "status": "running", "started": _now()}
+        manifest["stages"][stage] = {
+            "key": keys[stage],
+            "config": stage_config(recipe, stage),
+            "status": "running",
+            "started": _now(),
+        }
         atomic_write_json(folder.manifest, manifest)
         started = time.monotonic()
         summary = RUNNERS[stage](recipe, folder)
@@ -272,4 +307,4 @@ def _brief(summary: dict) -> str:
 
 
 def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")

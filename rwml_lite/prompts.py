@@ -37,7 +37,9 @@ def agent_messages(
     return [{"role": "system", "content": role}, {"role": "user", "content": user}]
 
 
-def rwml_messages(role: str, goal: str, history: list[tuple[str, str]], observation: str, action: str, window: int) -> Messages:
+def rwml_messages(
+    role: str, goal: str, history: list[tuple[str, str]], observation: str, action: str, window: int
+) -> Messages:
     user = (
         f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n"
         f"Potential action: {action}\n\n"

@@ -6,7 +6,6 @@ from rwml_lite.config import Recipe
 from rwml_lite.records import atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
 
-
 #: how the paper names the ALFWorld evaluation splits
 SPLIT_LABELS = {"valid_seen": "ID", "valid_unseen": "OOD", "all": "AVG"}
 
@@ -30,7 +29,9 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
         f"({recipe.reward.kind} reward); hits: share of predictions within tau_d {recipe.reward.tau_d}; "
         f"tags: share of predictions with a `<next_state>` tag.",
         "",
-        "| policy | " + " | ".join(_label(c) for c in columns) + " | invalid actions % | steps to success | world-model score | hits % | tags % |",
+        "| policy | "
+        + " | ".join(_label(c) for c in columns)
+        + " | invalid actions % | steps to success | world-model score | hits % | tags % |",
         "|---" * (len(columns) + 6) + "|",
     ]
     for name, r in results.items():
@@ -46,7 +47,10 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
     elif len(types) > 1:
         lines += ["", "Success % by task type (all splits, mean over runs):", ""]
         lines += ["| task type | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
-        lines += [f"| {t} | " + " | ".join(f"{r['success_by_type'].get(t, 0.0):.1f}" for r in results.values()) + " |" for t in types]
+        lines += [
+            f"| {t} | " + " | ".join(f"{r['success_by_type'].get(t, 0.0):.1f}" for r in results.values()) + " |"
+            for t in types
+        ]
     lines += ["", "## Data", ""]
     for stage in ("collect", "build", "filter", "rwml"):
         if stage in stages and "summary" in stages[stage]:
@@ -66,11 +70,16 @@ def _tau2_section(results: dict[str, dict], domains: list[str]) -> list[str]:
     total = sum(TAU2_WEIGHTS[d] for d in domains)
     lines = ["", f"tau2 pass rate % by domain (mean over runs); AVG = {' + '.join(f'{TAU2_WEIGHTS[d]} {d}' for d in domains)}"
              + (f", divided by {total:.1f}" if abs(total - 1) > 1e-9 else "") + "; invalid actions are unparsed actions and refused tool calls.", ""]  # fmt: skip
-    lines += ["| policy | " + " | ".join(domains) + " | AVG | tasks scored without an NL judge |", "|---" * (len(domains) + 3) + "|"]
+    lines += [
+        "| policy | " + " | ".join(domains) + " | AVG | tasks scored without an NL judge |",
+        "|---" * (len(domains) + 3) + "|",
+    ]
     for name, r in results.items():
         rates = [r["success_by_type"].get(d, 0.0) for d in domains]
         avg = sum(TAU2_WEIGHTS[d] * x for d, x in zip(domains, rates)) / total
-        lines.append(f"| {name} | " + " | ".join(f"{x:.1f}" for x in rates) + f" | {avg:.1f} | {len(r.get('nl_unscored', []))} |")
+        lines.append(
+            f"| {name} | " + " | ".join(f"{x:.1f}" for x in rates) + f" | {avg:.1f} | {len(r.get('nl_unscored', []))} |"
+        )
     unscored = sorted({t for r in results.values() for t in r.get("nl_unscored", [])})
     if unscored:
         lines += ["", f"Scored without their NL assertions (no `env.judge_endpoint`): {', '.join(unscored)}."]
@@ -105,7 +114,11 @@ def _plot_training(folder: RunFolder) -> bool:
 
 
 def _label(split: str) -> str:
-    return f"{SPLIT_LABELS[split]} ({split})" if split in SPLIT_LABELS and split != "all" else SPLIT_LABELS.get(split, split)
+    return (
+        f"{SPLIT_LABELS[split]} ({split})"
+        if split in SPLIT_LABELS and split != "all"
+        else SPLIT_LABELS.get(split, split)
+    )
 
 
 def _fmt(value) -> str:

@@ -51,7 +51,11 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> torch.Tensor:
         return self.model.encode(
-            texts, batch_size=self.batch_size, normalize_embeddings=True, convert_to_tensor=True, show_progress_bar=False
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_tensor=True,
+            show_progress_bar=False,
         ).float()
 
 
@@ -82,7 +86,9 @@ class NextStateReward:
         self.__name__ = "next_state_reward"  # TRL names the logged reward column after this
 
     @classmethod
-    def from_settings(cls, settings: RewardSettings, prefill: str = "", embedder: Embedder | None = None) -> NextStateReward:
+    def from_settings(
+        cls, settings: RewardSettings, prefill: str = "", embedder: Embedder | None = None
+    ) -> NextStateReward:
         embedder = embedder or Embedder.from_settings(settings)
         return cls(embedder, settings.tau_d, settings.kind, prefill)
 
@@ -147,4 +153,3 @@ def rouge_l_f1(prediction: str, reference: str) -> float:
 def rounded_rouge(prediction: str, reference: str) -> float:
     """ROUGE-L F1 rounded to the nearest 0.2: 0, 0.2, ..., 1 (coarse, so small wording changes do not pay)."""
     return round(rouge_l_f1(prediction, reference) * 5) / 5
-

@@ -75,7 +75,9 @@ def run_episodes(
     if pending:
         with EnvPool(env, max_steps, user=user) as pool, JsonlAppender(path) as out, _progress() as bar:
             slots = min(agent.parallel_episodes, len(pending))
-            _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids))
+            _play(
+                pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids)
+            )
     wanted = {s.episode_id for s in specs}
     return [ep for ep in iter_jsonl(path) if ep["episode_id"] in wanted]
 
@@ -91,7 +93,14 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
             live[slot] = _Live(starting[slot], start, start.observation, start.admissible)
         order = sorted(live)
         prompts = [
-            agent_messages(live[s].start.role, live[s].start.goal, live[s].history, live[s].observation, live[s].admissible, agent.history)
+            agent_messages(
+                live[s].start.role,
+                live[s].start.goal,
+                live[s].history,
+                live[s].observation,
+                live[s].admissible,
+                agent.history,
+            )
             for s in order
         ]
         completions = dict(zip(order, (c for [c] in generator.generate(prompts, 1, sampling))))
@@ -122,7 +131,12 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
                 finished += 1
                 won += step.won
         rate = steps_taken / max(time.monotonic() - started, 1e-9)
-        bar.update(task, completed=already + finished, rate=f"{rate:.1f} steps/s", success=f"success {won}/{finished}" if finished else "")
+        bar.update(
+            task,
+            completed=already + finished,
+            rate=f"{rate:.1f} steps/s",
+            success=f"success {won}/{finished}" if finished else "",
+        )
 
 
 def _episode_record(ep: _Live, won: bool, final: dict) -> dict:

@@ -1,16 +1,16 @@
 """The layout of a run folder, in one place, so every stage and the report agree on paths.
 
-    manifest.json               stage -> config key, status (written atomically)
-    recipe.yaml                 the validated recipe of the latest command
-    rollouts.jsonl              collect: one episode per line, appended as each ends
-    wm/train.jsonl wm/val.jsonl build: triplets (prompt + WM-SFT target)
-    wm/rwml.jsonl wm/filter.json filter: kept training triplets, easy fraction and counts
-    checkpoints/<stage>/        filter and rwml: checkpoint-N/ and the final adapter/
-    metrics/<stage>.jsonl       every logged training metric
-    tensorboard/<stage>/        TensorBoard event files
-    eval/<variant>.json         eval: success, invalid-action rate, world-model score
-    eval/episodes_<variant>.jsonl, eval/wm_<variant>.jsonl   what the scores were computed from
-    report.md, plots/           the summary a user reads first
+manifest.json               stage -> config key, status (written atomically)
+recipe.yaml                 the validated recipe of the latest command
+rollouts.jsonl              collect: one episode per line, appended as each ends
+wm/train.jsonl wm/val.jsonl build: triplets (prompt + WM-SFT target)
+wm/rwml.jsonl wm/filter.json filter: kept training triplets, easy fraction and counts
+checkpoints/<stage>/        filter and rwml: checkpoint-N/ and the final adapter/
+metrics/<stage>.jsonl       every logged training metric
+tensorboard/<stage>/        TensorBoard event files
+eval/<variant>.json         eval: success, invalid-action rate, world-model score
+eval/episodes_<variant>.jsonl, eval/wm_<variant>.jsonl   what the scores were computed from
+report.md, plots/           the summary a user reads first
 """
 
 from __future__ import annotations

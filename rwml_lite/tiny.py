@@ -30,7 +30,9 @@ def chatml_tokenizer(texts: list[str], bpe_size: int = 800, vocab_size: int | No
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     bpe.train_from_iterator(texts, trainer)
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=CHATML
+    )
     if vocab_size and len(tokenizer) < vocab_size:
         tokenizer.add_tokens([f"<filler{i}>" for i in range(vocab_size - len(tokenizer))])
     return tokenizer

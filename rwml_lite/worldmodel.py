@@ -43,7 +43,14 @@ def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]
                     "action": step["action"],
                     "next_observation": real,
                     "kind": kind,
-                    "prompt": rwml_messages(ep["role"], ep.get("world_goal", ep["goal"]), window, step["observation"], step["action"], history),
+                    "prompt": rwml_messages(
+                        ep["role"],
+                        ep.get("world_goal", ep["goal"]),
+                        window,
+                        step["observation"],
+                        step["action"],
+                        history,
+                    ),
                     "target": wm_sft_target(real),
                 }
             )
@@ -67,7 +74,9 @@ def find_easy(
     predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
     easy = []
     for triplet, preds in zip(triplets, predictions):
-        scores = strict.score(preds, [triplet["next_observation"]] * len(preds), [triplet.get("kind", "observation")] * len(preds))
+        scores = strict.score(
+            preds, [triplet["next_observation"]] * len(preds), [triplet.get("kind", "observation")] * len(preds)
+        )
         easy.append(max(scores) >= 1.0)
     return easy
 

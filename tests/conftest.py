@@ -54,7 +54,9 @@ def require(condition: bool, reason: str) -> None:
 
 @pytest.fixture
 def java():
-    require(shutil.which("java") is not None, "TextWorldExpress needs Java (apt-get install -y openjdk-17-jre-headless)")
+    require(
+        shutil.which("java") is not None, "TextWorldExpress needs Java (apt-get install -y openjdk-17-jre-headless)"
+    )
 
 
 def shared_data(variable: str, inside: str, archive: Path, name: str, subfolder: str = ""):
@@ -85,13 +87,17 @@ def shared_data(variable: str, inside: str, archive: Path, name: str, subfolder:
 def alfworld_data():
     """$ALFWORLD_DATA with json_2.1.1/ (the shared archive's games)."""
     require(importlib.util.find_spec("alfworld") is not None, "ALFWorld tests need `pip install -e '.[alfworld]'`")
-    yield from shared_data("ALFWORLD_DATA", "json_2.1.1", SHARED_DATA / "alfworld" / "alfworld_json_2.1.1.tar.xz", "alfworld")
+    yield from shared_data(
+        "ALFWORLD_DATA", "json_2.1.1", SHARED_DATA / "alfworld" / "alfworld_json_2.1.1.tar.xz", "alfworld"
+    )
 
 
 @pytest.fixture(scope="session")
 def tau2_data():
     """$TAU2_DATA_DIR with tau2/domains/ (upstream's data files; the archive holds data/tau2/)."""
-    yield from shared_data("TAU2_DATA_DIR", "tau2/domains", SHARED_DATA / "tau2" / "tau2_data.tar.xz", "tau2", subfolder="data")
+    yield from shared_data(
+        "TAU2_DATA_DIR", "tau2/domains", SHARED_DATA / "tau2" / "tau2_data.tar.xz", "tau2", subfolder="data"
+    )
 
 
 @pytest.fixture(scope="session")
@@ -102,23 +108,32 @@ def tiny_qwen3(tmp_path_factory) -> Path:
 def build_tiny_qwen3(folder: Path) -> Path:
     """A 2-layer random Qwen3 with a byte-level BPE tokenizer, trained for a few seconds on our
     own prompt formats so that its replies look like AGENT_REPLIES and WM_REPLIES."""
+    import random
+
     from rwml_lite.prompts import agent_messages, rwml_messages
     from rwml_lite.tiny import chatml_tokenizer, random_qwen3, save
 
-    import random
-
     rng = random.Random(0)
     role = "You are an expert agent playing a text-based household game."
-    render = lambda msgs: "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"  # noqa: E731
+
+    def render(msgs):
+        return "".join(f"<|im_start|>{m['role']}\n{m['content']}<|im_end|>\n" for m in msgs) + "<|im_start|>assistant\n"
+
     pairs = []
     for i in range(32):  # varied rooms, objects and lengths (twc's and ALFWorld's), so only the format matters
         if i % 2:
             things = rng.choices(THINGS, k=rng.randint(2, 9))
-            room = f"You are in the {rng.choice(ROOMS)}. " + " ".join(f"In one part of the room you see a {t}, that has nothing on it." for t in things)
+            room = f"You are in the {rng.choice(ROOMS)}. " + " ".join(
+                f"In one part of the room you see a {t}, that has nothing on it." for t in things
+            )
             actions = ["look around", "inventory"] + [f"{rng.choice(['take', 'open'])} {t}" for t in things]
         else:
             things = [f"{rng.choice(THINGS)} {rng.randint(1, 9)}" for _ in range(rng.randint(5, 30))]
-            room = "You are in the middle of a room. Looking quickly around you, you see " + ", ".join(f"a {t}" for t in things) + "."
+            room = (
+                "You are in the middle of a room. Looking quickly around you, you see "
+                + ", ".join(f"a {t}" for t in things)
+                + "."
+            )
             actions = [f"go to {t}" for t in things] + ["help", "inventory", "look"]
         agent = agent_messages(role, GOAL, [(room, rng.choice(actions))], room, actions, 1)
         wm = rwml_messages(role, GOAL, [(room, rng.choice(actions))], room, rng.choice(actions), 1)
@@ -135,7 +150,9 @@ def build_tiny_qwen3(folder: Path) -> Path:
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     for _ in range(200):
         rows = torch.randint(0, len(pairs), (16,))
-        model(input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], labels=labels[rows]).loss.backward()
+        model(
+            input_ids=batch["input_ids"][rows], attention_mask=batch["attention_mask"][rows], labels=labels[rows]
+        ).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
     return save(model, tokenizer, folder)
@@ -153,13 +170,31 @@ def tiny_recipe(folder: Path, model_dir: Path, **sections) -> Path:
     recipe = {
         "seed": 0,
         "run": {"dir": str(folder / "run"), "report_to": "tensorboard"},
-        "model": {"name_or_path": str(model_dir), "dtype": "float32", "generation_batch_size": 16, "gradient_checkpointing": False, "lora": {"r": 4, "alpha": 8}},
+        "model": {
+            "name_or_path": str(model_dir),
+            "dtype": "float32",
+            "generation_batch_size": 16,
+            "gradient_checkpointing": False,
+            "lora": {"r": 4, "alpha": 8},
+        },
         "env": {"game": "twc", "game_params": "numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0"},
         "agent": {"history": 1, "max_new_tokens": 24, "parallel_episodes": 4},
         "collect": {"num_tasks": 3, "rollouts_per_task": 2, "max_steps": 4},
-        "worldmodel": {"history": 1, "val_fraction": 0.3, "filter": {"samples": 2, "epochs": 1, "batch_size": 4, "max_new_tokens": 24}},
+        "worldmodel": {
+            "history": 1,
+            "val_fraction": 0.3,
+            "filter": {"samples": 2, "epochs": 1, "batch_size": 4, "max_new_tokens": 24},
+        },
         "reward": {"tau_d": 1.0, "kind": "binary"},
-        "grpo": {"group_size": 4, "batch_size": 2, "micro_batch_size": 8, "learning_rate": 0.01, "max_steps": 2, "max_completion_length": 24, "save_steps": 1},
+        "grpo": {
+            "group_size": 4,
+            "batch_size": 2,
+            "micro_batch_size": 8,
+            "learning_rate": 0.01,
+            "max_steps": 2,
+            "max_completion_length": 24,
+            "save_steps": 1,
+        },
         "eval": {"num_tasks": 2, "runs": 1, "max_steps": 3, "temperature": 1.0},
     }
     for name, values in sections.items():
@@ -171,7 +206,9 @@ def tiny_recipe(folder: Path, model_dir: Path, **sections) -> Path:
 
 def rwml_lite(*args: str, **kwargs) -> subprocess.CompletedProcess:
     """Run the real CLI in a subprocess, as a user would."""
-    return subprocess.run([sys.executable, "-m", "rwml_lite", *args], capture_output=True, text=True, cwd=REPO, **kwargs)
+    return subprocess.run(
+        [sys.executable, "-m", "rwml_lite", *args], capture_output=True, text=True, cwd=REPO, **kwargs
+    )
 
 
 class ScriptedGenerator:

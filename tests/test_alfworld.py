@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from conftest import ScriptedGenerator, rwml_lite, tiny_recipe
 from rwml_lite.config import AgentSettings, EnvSettings
 from rwml_lite.envs import make_env
 from rwml_lite.envs.alfworld import NOTHING_HAPPENS, TASK_TYPES, games_root
@@ -16,8 +17,6 @@ from rwml_lite.models import Sampling
 from rwml_lite.records import read_jsonl
 from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
 from rwml_lite.worldmodel import build_triplets
-
-from conftest import ScriptedGenerator, rwml_lite, tiny_recipe
 
 ALFWORLD = EnvSettings(name="alfworld")
 
@@ -96,7 +95,9 @@ def test_unparseable_inadmissible_and_nothing_happens_are_invalid_and_the_episod
 def test_collect_then_build_keeps_what_the_engine_returned(tmp_path, env):
     tasks = env.tasks("train")[:3]
     # one episode at a time, each: first walkthrough action, one invalid action, the rest of the walkthrough
-    replies = iter([f"<action>{a}</action>" for t in tasks for a in [walkthrough(t)[0], "go to the moon", *walkthrough(t)[1:]]])
+    replies = iter(
+        [f"<action>{a}</action>" for t in tasks for a in [walkthrough(t)[0], "go to the moon", *walkthrough(t)[1:]]]
+    )
     path = tmp_path / "rollouts.jsonl"
     episodes = run_episodes(
         path, episode_specs(tasks, "train", 1, 0), ALFWORLD, ScriptedGenerator(lambda p, i: next(replies)),

@@ -81,7 +81,9 @@ def test_several_samples_need_a_sampling_temperature(tmp_path):
 
 def test_overrides_are_typed_and_validated(tmp_path):
     path = _write(tmp_path, MINIMAL)
-    recipe = load_recipe(path, ["grpo.learning_rate=5e-6", "collect.num_tasks=4", "run.dir=runs/x", "eval.temperature=0"])
+    recipe = load_recipe(
+        path, ["grpo.learning_rate=5e-6", "collect.num_tasks=4", "run.dir=runs/x", "eval.temperature=0"]
+    )
     assert recipe.grpo.learning_rate == 5e-6
     assert recipe.collect.num_tasks == 4
     assert recipe.run.dir == "runs/x"

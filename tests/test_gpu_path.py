@@ -18,14 +18,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from conftest import REPO, require, tiny_recipe
 from rwml_lite.config import ModelSettings, load_recipe
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import check_gpu_packages, vllm_environment
 from rwml_lite.models.load_errors import explain_load_error
 from rwml_lite.models.vllm_engine import SLEEP_LEVEL, AdapterRequests, request_seeds, sleep, wake
 from rwml_lite.runfolder import RunFolder
-
-from conftest import REPO, require, tiny_recipe
 
 QWEN3_8B = REPO / "recipes/alfworld_qwen3_8b.yaml"
 
@@ -63,7 +62,9 @@ def test_the_gpu_extra_resolves_on_linux_cuda_beside_the_pinned_stack(tmp_path):
     offline = any(sign in result.stderr.lower() for sign in ("failed to fetch", "dns error", "connection", "timed out"))
     require(not offline, f"PyPI is unreachable: {result.stderr[-300:]}")
     assert result.returncode == 0, result.stderr[-3000:]
-    resolved = dict(line.split("==") for line in lock.read_text().splitlines() if "==" in line and not line.startswith(" "))
+    resolved = dict(
+        line.split("==") for line in lock.read_text().splitlines() if "==" in line and not line.startswith(" ")
+    )
     assert {name: resolved.get(name) for name in GPU_STACK} == GPU_STACK
 
 
@@ -83,7 +84,13 @@ def installed(monkeypatch):
     real = importlib.util.find_spec
 
     def pretend(*names):
-        monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: object() if name in names else real(name, *a) if name not in ("vllm", "vllm_bnb_plugin") else None)
+        monkeypatch.setattr(
+            importlib.util,
+            "find_spec",
+            lambda name, *a: (
+                object() if name in names else real(name, *a) if name not in ("vllm", "vllm_bnb_plugin") else None
+            ),
+        )
 
     return pretend
 
@@ -145,7 +152,9 @@ LOAD_FAILURES = [
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("error", "field", "fix"), LOAD_FAILURES, ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None)
+@pytest.mark.parametrize(
+    ("error", "field", "fix"), LOAD_FAILURES, ids=lambda v: type(v).__name__ if isinstance(v, BaseException) else None
+)
 def test_every_load_failure_is_one_paragraph_naming_the_field_and_the_fix(error, field, fix):
     message = str(explain_load_error(error, gpu_settings()))
     assert field in message and fix in message
@@ -190,8 +199,12 @@ print(json.dumps({"said": said, "lora": lora}))
 def unsloth_probe(tmp_path_factory, tiny_qwen3):
     """Real load failures and LoRA initialisations of the unsloth backend on Unsloth's CPU fallback."""
     require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
-    recipe = tiny_recipe(tmp_path_factory.mktemp("probe"), tiny_qwen3, model={"backend": "unsloth", "fast_inference": False})
-    result = subprocess.run([sys.executable, "-c", UNSLOTH_PROBE_SCRIPT, str(recipe)], capture_output=True, text=True, cwd=REPO)
+    recipe = tiny_recipe(
+        tmp_path_factory.mktemp("probe"), tiny_qwen3, model={"backend": "unsloth", "fast_inference": False}
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", UNSLOTH_PROBE_SCRIPT, str(recipe)], capture_output=True, text=True, cwd=REPO
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return json.loads(result.stdout.strip().splitlines()[-1])
 
@@ -204,7 +217,12 @@ def test_real_load_failures_on_unsloths_cpu_fallback_name_their_fields(unsloth_p
 
 
 def test_each_trainer_starts_from_a_lora_initialised_by_the_recipe_seed(unsloth_probe):
-    assert unsloth_probe["lora"] == {"same_seed_same_init": True, "other_seed_other_A": True, "B_starts_at_zero": True, "A_count": 14}
+    assert unsloth_probe["lora"] == {
+        "same_seed_same_init": True,
+        "other_seed_other_A": True,
+        "B_starts_at_zero": True,
+        "A_count": 14,
+    }
 
 
 # ---------------------------------------------------------------- the objective handed to TRL
@@ -247,7 +265,12 @@ print(json.dumps({"grpo": resolved(grpo), "sft": resolved(sft)}, default=str))
 def test_both_backends_hand_trl_the_recipes_objective(tmp_path, backend):
     if backend == "unsloth":
         require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
-    result = subprocess.run([sys.executable, "-c", CONFIG_SCRIPT, str(QWEN3_8B), backend, str(tmp_path)], capture_output=True, text=True, cwd=REPO)
+    result = subprocess.run(
+        [sys.executable, "-c", CONFIG_SCRIPT, str(QWEN3_8B), backend, str(tmp_path)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     resolved = json.loads(result.stdout.strip().splitlines()[-1])
     assert {k: resolved["grpo"][k] for k in GRPO_OBJECTIVE} == GRPO_OBJECTIVE
@@ -262,8 +285,13 @@ def test_every_argument_whose_default_unsloth_replaces_is_passed_from_the_recipe
     recipe, folder = load_recipe(QWEN3_8B, ["model.backend=hf"]), RunFolder(tmp_path)
     assert set(UNSLOTH_DEFAULTED) | set(UNSLOTH_GRPO_DEFAULTED) <= set(grpo_arguments(recipe, folder))
     assert set(UNSLOTH_DEFAULTED) <= set(sft_arguments(recipe, folder))
-    clipped = load_recipe(QWEN3_8B, ["model.backend=hf", "grpo.epsilon_high=0.28", "grpo.mask_truncated_completions=true"])
-    assert grpo_arguments(clipped, folder)["epsilon_high"] == 0.28 and grpo_arguments(clipped, folder)["mask_truncated_completions"]
+    clipped = load_recipe(
+        QWEN3_8B, ["model.backend=hf", "grpo.epsilon_high=0.28", "grpo.mask_truncated_completions=true"]
+    )
+    assert (
+        grpo_arguments(clipped, folder)["epsilon_high"] == 0.28
+        and grpo_arguments(clipped, folder)["mask_truncated_completions"]
+    )
 
 
 def test_a_config_that_changes_a_recipe_value_is_refused_naming_the_field(tmp_path):
@@ -278,8 +306,14 @@ def test_a_config_that_changes_a_recipe_value_is_refused_naming_the_field(tmp_pa
         def __post_init__(self):
             self.mask_truncated_completions = True
 
-    with pytest.raises(RwmlError, match=r"turned grpo.mask_truncated_completions=False into mask_truncated_completions=True"):
-        checked_config(MasksTruncated, {"mask_truncated_completions": False}, {"mask_truncated_completions": "grpo.mask_truncated_completions"})
+    with pytest.raises(
+        RwmlError, match=r"turned grpo.mask_truncated_completions=False into mask_truncated_completions=True"
+    ):
+        checked_config(
+            MasksTruncated,
+            {"mask_truncated_completions": False},
+            {"mask_truncated_completions": "grpo.mask_truncated_completions"},
+        )
 
 
 # ---------------------------------------------------------------- the engine: sleep, wake, adapters, seeds
@@ -293,7 +327,9 @@ class Engine:
         self.calls: list[tuple] = []
         self.asleep = False
         self.llm_engine = self
-        self.vllm_config = type("VllmConfig", (), {"model_config": type("ModelConfig", (), {"enable_sleep_mode": sleep_mode})})
+        self.vllm_config = type(
+            "VllmConfig", (), {"model_config": type("ModelConfig", (), {"enable_sleep_mode": sleep_mode})}
+        )
 
     def is_sleeping(self) -> bool:
         return self.asleep
@@ -391,12 +427,18 @@ print(json.dumps({"calls": engine.calls, "loads": loads, "standby": standby}))
 """
 
 
-def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_one_request_per_adapter(tmp_path, tiny_qwen3, java):
+def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_one_request_per_adapter(
+    tmp_path, tiny_qwen3, java
+):
     require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
     recipe = tiny_recipe(tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False})
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("UNSLOTH_VLLM")}
     result = subprocess.run(
-        [sys.executable, "-c", ENGINE_PIPELINE_SCRIPT, str(recipe), str(REPO / "tests")], capture_output=True, text=True, cwd=REPO, env=env
+        [sys.executable, "-c", ENGINE_PIPELINE_SCRIPT, str(recipe), str(REPO / "tests")],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     record = json.loads(result.stdout.strip().splitlines()[-1])
@@ -410,7 +452,9 @@ def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_on
         if kind == "sleep":
             assert kinds[i + 1] == "train" and "wake" in kinds[i + 2 :]
     # the filter adapter (its predictions) and the RWML adapter (every eval turn) were each read once
-    filter_adapter, rwml_adapter = (str((tmp_path / "run/checkpoints" / s / "adapter").resolve()) for s in ("filter", "rwml"))
+    filter_adapter, rwml_adapter = (
+        str((tmp_path / "run/checkpoints" / s / "adapter").resolve()) for s in ("filter", "rwml")
+    )
     assert record["loads"] == [filter_adapter, rwml_adapter]
     requests = [c[2] for c in calls if c[0] == "generate"]
     assert requests.count("lora 2") > 1 and set(requests) == {None, "lora 1", "lora 2"}

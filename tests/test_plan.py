@@ -6,17 +6,21 @@ import re
 
 import pytest
 
+from conftest import REPO, rwml_lite
 from rwml_lite.config import load_recipe
 from rwml_lite.plan import ANCHORS, KNOWN, estimate, refusal
-
-from conftest import REPO, rwml_lite
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 GPU_RECIPES = [p for p in RECIPES if re.search(r"\d+ GB GPU", p.read_text().splitlines()[1])]
 
 
 def test_parameter_counts_match_the_published_model_sizes():
-    published = {"Qwen/Qwen3-8B": 8.19, "Qwen/Qwen2.5-7B-Instruct": 7.62, "Qwen/Qwen3-30B-A3B-Instruct-2507": 30.5, "meta-llama/Llama-3.1-8B-Instruct": 8.03}
+    published = {
+        "Qwen/Qwen3-8B": 8.19,
+        "Qwen/Qwen2.5-7B-Instruct": 7.62,
+        "Qwen/Qwen3-30B-A3B-Instruct-2507": 30.5,
+        "meta-llama/Llama-3.1-8B-Instruct": 8.03,
+    }
     for name, billions in published.items():
         assert KNOWN[name].params / 1e9 == pytest.approx(billions, rel=0.01), name
 
@@ -40,7 +44,9 @@ def test_every_gpu_recipe_fits_the_gpu_its_header_names(path):
     gpu_gb = float(re.search(r"(\d+) GB GPU", path.read_text().splitlines()[1]).group(1))
     plan = estimate(load_recipe(path), gpu_gb)
     assert plan.fits, refusal(plan)
-    assert plan.kv_sequences is not None and plan.kv_sequences >= load_recipe(path).grpo.group_size  # a whole GRPO group at once
+    assert (
+        plan.kv_sequences is not None and plan.kv_sequences >= load_recipe(path).grpo.group_size
+    )  # a whole GRPO group at once
 
 
 def test_a_recipe_that_cannot_fit_is_refused_naming_the_fields_to_change():
@@ -76,3 +82,19 @@ def test_the_shapes_of_an_unreachable_model_are_asked_for_by_field(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(RwmlError, match="model.name_or_path"):
         architecture("nobody/no-such-model-anywhere")
+
+
+def test_the_kv_cache_is_counted_in_training_only_when_the_engine_cannot_sleep(monkeypatch):
+    recipe = load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml")
+    monkeypatch.delenv(
+        "UNSLOTH_VLLM_STANDBY", raising=False
+    )  # train sets standby for vLLM recipes and sleeps the engine
+    asleep = estimate(recipe, 24)
+    assert "KV cache" in asleep.phases["generation"]
+    assert all("KV cache" not in asleep.phases[p] for p in ("filter SFT", "RWML GRPO"))
+    monkeypatch.setenv(
+        "UNSLOTH_VLLM_STANDBY", "0"
+    )  # the user turned standby off: vLLM holds its reservation throughout
+    awake = estimate(recipe, 24)
+    assert all("KV cache" in awake.phases[p] for p in ("filter SFT", "RWML GRPO"))
+    assert awake.phase_gib("RWML GRPO") == pytest.approx(asleep.phase_gib("RWML GRPO") + asleep.parts["KV cache"])

@@ -10,9 +10,8 @@ import sys
 import time
 from pathlib import Path
 
-from rwml_lite.records import read_jsonl
-
 from conftest import REPO, rwml_lite, tiny_recipe
+from rwml_lite.records import read_jsonl
 
 
 def start(recipe: Path) -> subprocess.Popen:
@@ -23,7 +22,9 @@ def start(recipe: Path) -> subprocess.Popen:
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, f"the run ended before the kill point: {Path(proc.args[-1]).with_name('train.log').read_text()[-2000:]}"
+        assert proc.poll() is None, (
+            f"the run ended before the kill point: {Path(proc.args[-1]).with_name('train.log').read_text()[-2000:]}"
+        )
         assert time.monotonic() < deadline, "the kill point never came"
         time.sleep(0.02)
     os.kill(proc.pid, signal.SIGKILL)
@@ -52,7 +53,12 @@ def test_sigkill_during_collect_and_during_rwml_then_resume(tmp_path, tiny_qwen3
     assert episodes[: len(partial)] == partial  # nothing written before the kill was lost
     assert sorted(episodes) == sorted(f"train-{t}#{r}" for t in range(4) for r in range(2))  # none twice
     stages = json.loads(manifest.read_text())["stages"]
-    assert {s: e["status"] for s, e in stages.items()} == {"collect": "done", "build": "done", "filter": "done", "rwml": "running"}
+    assert {s: e["status"] for s, e in stages.items()} == {
+        "collect": "done",
+        "build": "done",
+        "filter": "done",
+        "rwml": "running",
+    }
 
     # 3. finished: earlier stages skipped, GRPO continued from its checkpoint
     result = rwml_lite("train", str(recipe))

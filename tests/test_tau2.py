@@ -52,7 +52,9 @@ def test_replaying_the_reference_actions_and_telling_the_facts_scores_one_on_eve
     unscored = []
     for task in domain.tasks.values():
         criteria = task["evaluation_criteria"]
-        result = score(domain, task, criteria["actions"] or [], ["Done. " + " ".join(criteria.get("communicate_info") or [])])
+        result = score(
+            domain, task, criteria["actions"] or [], ["Done. " + " ".join(criteria.get("communicate_info") or [])]
+        )
         assert result.reward == 1.0, (task["id"], result)
         if result.nl_unscored:
             unscored.append(task["id"])
@@ -84,7 +86,9 @@ def test_doing_nothing_scores_zero_where_the_reference_writes_and_one_on_read_on
 
     for task in domain.tasks.values():
         criteria = task["evaluation_criteria"]
-        needs_telling = "COMMUNICATE" in (criteria.get("reward_basis") or DEFAULT_BASIS) and criteria.get("communicate_info")
+        needs_telling = "COMMUNICATE" in (criteria.get("reward_basis") or DEFAULT_BASIS) and criteria.get(
+            "communicate_info"
+        )
         expected = 0.0 if writes(domain, task) or needs_telling else 1.0
         assert score(domain, task, [], []).reward == expected, task["id"]
 
@@ -95,7 +99,10 @@ def test_one_wrong_argument_in_one_write_call_scores_zero(domain):
     for task in domain.tasks.values():
         actions = copy.deepcopy(task["evaluation_criteria"]["actions"] or [])
         # the last write that changes the database (retail task 22 changes an address and later restores it)
-        target = next((a for a in reversed(actions) if a in writes(domain, task) and changes_the_database(domain, actions, a)), None)
+        target = next(
+            (a for a in reversed(actions) if a in writes(domain, task) and changes_the_database(domain, actions, a)),
+            None,
+        )
         if target is None:
             continue
         name, value = next((k, v) for k, v in target["arguments"].items() if isinstance(v, str))
@@ -109,7 +116,16 @@ def test_an_episode_cut_by_a_limit_scores_zero(domain):
 
     task = next(iter(domain.tasks.values()))
     criteria = task["evaluation_criteria"]
-    assert score(domain, task, criteria["actions"] or [], [" ".join(criteria.get("communicate_info") or [])], ended_normally=False).reward == 0.0
+    assert (
+        score(
+            domain,
+            task,
+            criteria["actions"] or [],
+            [" ".join(criteria.get("communicate_info") or [])],
+            ended_normally=False,
+        ).reward
+        == 0.0
+    )
 
 
 BAD_CALLS = {
@@ -161,7 +177,13 @@ def test_malformed_calls_are_answered_with_errors_and_never_raise(domain):
     tools = domain.fresh_tools()
     pristine = tools.db_hash()
     name = next(n for n, kind in tools.tool_names().items() if kind == WRITE)
-    for call_name, arguments in [("no_such_tool", {}), (name, {}), (name, "not an object"), ("calculate", {"expression": "1+1", "extra": 1}), ("calculate", {"expression": "1/0"})]:
+    for call_name, arguments in [
+        ("no_such_tool", {}),
+        (name, {}),
+        (name, "not an object"),
+        ("calculate", {"expression": "1+1", "extra": 1}),
+        ("calculate", {"expression": "1/0"}),
+    ]:
         reply = tools.call(call_name, arguments)
         assert not reply.ok and reply.content.startswith("Error:")
     assert tools.call("calculate", {"expression": "2 * (350 - 122)"}).content == "456"
@@ -173,12 +195,13 @@ def test_malformed_calls_are_answered_with_errors_and_never_raise(domain):
 
 def conversation(tau2_data, reply):
     from conftest import ScriptedGenerator
-
     from rwml_lite.envs.tau2.episode import Tau2Env
     from rwml_lite.models import Sampling
 
     user = ScriptedGenerator(reply)
-    return Tau2Env(["airline", "retail"], max_steps=30, user=user, user_sampling=Sampling(temperature=0.0, max_new_tokens=64)), user
+    return Tau2Env(
+        ["airline", "retail"], max_steps=30, user=user, user_sampling=Sampling(temperature=0.0, max_new_tokens=64)
+    ), user
 
 
 def tool_call(name: str, arguments: dict) -> str:
@@ -190,7 +213,11 @@ def tool_call(name: str, arguments: dict) -> str:
 def test_an_agent_that_plays_the_reference_solution_wins_the_conversation(tau2_data):
     def user(messages, _):
         last = messages[-1]["content"]
-        return "Thank you, that is all. ###STOP###" if last.startswith("All done") else "Hi, I need help with my reservation."
+        return (
+            "Thank you, that is all. ###STOP###"
+            if last.startswith("All done")
+            else "Hi, I need help with my reservation."
+        )
 
     env, simulator = conversation(tau2_data, user)
     first = env.reset("airline/1", seed=0)
@@ -209,15 +236,26 @@ def test_a_judge_scores_the_nl_assertions_it_reads_in_the_whole_conversation(tau
     """With env.judge_endpoint a model answers YES/NO per NL assertion over the transcript (tool calls
     included); without it the task is scored on the database and flagged."""
     from conftest import ScriptedGenerator
-
     from rwml_lite.envs.tau2.judge import met
 
-    assert met("<think>the agent did</think> YES, it did.") and met("**Yes** - it did") and not met("No.") and not met("It is unclear")
-    env, _ = conversation(tau2_data, lambda messages, _: "Thanks, bye. ###STOP###" if messages[-1]["content"].startswith("All done") else "Hi.")
+    assert (
+        met("<think>the agent did</think> YES, it did.")
+        and met("**Yes** - it did")
+        and not met("No.")
+        and not met("It is unclear")
+    )
+    env, _ = conversation(
+        tau2_data,
+        lambda messages, _: "Thanks, bye. ###STOP###" if messages[-1]["content"].startswith("All done") else "Hi.",
+    )
     task_id = next(t for t in env.tasks("train") if t.startswith("retail/") and _nl(tau2_data, t))
     asked = []
     for answer, expected in [("YES", 1.0), ("NO, the agent did not.", 0.0), (None, 1.0)]:
-        env.judge = None if answer is None else ScriptedGenerator(lambda messages, _: asked.append(messages[-1]["content"]) or answer)
+        env.judge = (
+            None
+            if answer is None
+            else ScriptedGenerator(lambda messages, _: asked.append(messages[-1]["content"]) or answer)
+        )
         env.reset(task_id, seed=0)
         criteria = env.task["evaluation_criteria"]
         for action in criteria["actions"]:
@@ -229,7 +267,9 @@ def test_a_judge_scores_the_nl_assertions_it_reads_in_the_whole_conversation(tau
     assertions = env.task["evaluation_criteria"]["nl_assertions"]
     assert len(asked) == 2 * len(assertions) and all(f"Expectation: {a}" in q for a, q in zip(assertions, asked))
     first_call = criteria["actions"][0]["name"]
-    assert f"Agent tool call: {first_call}(" in asked[0] and "Customer: Hi." in asked[0] and "Agent: All done." in asked[0]
+    assert (
+        f"Agent tool call: {first_call}(" in asked[0] and "Customer: Hi." in asked[0] and "Agent: All done." in asked[0]
+    )
 
 
 def _nl(tau2_data, task_id: str) -> bool:
@@ -243,7 +283,12 @@ def _nl(tau2_data, task_id: str) -> bool:
 def test_malformed_tool_calls_are_invalid_error_messages_and_the_conversation_goes_on(tau2_data):
     env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
     env.reset("retail/0", seed=0)
-    for bad in ["<tool_call>{not json</tool_call>", tool_call("no_such_tool", {}), tool_call("get_order_details", {}), '<tool_call>["a list"]</tool_call>']:
+    for bad in [
+        "<tool_call>{not json</tool_call>",
+        tool_call("no_such_tool", {}),
+        tool_call("get_order_details", {}),
+        '<tool_call>["a list"]</tool_call>',
+    ]:
         step = env.step(bad)
         assert not step.valid and not step.done and "Error" in step.observation
     assert env.step(tool_call("get_order_details", {"order_id": "#W4817420"})).valid
@@ -269,9 +314,25 @@ def test_tool_output_masking_keeps_keys_and_types_and_removes_every_value():
 
     from rwml_lite.envs.tau2.masking import mask_tool_output
 
-    reply = json.dumps({"user_id": "mia_li_3668", "membership": "gold", "saved": [{"dob": "1957-03-21", "age": 67}], "balance": 12.5, "ok": True, "note": None})
+    reply = json.dumps(
+        {
+            "user_id": "mia_li_3668",
+            "membership": "gold",
+            "saved": [{"dob": "1957-03-21", "age": 67}],
+            "balance": 12.5,
+            "ok": True,
+            "note": None,
+        }
+    )
     masked = mask_tool_output(reply)
-    assert json.loads(masked) == {"user_id": "string", "membership": "string", "saved": [{"dob": "string", "age": "integer"}], "balance": "number", "ok": "boolean", "note": "null"}
+    assert json.loads(masked) == {
+        "user_id": "string",
+        "membership": "string",
+        "saved": [{"dob": "string", "age": "integer"}],
+        "balance": "number",
+        "ok": "boolean",
+        "note": "null",
+    }
     for value in ("mia_li_3668", "gold", "1957-03-21", "67", "12.5"):
         assert value not in masked
     assert mask_tool_output("Error: user nobody not found") == "Error: user nobody not found"
@@ -286,7 +347,14 @@ def test_tool_reply_reward_is_rouge_l_rounded_to_a_fifth():
     assert rouge_l_f1("", "something") == 0.0 and rouge_l_f1("alpha", "beta") == 0.0
     assert rounded_rouge("a b c d", "a x c y") == 0.4  # 0.5 rounds to the nearest fifth (banker's: 0.4)
     assert rounded_rouge("a b c d e", "a b c d x") == 0.8
-    assert {rounded_rouge("one two three", other) for other in ("one two three", "one two", "one", "four")} <= {0.0, 0.2, 0.4, 0.6, 0.8, 1.0}
+    assert {rounded_rouge("one two three", other) for other in ("one two three", "one two", "one", "four")} <= {
+        0.0,
+        0.2,
+        0.4,
+        0.6,
+        0.8,
+        1.0,
+    }
 
 
 # ---------------------------------------------------------------- the pipeline on tau2
@@ -296,15 +364,21 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     import json
 
     from conftest import ScriptedGenerator
-
     from rwml_lite.config import AgentSettings, EnvSettings
     from rwml_lite.models import Sampling
     from rwml_lite.rollout import episode_specs, run_episodes
     from rwml_lite.worldmodel import build_triplets
 
-    turns = iter([f"<action>{tool_call('get_order_details', {'order_id': '#W4817420'})}</action>", "<action>Your order was delivered.</action>"])
+    turns = iter(
+        [
+            f"<action>{tool_call('get_order_details', {'order_id': '#W4817420'})}</action>",
+            "<action>Your order was delivered.</action>",
+        ]
+    )
     agent = ScriptedGenerator(lambda prompt, i: next(turns))
-    user = ScriptedGenerator(lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###")
+    user = ScriptedGenerator(
+        lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###"
+    )
     episodes = run_episodes(
         tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), EnvSettings(name="tau2", domains=["retail"]),
         agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 5, "collect", user,
@@ -347,7 +421,12 @@ def test_tau2_recipes_refuse_worker_processes(tmp_path):
     from rwml_lite.config import build_recipe
     from rwml_lite.errors import RwmlError
 
-    base = {"model": {"name_or_path": "x"}, "env": {"name": "tau2", "domains": ["retail"]}, "collect": {"split": "train"}, "eval": {"splits": ["test"]}}
+    base = {
+        "model": {"name_or_path": "x"},
+        "env": {"name": "tau2", "domains": ["retail"]},
+        "collect": {"split": "train"},
+        "eval": {"splits": ["test"]},
+    }
     build_recipe(base, [], "test")
     with pytest.raises(RwmlError, match="env.workers=2"):
         build_recipe(base, ["env.workers=2"], "test")
@@ -384,20 +463,37 @@ def test_an_openai_compatible_endpoint_can_play_the_user_or_judge(tau2_data):
         out = generator.generate([[{"role": "user", "content": "Hi"}]], 2, Sampling(temperature=0.5, max_new_tokens=7))
         assert out == [["reply 0", "reply 1"]]
         path, body = seen[0]
-        assert path == "/v1/chat/completions" and body["model"] == "user-model" and body["max_tokens"] == 7 and body["temperature"] == 0.5
+        assert (
+            path == "/v1/chat/completions"
+            and body["model"] == "user-model"
+            and body["max_tokens"] == 7
+            and body["temperature"] == 0.5
+        )
         # the recipe's judge fields build the judge of the conversations
         from rwml_lite.config import EnvSettings
         from rwml_lite.envs import make_env
 
-        settings = EnvSettings(name="tau2", domains=["retail"], judge_endpoint=f"http://127.0.0.1:{server.server_port}/v1", judge_model="judge-model")
+        settings = EnvSettings(
+            name="tau2",
+            domains=["retail"],
+            judge_endpoint=f"http://127.0.0.1:{server.server_port}/v1",
+            judge_model="judge-model",
+        )
         env = make_env(settings, max_steps=3, user=generator)
-        assert env.judge.generate([[{"role": "user", "content": "Met?"}]], 1, Sampling()) == [["reply 0"]] and seen[-1][1]["model"] == "judge-model"
+        assert (
+            env.judge.generate([[{"role": "user", "content": "Met?"}]], 1, Sampling()) == [["reply 0"]]
+            and seen[-1][1]["model"] == "judge-model"
+        )
     finally:
         server.shutdown()
     with pytest.raises(RwmlError, match="env.user_endpoint"):
-        EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate([[{"role": "user", "content": "Hi"}]], 1, Sampling())
+        EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate(
+            [[{"role": "user", "content": "Hi"}]], 1, Sampling()
+        )
     with pytest.raises(RwmlError, match="env.judge_endpoint=null to leave NL assertions unscored"):
-        EndpointGenerator("http://127.0.0.1:9/v1", "m", role="judge", timeout=2).generate([[{"role": "user", "content": "Hi"}]], 1, Sampling())
+        EndpointGenerator("http://127.0.0.1:9/v1", "m", role="judge", timeout=2).generate(
+            [[{"role": "user", "content": "Hi"}]], 1, Sampling()
+        )
 
 
 def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_qwen3, tau2_data):
@@ -419,4 +515,6 @@ def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_q
     report = (tmp_path / "run" / "report.md").read_text()
     assert "tau2 pass rate % by domain" in report and "| retail | AVG |" in report
     episodes = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
-    assert len(episodes) == 4 and all(s["kind"] in ("user", "tool", "observation") for e in episodes for s in e["steps"])
+    assert len(episodes) == 4 and all(
+        s["kind"] in ("user", "tool", "observation") for e in episodes for s in e["steps"]
+    )

@@ -29,8 +29,12 @@ def test_the_agent_and_the_user_each_have_their_own_typed_tools(telecom):
     assert not set(agent) & set(user)  # the agent cannot toggle the phone, nor the user the line
     assert tools.side("user") is tools.phone and tools.side("assistant") is tools
     for schema in tools.schemas() + tools.phone.schemas():
-        assert schema["description"] and set(schema["parameters"]["required"]) <= set(schema["parameters"]["properties"])
-    assert {s["name"]: s for s in tools.schemas()}["refuel_data"]["parameters"]["properties"]["gb_amount"] == {"type": "number"}
+        assert schema["description"] and set(schema["parameters"]["required"]) <= set(
+            schema["parameters"]["properties"]
+        )
+    assert {s["name"]: s for s in tools.schemas()}["refuel_data"]["parameters"]["properties"]["gb_amount"] == {
+        "type": "number"
+    }
 
 
 def test_replaying_the_reference_actions_of_both_sides_scores_one_on_every_task(telecom):
@@ -66,7 +70,10 @@ def test_every_reference_step_is_needed_unless_a_later_step_redoes_it(telecom):
         for i, action in enumerate(actions):
             if score(telecom, task, actions[:i] + actions[i + 1 :], ["ok"]).reward == 1.0:
                 later = [a["name"] for a in actions[i + 1 :]]
-                assert action["name"] == "reboot_device" and ("reboot_device" in later or "reseat_sim_card" in later), (task["id"], action)
+                assert action["name"] == "reboot_device" and ("reboot_device" in later or "reseat_sim_card" in later), (
+                    task["id"],
+                    action,
+                )
                 spared.append(task["id"])
     assert len(spared) == 8
 
@@ -92,7 +99,11 @@ def test_one_wrong_argument_scores_zero(telecom):
 BAD_CALLS = [
     ("assistant", "send_payment_request", {"customer_id": "C1001", "bill_id": "B1001"}),  # already paid
     ("assistant", "send_payment_request", {"customer_id": "C1002", "bill_id": "B1001"}),  # someone else's bill
-    ("assistant", "suspend_line", {"customer_id": "C1001", "line_id": "L1003", "reason": "overdue"}),  # already suspended
+    (
+        "assistant",
+        "suspend_line",
+        {"customer_id": "C1001", "line_id": "L1003", "reason": "overdue"},
+    ),  # already suspended
     ("assistant", "resume_line", {"customer_id": "C1001", "line_id": "L1002"}),  # active
     ("assistant", "enable_roaming", {"customer_id": "C9999", "line_id": "L1002"}),
     ("assistant", "disable_roaming", {"customer_id": "C1001", "line_id": "L1004"}),  # not their line
@@ -128,7 +139,9 @@ def test_a_broken_task_file_is_a_clear_error(telecom):
     from rwml_lite.errors import RwmlError
 
     task = copy.deepcopy(task_named(telecom, "[service_issue]airplane_mode_on["))
-    task["initial_state"]["initialization_actions"].append({"env_type": "user", "func_name": "melt_phone", "arguments": {}})
+    task["initial_state"]["initialization_actions"].append(
+        {"env_type": "user", "func_name": "melt_phone", "arguments": {}}
+    )
     with pytest.raises(RwmlError, match="melt_phone"):
         telecom.fresh_tools(task)
 
@@ -149,7 +162,9 @@ def test_a_resumed_line_needs_a_reboot_and_a_reset_apn_applies_at_the_reboot(tel
     assert "B1234321" in phone.call("check_payment_request", {}).content
     assert phone.call("make_payment", {}).ok and tools.holds("assert_no_overdue_bill", {"overdue_bill_id": "B1234321"})
     assert tools.call("resume_line", {"customer_id": "C1001", "line_id": "L1002"}).ok
-    assert not phone.holds("assert_service_status", {"expected_status": "connected"})  # the phone has not searched again
+    assert not phone.holds(
+        "assert_service_status", {"expected_status": "connected"}
+    )  # the phone has not searched again
     assert "Good" in phone.call("reboot_device", {}).content
     assert phone.holds("assert_service_status", {"expected_status": "connected"})
 
@@ -167,9 +182,13 @@ def test_speed_follows_network_mode_data_saver_and_a_poor_vpn(telecom):
     phone.call("toggle_data_saver_mode", {})
     assert speed() == "Download speed: 200.0 Mbps (excellent)."
     phone.call("set_network_mode_preference", {"mode": "4g_only"})
-    assert speed() == "Download speed: 80.0 Mbps (good)." and not phone.holds("assert_internet_speed", {"expected_speed": 200, "expected_desc": "excellent"})
+    assert speed() == "Download speed: 80.0 Mbps (good)." and not phone.holds(
+        "assert_internet_speed", {"expected_speed": 200, "expected_desc": "excellent"}
+    )
     phone.call("toggle_data", {})
-    assert speed() == "Speed test failed: no connection." and phone.holds("assert_mobile_data_status", {"expected_status": False})
+    assert speed() == "Speed test failed: no connection." and phone.holds(
+        "assert_mobile_data_status", {"expected_status": False}
+    )
 
 
 def test_abroad_data_needs_roaming_on_the_phone_and_on_the_line(telecom):
@@ -182,7 +201,12 @@ def test_abroad_data_needs_roaming_on_the_phone_and_on_the_line(telecom):
 
 
 def test_mms_needs_3g_an_mmsc_url_no_mms_over_wifi_calling_and_both_permissions(telecom):
-    tools = telecom.fresh_tools(task_named(telecom, "[mms_issue]bad_network_preference|bad_wifi_calling|break_apn_mms_setting|break_app_both_permissions["))
+    tools = telecom.fresh_tools(
+        task_named(
+            telecom,
+            "[mms_issue]bad_network_preference|bad_wifi_calling|break_apn_mms_setting|break_app_both_permissions[",
+        )
+    )
     phone = tools.phone
     fixes = [("set_network_mode_preference", {"mode": "3g_only"}), ("toggle_wifi_calling", {}), ("reset_apn_settings", {}), ("reboot_device", {}),
              ("grant_app_permission", {"app_name": "messaging", "permission": "sms"}), ("grant_app_permission", {"app_name": "messaging", "permission": "storage"})]  # fmt: skip
@@ -199,7 +223,6 @@ def test_the_user_acts_on_their_phone_and_the_agent_sees_only_their_messages(tau
     """The agent asks; the simulated user calls their own tool, reads its result, and answers in words.
     Their calls count toward scoring with requestor "user"."""
     from conftest import ScriptedGenerator
-
     from rwml_lite.envs.tau2.episode import Tau2Env
     from rwml_lite.models import Sampling
 
@@ -213,27 +236,41 @@ def test_the_user_acts_on_their_phone_and_the_agent_sees_only_their_messages(tau
             return f"The speed test says: {last.split(': ', 1)[1]} ###STOP###"
         return "My mobile data does not work here in France."
 
-    env = Tau2Env(["telecom"], max_steps=10, user=ScriptedGenerator(user), user_sampling=Sampling(temperature=0.0, max_new_tokens=64))
+    env = Tau2Env(
+        ["telecom"],
+        max_steps=10,
+        user=ScriptedGenerator(user),
+        user_sampling=Sampling(temperature=0.0, max_new_tokens=64),
+    )
     assert len(env.tasks("train")) == 74 and len(env.tasks("test")) == 40
     task_id = "telecom/[mobile_data_issue]user_abroad_roaming_enabled_off[PERSONA:None]"
     assert env.reset(task_id, seed=0) == "User: My mobile data does not work here in France."
     system = env.user_view[0]["content"]
     manual = "Understanding and Troubleshooting Your Phone's Mobile Data"
-    assert "toggle_roaming()" in system and "<tool_call>" in system and manual not in system  # the user's tools, not the agent's manual
-    assert manual in env.goal and "\n- refuel_data(" in env.goal and "\n- toggle_roaming(" not in env.goal  # its tools, not the phone's
-    looked_up = env.step('<tool_call>{"name": "get_customer_by_phone", "arguments": {"phone_number": "555-123-2002"}}</tool_call>')
+    assert (
+        "toggle_roaming()" in system and "<tool_call>" in system and manual not in system
+    )  # the user's tools, not the agent's manual
+    assert (
+        manual in env.goal and "\n- refuel_data(" in env.goal and "\n- toggle_roaming(" not in env.goal
+    )  # its tools, not the phone's
+    looked_up = env.step(
+        '<tool_call>{"name": "get_customer_by_phone", "arguments": {"phone_number": "555-123-2002"}}</tool_call>'
+    )
     assert looked_up.valid and "C1001" in looked_up.observation
     step = env.step("Please turn on data roaming on your phone, then run a speed test.")
     assert step.observation == "User: The speed test says: Download speed: 200.0 Mbps (excellent). ###STOP###"
     assert step.done and step.won and step.reward == 1.0 and step.info["kind"] == "user"
-    assert [(c["name"], c["requestor"]) for c in env.calls] == [("get_customer_by_phone", "assistant"), ("toggle_roaming", "user"), ("run_speed_test", "user")]
+    assert [(c["name"], c["requestor"]) for c in env.calls] == [
+        ("get_customer_by_phone", "assistant"),
+        ("toggle_roaming", "user"),
+        ("run_speed_test", "user"),
+    ]
 
 
 def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
     """In collect and eval every live conversation waits for its user at once: one batched call
     answers them all, also through the user's own tool rounds; a failing conversation raises."""
     from conftest import ScriptedGenerator
-
     from rwml_lite.config import EnvSettings
     from rwml_lite.envs import list_tasks
     from rwml_lite.envs.pool import EnvPool

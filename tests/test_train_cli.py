@@ -8,9 +8,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rwml_lite.records import read_jsonl
-
 from conftest import require, rwml_lite, tiny_recipe
+from rwml_lite.records import read_jsonl
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +46,13 @@ def test_grpo_ran_the_recipe_steps_and_logged_reward_and_zero_variance_groups(tr
 def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
     run = trained_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {"collect", "build", "filter", "rwml", "eval"}
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {
+        "collect",
+        "build",
+        "filter",
+        "rwml",
+        "eval",
+    }
     episodes = read_jsonl(run / "rollouts.jsonl")
     assert len(episodes) == 6 and len({e["episode_id"] for e in episodes}) == 6
     train, val = read_jsonl(run / "wm/train.jsonl"), read_jsonl(run / "wm/val.jsonl")
@@ -69,7 +74,14 @@ def test_records_load_with_hugging_face_datasets(trained_run):
     from datasets import load_dataset
 
     run = trained_run[0]
-    for name in ("rollouts.jsonl", "wm/train.jsonl", "wm/val.jsonl", "wm/rwml.jsonl", "eval/episodes_base.jsonl", "metrics/rwml.jsonl"):
+    for name in (
+        "rollouts.jsonl",
+        "wm/train.jsonl",
+        "wm/val.jsonl",
+        "wm/rwml.jsonl",
+        "eval/episodes_base.jsonl",
+        "metrics/rwml.jsonl",
+    ):
         rows = load_dataset("json", data_files=str(run / name), split="train")
         assert len(rows) == len(read_jsonl(run / name)) and "schema" in rows.column_names
 

@@ -17,9 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from rwml_lite.records import read_jsonl
-
 from conftest import REPO, require, rwml_lite, tiny_recipe
+from rwml_lite.records import read_jsonl
 
 PIPELINE_SCRIPT = """
 import json, sys
@@ -38,7 +37,9 @@ def run_pipeline_on_unsloth(recipe) -> subprocess.CompletedProcess:
     (the CLI itself refuses the backend without one, see the last test)."""
     require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
     require(shutil.which("java") is not None, "TextWorldExpress needs Java")
-    return subprocess.run([sys.executable, "-c", PIPELINE_SCRIPT, str(recipe)], capture_output=True, text=True, cwd=REPO)
+    return subprocess.run(
+        [sys.executable, "-c", PIPELINE_SCRIPT, str(recipe)], capture_output=True, text=True, cwd=REPO
+    )
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +48,13 @@ def unsloth_run(tmp_path_factory, tiny_qwen3):
     recipe = tiny_recipe(
         folder,
         tiny_qwen3,
-        model={"backend": "unsloth", "fast_inference": False, "load_in_4bit": True, "max_seq_length": 1024, "optimizer": "adamw_8bit"},
+        model={
+            "backend": "unsloth",
+            "fast_inference": False,
+            "load_in_4bit": True,
+            "max_seq_length": 1024,
+            "optimizer": "adamw_8bit",
+        },
         reward={"kind": "continuous"},  # a graded reward, so that every group has an advantage to learn from
     )
     result = run_pipeline_on_unsloth(recipe)
@@ -73,7 +80,13 @@ def test_unsloth_grpo_ran_the_recipe_steps_with_a_varied_reward(unsloth_run):
 def test_every_stage_ran_and_filter_and_rwml_trained_their_own_adapters(unsloth_run):
     run = unsloth_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {"collect", "build", "filter", "rwml", "eval"}
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {
+        "collect",
+        "build",
+        "filter",
+        "rwml",
+        "eval",
+    }
     filter_adapter = load_file(run / "checkpoints/filter/adapter/adapter_model.safetensors")
     rwml_adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
     assert filter_adapter.keys() == rwml_adapter.keys()
@@ -83,7 +96,9 @@ def test_every_stage_ran_and_filter_and_rwml_trained_their_own_adapters(unsloth_
 
 
 def test_too_long_prompts_are_refused_naming_max_seq_length(tmp_path, tiny_qwen3):
-    recipe = tiny_recipe(tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False, "max_seq_length": 64})
+    recipe = tiny_recipe(
+        tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False, "max_seq_length": 64}
+    )
     result = run_pipeline_on_unsloth(recipe)
     assert result.returncode != 0
     assert "model.max_seq_length=64" in result.stderr and "Raise model.max_seq_length to at least" in result.stderr

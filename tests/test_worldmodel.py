@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
+from conftest import ScriptedGenerator
 from rwml_lite.models import Sampling
 from rwml_lite.prompts import extract_next_state
 from rwml_lite.reward import NextStateReward
 from rwml_lite.worldmodel import build_triplets, find_easy, split_by_episode, subsample_easy
-
-from conftest import ScriptedGenerator
 
 
 def episode(eid: str, steps: list[tuple[str, str | None, str, bool]]) -> dict:
@@ -48,7 +47,10 @@ def test_split_is_by_episode_and_seeded():
 
 
 def test_filter_marks_easy_when_at_least_one_sample_hits(minilm):
-    triplets = [{"prompt": [{"role": "user", "content": f"#{i}"}], "next_observation": f"You take the item number {i}."} for i in range(4)]
+    triplets = [
+        {"prompt": [{"role": "user", "content": f"#{i}"}], "next_observation": f"You take the item number {i}."}
+        for i in range(4)
+    ]
 
     def reply(prompt, sample):
         i = int(prompt[-1]["content"][1:])
@@ -56,7 +58,7 @@ def test_filter_marks_easy_when_at_least_one_sample_hits(minilm):
         right = i == 0 or (i == 1 and sample == 2)
         if i == 3:
             return "I do not know."
-        return f"<next_state>{'You take the item number %d.' % i if right else 'The sky is blue over the ocean.'}</next_state>"
+        return f"<next_state>{f'You take the item number {i}.' if right else 'The sky is blue over the ocean.'}</next_state>"
 
     strict = NextStateReward(minilm, tau_d=0.1)
     easy = find_easy(triplets, ScriptedGenerator(reply), Sampling(), samples=3, strict=strict)

@@ -23,7 +23,11 @@ def make_env(settings: EnvSettings, max_steps: int, user: Generator | None = Non
         from rwml_lite.models.endpoint import EndpointGenerator
 
         sampling = Sampling(settings.user_temperature, settings.user_max_new_tokens)
-        judge = EndpointGenerator(settings.judge_endpoint, settings.judge_model, role="judge") if settings.judge_endpoint else None
+        judge = (
+            EndpointGenerator(settings.judge_endpoint, settings.judge_model, role="judge")
+            if settings.judge_endpoint
+            else None
+        )
         return Tau2Env(settings.domains, max_steps, user, sampling, settings.max_errors, judge)
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
 

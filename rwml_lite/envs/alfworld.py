@@ -68,7 +68,9 @@ class ALFWorld:
             import textworld  # noqa: F401
             from alfworld.agents.environment.alfred_tw_env import AlfredDemangler  # noqa: F401
         except ImportError:
-            raise RwmlError("ALFWorld needs its engine: `pip install 'rwml-lite[alfworld]'` (alfworld 0.4.2 + textworld).") from None
+            raise RwmlError(
+                "ALFWorld needs its engine: `pip install 'rwml-lite[alfworld]'` (alfworld 0.4.2 + textworld)."
+            ) from None
         self.root = games_root()
         self.max_steps = max_steps
         self.goal = ""

@@ -47,7 +47,9 @@ def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, comm
         from rwml_lite.envs.tau2.episode import run_conversations
 
         first = envs[commands[0][0]]
-        raw = run_conversations([envs[slot].conversation(kind, arg) for slot, kind, arg in commands], first.user, first.user_sampling)
+        raw = run_conversations(
+            [envs[slot].conversation(kind, arg) for slot, kind, arg in commands], first.user, first.user_sampling
+        )
     else:
         raw = [_run_one(envs[slot], kind, arg) for slot, kind, arg in commands]
     results = []
@@ -57,7 +59,9 @@ def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, comm
             results.append(outcome)
         elif kind == "reset":
             world_goal = getattr(env, "world_goal", env.goal)
-            results.append(Start(outcome, env.goal, env.admissible_actions(), env.task_type(arg[0]), env.role, world_goal))
+            results.append(
+                Start(outcome, env.goal, env.admissible_actions(), env.task_type(arg[0]), env.role, world_goal)
+            )
         else:
             results.append(Outcome(outcome, env.admissible_actions()))
     return results
@@ -81,7 +85,9 @@ def _worker(conn, settings: EnvSettings, max_steps: int) -> None:
 
 
 class EnvPool:
-    def __init__(self, settings: EnvSettings, max_steps: int, workers: int | None = None, user: Generator | None = None):
+    def __init__(
+        self, settings: EnvSettings, max_steps: int, workers: int | None = None, user: Generator | None = None
+    ):
         """`user`: the model that plays the customer in tau2 conversations (in-process slots only)."""
         self.settings, self.max_steps, self.user = settings, max_steps, user
         self.workers = settings.workers if workers is None else workers
@@ -104,7 +110,9 @@ class EnvPool:
 
     def _run(self, commands: list[tuple]) -> dict:
         if not self.workers:
-            results = dict(zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands, self.user)))
+            results = dict(
+                zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands, self.user))
+            )
         else:
             shares: list[list[tuple]] = [[] for _ in self._conns]
             for command in commands:

@@ -72,7 +72,9 @@ def check_gpu_packages(settings: ModelSettings) -> None:
             "or set model.fast_inference=false to sample with Unsloth's HF generation (slower)."
         )
     # vLLM >= 0.28 serves bitsandbytes weights only through this plugin; Unsloth raises at load without it.
-    if (settings.load_in_4bit or settings.name_or_path.endswith("-bnb-4bit")) and importlib.util.find_spec("vllm_bnb_plugin") is None:
+    if (settings.load_in_4bit or settings.name_or_path.endswith("-bnb-4bit")) and importlib.util.find_spec(
+        "vllm_bnb_plugin"
+    ) is None:
         raise RwmlError(
             "model.load_in_4bit is true with model.fast_inference, and vLLM needs its bitsandbytes plugin for 4-bit "
             "weights, which is not installed: `pip install vllm-bnb-plugin==0.0.3` (or `pip install -e '.[gpu]'`), "
@@ -97,7 +99,9 @@ def vllm_sleeps_while_training(settings: ModelSettings) -> bool:
     return settings.backend == "unsloth" and settings.fast_inference and standby != "0"
 
 
-def check_lengths(settings: ModelSettings, tokenizer, texts: list[str], new_tokens: int, what: str, every_backend: bool = False) -> None:
+def check_lengths(
+    settings: ModelSettings, tokenizer, texts: list[str], new_tokens: int, what: str, every_backend: bool = False
+) -> None:
     """Refuse sequences longer than model.max_seq_length up front: the unsloth backend sizes vLLM's
     context and its kernels by it and otherwise truncates inputs and fails mid-run; SFT (every
     backend) would cut the target off the end of a long example."""

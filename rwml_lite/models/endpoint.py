@@ -31,7 +31,11 @@ class EndpointGenerator:
                 response.raise_for_status()
                 choices = response.json()["choices"]
             except (httpx.HTTPError, KeyError, ValueError) as e:
-                fallback = "to let the recipe's own model play the user" if self.role == "user" else "to leave NL assertions unscored"
+                fallback = (
+                    "to let the recipe's own model play the user"
+                    if self.role == "user"
+                    else "to leave NL assertions unscored"
+                )
                 raise RwmlError(
                     f"The {self.role} endpoint {self.url} (env.{self.role}_endpoint, model {self.model!r}) failed: {e}. "
                     f"Check that the server runs and serves that model (env.{self.role}_model), or set "

@@ -114,13 +114,17 @@ class HFGenerator:
         per_call = max(1, self.batch_size // n)
         greedy = sampling.temperature == 0
         if greedy and n > 1:
-            raise RwmlError("Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0.")
+            raise RwmlError(
+                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
+            )
         results: list[list[str]] = []
         was_training = self.model.training
         self.model.eval()
         starts = range(0, len(prompts), per_call)
         # Long sampling jobs (filter predictions, world-model scores) get a progress bar; one call does not.
-        for start in track(starts, description=f"sampling {len(prompts)} x {n}", transient=True, disable=len(starts) < 3):
+        for start in track(
+            starts, description=f"sampling {len(prompts)} x {n}", transient=True, disable=len(starts) < 3
+        ):
             texts = [render_prompt(tok, p, sampling.prefill) for p in prompts[start : start + per_call]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
             sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}

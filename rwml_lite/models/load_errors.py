@@ -93,6 +93,5 @@ def explain_load_error(error: BaseException, settings: ModelSettings) -> RwmlErr
             "the message below if the hf backend loads it."
         )
     return RwmlError(
-        f"Unsloth could not load `{settings.name_or_path}` (model.name_or_path): {advice} "
-        f"Unsloth said: {matched[:600]}"
+        f"Unsloth could not load `{settings.name_or_path}` (model.name_or_path): {advice} Unsloth said: {matched[:600]}"
     )

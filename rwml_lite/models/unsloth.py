@@ -100,21 +100,44 @@ class UnslothGenerator:
     """`Generator` over the shared model: vLLM's `fast_generate` with the adapter as a LoRA request
     when the engine exists, else transformers' `generate` with the adapter's weights in the slot."""
 
-    def __init__(self, model, tokenizer, settings: ModelSettings, adapter: Path | None, requests: vllm_engine.AdapterRequests | None):
-        self.model, self.tokenizer, self.settings, self.adapter, self.requests = model, tokenizer, settings, adapter, requests
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        settings: ModelSettings,
+        adapter: Path | None,
+        requests: vllm_engine.AdapterRequests | None,
+    ):
+        self.model, self.tokenizer, self.settings, self.adapter, self.requests = (
+            model,
+            tokenizer,
+            settings,
+            adapter,
+            requests,
+        )
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         if getattr(self.model, "vllm_engine", None) is None:
             with self._adapter_in_slot():
-                return HFGenerator(self.model, self.tokenizer, self.settings.generation_batch_size).generate(prompts, n, sampling)
+                return HFGenerator(self.model, self.tokenizer, self.settings.generation_batch_size).generate(
+                    prompts, n, sampling
+                )
         from vllm import SamplingParams
 
         if sampling.temperature == 0 and n > 1:
-            raise RwmlError("Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0.")
+            raise RwmlError(
+                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
+            )
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
         check_lengths(self.settings, self.tokenizer, texts, sampling.max_new_tokens, "prompt")
         params = [
-            SamplingParams(n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, seed=seed)
+            SamplingParams(
+                n=n,
+                temperature=sampling.temperature,
+                top_p=sampling.top_p,
+                max_tokens=sampling.max_new_tokens,
+                seed=seed,
+            )
             for seed in vllm_engine.request_seeds(len(texts))
         ]
         vllm_engine.wake(self.model)

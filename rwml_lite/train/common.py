@@ -22,7 +22,9 @@ def trainer_args(recipe: Recipe) -> dict:
         try:
             import wandb  # noqa: F401
         except ImportError:
-            raise RwmlError("run.report_to is 'wandb' but wandb is not installed: `pip install 'rwml-lite[wandb]'`, or set run.report_to=tensorboard.") from None
+            raise RwmlError(
+                "run.report_to is 'wandb' but wandb is not installed: `pip install 'rwml-lite[wandb]'`, or set run.report_to=tensorboard."
+            ) from None
     cuda = torch.cuda.is_available()
     return {
         "use_cpu": not cuda,
@@ -43,7 +45,13 @@ UNSLOTH_DEFAULTED = (
     "learning_rate", "weight_decay", "warmup_steps", "seed", "optim", "per_device_train_batch_size",
     "gradient_accumulation_steps", "logging_steps", "report_to", "bf16",
 )  # fmt: skip
-UNSLOTH_GRPO_DEFAULTED = ("loss_type", "beta", "mask_truncated_completions", "epsilon_high", "vllm_importance_sampling_correction")
+UNSLOTH_GRPO_DEFAULTED = (
+    "loss_type",
+    "beta",
+    "mask_truncated_completions",
+    "epsilon_high",
+    "vllm_importance_sampling_correction",
+)
 
 
 def checked_config(config_class, arguments: dict, recipe_fields: dict[str, str]):

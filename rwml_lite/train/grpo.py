@@ -14,12 +14,11 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from rwml_lite.config import Recipe
-from rwml_lite.runfolder import RunFolder
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.reward import NextStateReward
+from rwml_lite.runfolder import RunFolder
 from rwml_lite.train.common import checked_config, logging_callbacks, save_adapter, trainer_args
-
 
 #: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
 GRPO_FIELDS = {
@@ -77,7 +76,11 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
     g, prefill = recipe.grpo, recipe.worldmodel.prefill
     model, tokenizer, peft_config = backend(recipe.model).trainable_policy(recipe.model, recipe.seed)
     rows = [
-        {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "real_next_state": t["next_observation"], "kind": t.get("kind", "observation")}
+        {
+            "prompt": render_prompt(tokenizer, t["prompt"], prefill),
+            "real_next_state": t["next_observation"],
+            "kind": t.get("kind", "observation"),
+        }
         for t in triplets
     ]
     check_lengths(recipe.model, tokenizer, [r["prompt"] for r in rows], g.max_completion_length, "RWML prompt")

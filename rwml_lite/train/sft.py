@@ -13,11 +13,10 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from rwml_lite.config import Recipe
-from rwml_lite.runfolder import RunFolder
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
+from rwml_lite.runfolder import RunFolder
 from rwml_lite.train.common import checked_config, logging_callbacks, save_adapter, trainer_args
-
 
 #: SFTConfig argument -> the recipe field it comes from (checked after the config is built).
 SFT_FIELDS = {
@@ -58,7 +57,14 @@ def train_next_state_sft(recipe: Recipe, triplets: list[dict], folder: RunFolder
         {"prompt": render_prompt(tokenizer, t["prompt"], prefill), "completion": t["target"].removeprefix(prefill)}
         for t in triplets
     ]
-    check_lengths(recipe.model, tokenizer, [r["prompt"] + r["completion"] for r in rows], 0, "filter SFT example", every_backend=True)
+    check_lengths(
+        recipe.model,
+        tokenizer,
+        [r["prompt"] + r["completion"] for r in rows],
+        0,
+        "filter SFT example",
+        every_backend=True,
+    )
     trainer = SFTTrainer(
         model=model,
         args=checked_config(SFTConfig, sft_arguments(recipe, folder), SFT_FIELDS),

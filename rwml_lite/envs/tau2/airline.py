@@ -39,7 +39,9 @@ class AirlineTools(ServiceTools):
         if method is None:
             raise ToolError(f"payment method {payment_id} is not in the user's profile")
         if method["source"] not in allowed:
-            raise ToolError(f"payment method {payment_id} is a {method['source']}; this change takes {' or '.join(allowed)}")
+            raise ToolError(
+                f"payment method {payment_id} is a {method['source']}; this change takes {' or '.join(allowed)}"
+            )
         return method
 
     # ------------------------------------------------------------------ read tools
@@ -63,14 +65,22 @@ class AirlineTools(ServiceTools):
     @tool(READ)
     def list_all_airports(self) -> list:
         """List the IATA codes of every airport the airline flies from or to."""
-        return sorted({f["origin"] for f in self.db["flights"].values()} | {f["destination"] for f in self.db["flights"].values()})
+        return sorted(
+            {f["origin"] for f in self.db["flights"].values()} | {f["destination"] for f in self.db["flights"].values()}
+        )
 
     def _available(self, flight: dict, date: str) -> dict | None:
         day = flight["dates"].get(date)
         if not day or day["status"] != "available":
             return None
         keep = ("flight_number", "origin", "destination", "scheduled_departure_time_est", "scheduled_arrival_time_est")
-        return {**{k: flight[k] for k in keep}, "date": date, "status": "available", "available_seats": day["available_seats"], "prices": day["prices"]}
+        return {
+            **{k: flight[k] for k in keep},
+            "date": date,
+            "status": "available",
+            "available_seats": day["available_seats"],
+            "prices": day["prices"],
+        }
 
     @tool(READ)
     def search_direct_flight(self, origin: str, destination: str, date: str) -> list:
@@ -78,7 +88,11 @@ class AirlineTools(ServiceTools):
 
         origin: IATA code, e.g. "JFK". destination: IATA code. date: "YYYY-MM-DD".
         """
-        found = (self._available(f, date) for f in self.db["flights"].values() if f["origin"] == origin and f["destination"] == destination)
+        found = (
+            self._available(f, date)
+            for f in self.db["flights"].values()
+            if f["origin"] == origin and f["destination"] == destination
+        )
         return [f for f in found if f]
 
     @tool(READ)
@@ -90,7 +104,11 @@ class AirlineTools(ServiceTools):
         """
         pairs = []
         for first in self.db["flights"].values():
-            leg1 = self._available(first, date) if first["origin"] == origin and first["destination"] != destination else None
+            leg1 = (
+                self._available(first, date)
+                if first["origin"] == origin and first["destination"] != destination
+                else None
+            )
             if not leg1:
                 continue
             arrival = first["scheduled_arrival_time_est"]
@@ -130,9 +148,19 @@ class AirlineTools(ServiceTools):
                 if day["status"] != "available":
                     raise ToolError(f"flight {number} on {date} cannot be booked (status: {day['status']})")
                 if day["available_seats"][cabin] < passengers:
-                    raise ToolError(f"flight {number} on {date} has {day['available_seats'][cabin]} {cabin} seats left, {passengers} needed")
+                    raise ToolError(
+                        f"flight {number} on {date} has {day['available_seats'][cabin]} {cabin} seats left, {passengers} needed"
+                    )
                 price = day["prices"][cabin]
-            segments.append({"flight_number": number, "date": date, "price": price, "origin": flight["origin"], "destination": flight["destination"]})
+            segments.append(
+                {
+                    "flight_number": number,
+                    "date": date,
+                    "price": price,
+                    "origin": flight["origin"],
+                    "destination": flight["destination"],
+                }
+            )
         return segments
 
     def _move_seats(self, segments: list[dict], cabin: str, passengers: int) -> None:
@@ -190,13 +218,21 @@ class AirlineTools(ServiceTools):
             raise ToolError("nonfree_baggages must be between 0 and total_baggages")
         n = len(passengers)
         segments = self._segments(flights, cabin, n, keep_prices={})
-        total = money(sum(s["price"] for s in segments) * n + INSURANCE_PRICE * n * (insurance == "yes") + BAG_PRICE * nonfree_baggages)
-        methods = [(self._payment(user, p["payment_id"], tuple(MAX_PAYMENTS)), money(p["amount"])) for p in payment_methods]
+        total = money(
+            sum(s["price"] for s in segments) * n
+            + INSURANCE_PRICE * n * (insurance == "yes")
+            + BAG_PRICE * nonfree_baggages
+        )
+        methods = [
+            (self._payment(user, p["payment_id"], tuple(MAX_PAYMENTS)), money(p["amount"])) for p in payment_methods
+        ]
         for source, most in MAX_PAYMENTS.items():
             if sum(m["source"] == source for m, _ in methods) > most:
                 raise ToolError(f"a reservation takes at most {most} {source.replace('_', ' ')}(s)")
         if money(sum(a for _, a in methods)) != total:
-            raise ToolError(f"the payments add up to {money(sum(a for _, a in methods))}, but the total price is {total}")
+            raise ToolError(
+                f"the payments add up to {money(sum(a for _, a in methods))}, but the total price is {total}"
+            )
         for method, amount in methods:
             self._check_covers(method, amount)
 
@@ -250,7 +286,11 @@ class AirlineTools(ServiceTools):
         reservation = self._open_reservation(reservation_id)
         user = self._user(reservation["user_id"])
         n = len(reservation["passengers"])
-        kept = {(s["flight_number"], s["date"]): s["price"] for s in reservation["flights"]} if cabin == reservation["cabin"] else {}
+        kept = (
+            {(s["flight_number"], s["date"]): s["price"] for s in reservation["flights"]}
+            if cabin == reservation["cabin"]
+            else {}
+        )
         segments = self._segments(flights, cabin, n, keep_prices=kept)
         difference = money((sum(s["price"] for s in segments) - sum(s["price"] for s in reservation["flights"])) * n)
         method = self._payment(user, payment_id, ("gift_card", "credit_card"))
@@ -270,14 +310,18 @@ class AirlineTools(ServiceTools):
         """
         reservation = self._open_reservation(reservation_id)
         if len(passengers) != len(reservation["passengers"]):
-            raise ToolError(f"the reservation has {len(reservation['passengers'])} passengers; the number cannot change")
+            raise ToolError(
+                f"the reservation has {len(reservation['passengers'])} passengers; the number cannot change"
+            )
         if any(set(p) != {"first_name", "last_name", "dob"} for p in passengers):
             raise ToolError("each passenger needs exactly first_name, last_name and dob")
         reservation["passengers"] = [dict(p) for p in passengers]
         return reservation
 
     @tool(WRITE)
-    def update_reservation_baggages(self, reservation_id: str, total_baggages: int, nonfree_baggages: int, payment_id: str) -> dict:
+    def update_reservation_baggages(
+        self, reservation_id: str, total_baggages: int, nonfree_baggages: int, payment_id: str
+    ) -> dict:
         """Set the checked bags of a reservation (bags can be added, not removed); each added non-free bag
         costs 50, paid with a gift card or credit card from the profile.
 

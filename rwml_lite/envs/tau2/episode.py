@@ -115,7 +115,10 @@ class Tau2Env:
         self.domains, self.max_steps, self.max_errors = domains, max_steps, max_errors
         self.user, self.user_sampling, self.judge = user, user_sampling, judge
         folder = data_root() / "user_simulator"
-        self.guidelines = {tools: (folder / f"simulation_guidelines{'_tools' if tools else ''}.md").read_text() for tools in (False, True)}
+        self.guidelines = {
+            tools: (folder / f"simulation_guidelines{'_tools' if tools else ''}.md").read_text()
+            for tools in (False, True)
+        }
 
     def tasks(self, split: str) -> list[str]:
         return [f"{name}/{task_id}" for name in self.domains for task_id in domain(name).task_ids(split)]
@@ -206,8 +209,13 @@ class Tau2Env:
                 reply, name = Reply(call, False), "unparsed"
             else:
                 reply, name = self.tools.side(requestor).call(call["name"], call["arguments"]), call["name"]
-                self.calls.append({**call, "requestor": requestor})  # replayed for scoring: writes only, refused ones change nothing
-                self._say(f"{'Agent' if requestor == 'assistant' else 'Customer'} tool call", f"{name}({json.dumps(call['arguments'])}) -> {reply.content}")
+                self.calls.append(
+                    {**call, "requestor": requestor}
+                )  # replayed for scoring: writes only, refused ones change nothing
+                self._say(
+                    f"{'Agent' if requestor == 'assistant' else 'Customer'} tool call",
+                    f"{name}({json.dumps(call['arguments'])}) -> {reply.content}",
+                )
             lines.append(f"Tool ({name}): {reply.content}")
             failed += not reply.ok
         return "\n".join(lines), failed
@@ -230,15 +238,24 @@ class Tau2Env:
         reward = 0.0
         if done:
             said = [text for speaker, text in self.transcript if speaker == "Agent"]
-            result = score(self.domain, self.task, self.calls, said, ended_normally=self.stopped, nl_verdicts=self._verdicts())
+            result = score(
+                self.domain, self.task, self.calls, said, ended_normally=self.stopped, nl_verdicts=self._verdicts()
+            )
             reward = result.reward
-            info.update(score_parts=result.parts, nl_unscored=result.nl_unscored, ended="user" if self.stopped else "limit")
+            info.update(
+                score_parts=result.parts, nl_unscored=result.nl_unscored, ended="user" if self.stopped else "limit"
+            )
         return Step(observation, reward, done, done and reward == 1.0, valid, info)
 
     def _verdicts(self) -> list[bool] | None:
         """The judge's verdicts on the task's NL assertions, when there is a judge and they count."""
         criteria = self.task["evaluation_criteria"]
         assertions = criteria.get("nl_assertions") or []
-        if not (self.judge and self.stopped and assertions and "NL_ASSERTION" in (criteria.get("reward_basis") or DEFAULT_BASIS)):
+        if not (
+            self.judge
+            and self.stopped
+            and assertions
+            and "NL_ASSERTION" in (criteria.get("reward_basis") or DEFAULT_BASIS)
+        ):
             return None
         return judge(self.judge, self.transcript, assertions)

@@ -28,7 +28,10 @@ def judge(generator: Generator, transcript: list[tuple[str, str]], assertions: l
     """transcript: (speaker, text) turns in order; one verdict per assertion."""
     conversation = "\n".join(f"{speaker}: {text}" for speaker, text in transcript)
     prompts = [
-        [{"role": "system", "content": SYSTEM}, {"role": "user", "content": f"Conversation:\n{conversation}\n\nExpectation: {assertion}"}]
+        [
+            {"role": "system", "content": SYSTEM},
+            {"role": "user", "content": f"Conversation:\n{conversation}\n\nExpectation: {assertion}"},
+        ]
         for assertion in assertions
     ]
     replies = generator.generate(prompts, 1, Sampling(temperature=0.0, max_new_tokens=64))

@@ -46,13 +46,17 @@ class RetailTools(ServiceTools):
             raise ToolError("item_ids and new_item_ids must be non-empty lists of the same length")
         have = Counter(i["item_id"] for i in order["items"])
         if Counter(item_ids) - have:
-            raise ToolError(f"order {order['order_id']} does not hold item(s) {', '.join(sorted(Counter(item_ids) - have))}")
+            raise ToolError(
+                f"order {order['order_id']} does not hold item(s) {', '.join(sorted(Counter(item_ids) - have))}"
+            )
         items, difference = [dict(i) for i in order["items"]], 0.0
         for old, new in zip(item_ids, new_item_ids):
             product, variant = self._variant(new)
             slot = next(i for i in items if i["item_id"] == old and not i.get("_swapped"))
             if product["product_id"] != slot["product_id"]:
-                raise ToolError(f"item {new} is a {product['name']}, not a {slot['name']}: only options of the same product can be swapped")
+                raise ToolError(
+                    f"item {new} is a {product['name']}, not a {slot['name']}: only options of the same product can be swapped"
+                )
             if new == old:
                 raise ToolError(f"item {new} is the item already ordered")
             if not variant["available"]:
@@ -88,7 +92,11 @@ class RetailTools(ServiceTools):
         """
         for user in self.db["users"].values():
             name = user["name"]
-            if (name["first_name"].lower(), name["last_name"].lower(), user["address"]["zip"]) == (first_name.lower(), last_name.lower(), zip):
+            if (name["first_name"].lower(), name["last_name"].lower(), user["address"]["zip"]) == (
+                first_name.lower(),
+                last_name.lower(),
+                zip,
+            ):
                 return user["user_id"]
         raise ToolError(f"no user named {first_name} {last_name} with zip {zip}")
 
@@ -158,13 +166,22 @@ class RetailTools(ServiceTools):
         return order
 
     @tool(WRITE)
-    def modify_pending_order_address(self, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str) -> dict:
+    def modify_pending_order_address(
+        self, order_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
+    ) -> dict:
         """Change the shipping address of a pending order.
 
         address1, address2 (may be empty), city, state, country, zip: the new address.
         """
         order = self._order(order_id, "pending")
-        order["address"] = {"address1": address1, "address2": address2, "city": city, "country": country, "state": state, "zip": zip}
+        order["address"] = {
+            "address1": address1,
+            "address2": address2,
+            "city": city,
+            "country": country,
+            "state": state,
+            "zip": zip,
+        }
         return order
 
     @tool(WRITE)
@@ -178,7 +195,9 @@ class RetailTools(ServiceTools):
         user = self._user(order["user_id"])
         payments = [p for p in order["payment_history"] if p["transaction_type"] == "payment"]
         if len(payments) != 1:
-            raise ToolError(f"order {order_id} was paid with {len(payments)} payments; only a single payment can be moved")
+            raise ToolError(
+                f"order {order_id} was paid with {len(payments)} payments; only a single payment can be moved"
+            )
         original = payments[0]
         if payment_method_id == original["payment_method_id"]:
             raise ToolError("the new payment method must differ from the original one")
@@ -197,7 +216,9 @@ class RetailTools(ServiceTools):
         return order
 
     @tool(WRITE)
-    def modify_pending_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> dict:
+    def modify_pending_order_items(
+        self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
+    ) -> dict:
         """Swap items of a pending order for other options of the same products, all in one call: the order
         then can no longer be modified or cancelled. The price difference is paid or refunded with a payment
         method from the profile.
@@ -213,7 +234,9 @@ class RetailTools(ServiceTools):
             method["balance"] = money(method["balance"] - difference)
         if difference:
             kind = "payment" if difference > 0 else "refund"
-            order["payment_history"].append({"transaction_type": kind, "amount": abs(difference), "payment_method_id": payment_method_id})
+            order["payment_history"].append(
+                {"transaction_type": kind, "amount": abs(difference), "payment_method_id": payment_method_id}
+            )
         order["items"], order["status"] = items, ITEMS_MODIFIED
         return order
 
@@ -228,16 +251,22 @@ class RetailTools(ServiceTools):
         user = self._user(order["user_id"])
         have = Counter(i["item_id"] for i in order["items"])
         if not item_ids or Counter(item_ids) - have:
-            raise ToolError(f"order {order_id} does not hold item(s) {', '.join(sorted(Counter(item_ids) - have)) or '(none given)'}")
+            raise ToolError(
+                f"order {order_id} does not hold item(s) {', '.join(sorted(Counter(item_ids) - have)) or '(none given)'}"
+            )
         method = self._method(user, payment_method_id)
         originals = {p["payment_method_id"] for p in order["payment_history"] if p["transaction_type"] == "payment"}
         if payment_method_id not in originals and method["source"] != "gift_card":
             raise ToolError("the refund must go to the original payment method or to a gift card")
-        order.update(status="return requested", return_items=sorted(item_ids), return_payment_method_id=payment_method_id)
+        order.update(
+            status="return requested", return_items=sorted(item_ids), return_payment_method_id=payment_method_id
+        )
         return order
 
     @tool(WRITE)
-    def exchange_delivered_order_items(self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str) -> dict:
+    def exchange_delivered_order_items(
+        self, order_id: str, item_ids: list[str], new_item_ids: list[str], payment_method_id: str
+    ) -> dict:
         """Request the exchange of items of a delivered order for other options of the same products, all in
         one call. The price difference is settled with a payment method from the profile when the items return.
 
@@ -256,11 +285,20 @@ class RetailTools(ServiceTools):
         return order
 
     @tool(WRITE)
-    def modify_user_address(self, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str) -> dict:
+    def modify_user_address(
+        self, user_id: str, address1: str, address2: str, city: str, state: str, country: str, zip: str
+    ) -> dict:
         """Change the default address of a user.
 
         address1, address2 (may be empty), city, state, country, zip: the new address.
         """
         user = self._user(user_id)
-        user["address"] = {"address1": address1, "address2": address2, "city": city, "country": country, "state": state, "zip": zip}
+        user["address"] = {
+            "address1": address1,
+            "address2": address2,
+            "city": city,
+            "country": country,
+            "state": state,
+            "zip": zip,
+        }
         return user

@@ -36,7 +36,9 @@ def gold_hash(domain: Domain, task: dict) -> str:
     key = (domain.name, task["id"])
     if key not in _GOLD:
         gold = domain.fresh_tools(task)
-        replay(gold, task["evaluation_criteria"].get("actions") or [])  # a failing reference step changes nothing, as upstream
+        replay(
+            gold, task["evaluation_criteria"].get("actions") or []
+        )  # a failing reference step changes nothing, as upstream
         _GOLD[key] = gold.db_hash()
     return _GOLD[key]
 
@@ -51,7 +53,10 @@ def replay(tools: Toolkit, calls: list[dict]) -> None:
 
 def _matches(reference: dict, call: dict) -> bool:
     """Same tool, same side, and equal values for the arguments the reference compares (all by default)."""
-    if (reference["name"], reference.get("requestor") or "assistant") != (call["name"], call.get("requestor") or "assistant"):
+    if (reference["name"], reference.get("requestor") or "assistant") != (
+        call["name"],
+        call.get("requestor") or "assistant",
+    ):
         return False
     keys = reference.get("compare_args")
     args = call["arguments"] if isinstance(call["arguments"], dict) else {}
@@ -77,12 +82,21 @@ def score(domain: Domain, task: dict, calls: list[dict], agent_messages: list[st
         parts["DB"] = float(gold_hash(domain, task) == predicted.db_hash())
     if "ENV_ASSERTION" in basis:
         checks = criteria.get("env_assertions") or []
-        parts["ENV_ASSERTION"] = float(all(predicted.side(a["env_type"]).holds(a["func_name"], a["arguments"]) == a.get("assert_value", True) for a in checks))
+        parts["ENV_ASSERTION"] = float(
+            all(
+                predicted.side(a["env_type"]).holds(a["func_name"], a["arguments"]) == a.get("assert_value", True)
+                for a in checks
+            )
+        )
     if "ACTION" in basis:
-        parts["ACTION"] = float(all(any(_matches(ref, call) for call in calls) for ref in criteria.get("actions") or []))
+        parts["ACTION"] = float(
+            all(any(_matches(ref, call) for call in calls) for ref in criteria.get("actions") or [])
+        )
     if "COMMUNICATE" in basis:
         said = [_plain(m) for m in agent_messages]
-        parts["COMMUNICATE"] = float(all(any(_plain(info) in m for m in said) for info in criteria.get("communicate_info") or []))
+        parts["COMMUNICATE"] = float(
+            all(any(_plain(info) in m for m in said) for info in criteria.get("communicate_info") or [])
+        )
     judged = "NL_ASSERTION" in basis and bool(criteria.get("nl_assertions"))
     if judged and nl_verdicts is not None:
         parts["NL_ASSERTION"] = float(all(nl_verdicts))

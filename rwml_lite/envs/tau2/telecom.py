@@ -13,7 +13,7 @@ judged by `assertion` methods on the final state (service, mobile data, speed, M
 
 from __future__ import annotations
 
-from rwml_lite.envs.tau2.toolkit import READ, WRITE, ServiceTools, Toolkit, ToolError, assertion, money, setup, tool
+from rwml_lite.envs.tau2.toolkit import READ, WRITE, ServiceTools, ToolError, Toolkit, assertion, money, setup, tool
 
 TODAY = "2025-02-25"  # main_policy.md: "The current time is 2025-02-25 12:08:00 EST."
 MAX_REFUEL_GB = 2.0
@@ -27,7 +27,9 @@ APPS = ("messaging", "browser")
 def customer_with_number(db: dict, phone_number: str) -> dict | None:
     """The customer whose primary number, or one of whose lines' numbers, is phone_number."""
     for customer in db["customers"].values():
-        if phone_number == customer["phone_number"] or any(db["lines"][lid]["phone_number"] == phone_number for lid in customer["line_ids"]):
+        if phone_number == customer["phone_number"] or any(
+            db["lines"][lid]["phone_number"] == phone_number for lid in customer["line_ids"]
+        ):
             return customer
     return None
 
@@ -93,7 +95,11 @@ class TelecomTools(ServiceTools):
 
         full_name: e.g. "John Smith". dob: date of birth, YYYY-MM-DD.
         """
-        found = [c for c in self.db["customers"].values() if c["full_name"].lower() == full_name.lower() and c["date_of_birth"] == dob]
+        found = [
+            c
+            for c in self.db["customers"].values()
+            if c["full_name"].lower() == full_name.lower() and c["date_of_birth"] == dob
+        ]
         if not found:
             raise ToolError(f"no customer named {full_name} born on {dob}")
         return found
@@ -132,7 +138,13 @@ class TelecomTools(ServiceTools):
         """
         line = self._line(customer_id, line_id)
         plan = self.db["plans"][line["plan_id"]]
-        return {"line_id": line_id, "data_used_gb": line["data_used_gb"], "data_limit_gb": plan["data_limit_gb"], "data_refueling_gb": line["data_refueling_gb"], "cycle_end_date": "2025-02-28"}
+        return {
+            "line_id": line_id,
+            "data_used_gb": line["data_used_gb"],
+            "data_limit_gb": plan["data_limit_gb"],
+            "data_refueling_gb": line["data_refueling_gb"],
+            "cycle_end_date": "2025-02-28",
+        }
 
     # ------------------------------------------------------------------ write tools
 
@@ -148,7 +160,9 @@ class TelecomTools(ServiceTools):
             raise ToolError(f"bill {bill_id} is already paid")
         waiting = [b for b in self.get_bills_for_customer(customer_id) if b["status"] == "Awaiting Payment"]
         if waiting:
-            raise ToolError(f"bill {waiting[0]['bill_id']} is already awaiting payment; only one bill can await payment at a time")
+            raise ToolError(
+                f"bill {waiting[0]['bill_id']} is already awaiting payment; only one bill can await payment at a time"
+            )
         bill["status"] = "Awaiting Payment"
         return f"Payment request for {bill['total_due']} sent to the customer for bill {bill_id}."
 
@@ -212,7 +226,9 @@ class TelecomTools(ServiceTools):
         """
         line = self._line(customer_id, line_id)
         if not 0 < gb_amount <= MAX_REFUEL_GB - line["data_refueling_gb"] + 1e-9:
-            raise ToolError(f"gb_amount must be above 0 and at most {money(MAX_REFUEL_GB - line['data_refueling_gb'])} GB (2 GB per line in all)")
+            raise ToolError(
+                f"gb_amount must be above 0 and at most {money(MAX_REFUEL_GB - line['data_refueling_gb'])} GB (2 GB per line in all)"
+            )
         if line["status"] != "Active":
             raise ToolError(f"line {line_id} is {line['status']}; only an Active line can be refueled")
         plan = self.db["plans"][line["plan_id"]]
@@ -239,7 +255,9 @@ class TelecomTools(ServiceTools):
         """Add a charge to the customer's draft (next) bill, when they have one."""
         for bill in self.get_bills_for_customer(customer_id):
             if bill["status"] == "Draft":
-                bill.setdefault("line_items", []).append({"description": description, "amount": amount, "date": TODAY, "item_type": "Charge"})
+                bill.setdefault("line_items", []).append(
+                    {"description": description, "amount": amount, "date": TODAY, "item_type": "Charge"}
+                )
                 bill["total_due"] = money(bill["total_due"] + amount)
                 return
 
@@ -250,11 +268,18 @@ class TelecomTools(ServiceTools):
         self._line(customer_id, line_id)["data_used_gb"] = data_used_gb
 
     @setup
-    def suspend_line_for_overdue_bill(self, customer_id: str, line_id: str, new_bill_id: str, contract_ended: bool) -> None:
+    def suspend_line_for_overdue_bill(
+        self, customer_id: str, line_id: str, new_bill_id: str, contract_ended: bool
+    ) -> None:
         """An overdue bill for last month's plan charge, and the line suspended for it (and past its contract)."""
         line, customer = self._line(customer_id, line_id), self._customer(customer_id)
         plan = self.db["plans"][line["plan_id"]]
-        charge = {"description": f"{plan['name']} - Line {line['phone_number']}", "amount": plan["price_per_month"], "date": "2025-01-05", "item_type": "Plan Charge"}
+        charge = {
+            "description": f"{plan['name']} - Line {line['phone_number']}",
+            "amount": plan["price_per_month"],
+            "date": "2025-01-05",
+            "item_type": "Plan Charge",
+        }
         self.db["bills"][new_bill_id] = {
             "bill_id": new_bill_id, "customer_id": customer_id, "period_start": "2025-01-01", "period_end": "2025-01-31",
             "issue_date": "2025-01-05", "total_due": plan["price_per_month"], "due_date": "2025-01-19", "status": "Overdue", "line_items": [charge],
@@ -358,7 +383,9 @@ class PhoneTools(Toolkit):
 
     def _app(self, app_name: str) -> dict:
         if app_name not in self.device["app_statuses"]:
-            raise ToolError(f"app {app_name} is not installed; installed apps: {', '.join(self.device['app_statuses'])}")
+            raise ToolError(
+                f"app {app_name} is not installed; installed apps: {', '.join(self.device['app_statuses'])}"
+            )
         return self.device["app_statuses"][app_name]
 
     # ------------------------------------------------------------------ diagnostics (read)
@@ -372,7 +399,12 @@ class PhoneTools(Toolkit):
         if self._service():
             icons.append("📵 No Signal")
         else:
-            icons += [{"excellent": "📶⁴ Excellent", "good": "📶³ Good", "fair": "📶² Fair", "poor": "📶¹ Poor"}[d["network_signal_strength"]], self._technology()]
+            icons += [
+                {"excellent": "📶⁴ Excellent", "good": "📶³ Good", "fair": "📶² Fair", "poor": "📶¹ Poor"}[
+                    d["network_signal_strength"]
+                ],
+                self._technology(),
+            ]
         icons.append("📱 Data Enabled" if d["data_enabled"] and not self._service() else "📵 Data Disabled")
         if d["data_saver_mode"]:
             icons.append("🔽 Data Saver")
@@ -422,7 +454,11 @@ class PhoneTools(Toolkit):
     @tool(READ)
     def check_wifi_status(self) -> str:
         """Whether Wi-Fi is on, which network it is connected to, and the signal."""
-        return "Wi-Fi is ON but not connected (no known networks in range)." if self.device["wifi_enabled"] else "Wi-Fi is OFF."
+        return (
+            "Wi-Fi is ON but not connected (no known networks in range)."
+            if self.device["wifi_enabled"]
+            else "Wi-Fi is OFF."
+        )
 
     @tool(READ)
     def check_wifi_calling_status(self) -> str:
@@ -474,7 +510,11 @@ class PhoneTools(Toolkit):
     @tool(READ)
     def can_send_mms(self) -> str:
         """Try to send a picture message from the messaging app."""
-        return "Your messaging app can send MMS messages." if self._mms() is None else "Your messaging app cannot send MMS messages."
+        return (
+            "Your messaging app can send MMS messages."
+            if self._mms() is None
+            else "Your messaging app cannot send MMS messages."
+        )
 
     @tool(READ)
     def check_payment_request(self) -> str:
@@ -560,7 +600,11 @@ class PhoneTools(Toolkit):
         """Connect to the VPN."""
         if self.device["vpn_connected"]:
             raise ToolError("the VPN is already connected")
-        self.device.update(vpn_enabled_setting=True, vpn_connected=True, vpn_details={"server_address": "vpn.example.com", "protocol": "IKEv2", "server_performance": "good"})
+        self.device.update(
+            vpn_enabled_setting=True,
+            vpn_connected=True,
+            vpn_details={"server_address": "vpn.example.com", "protocol": "IKEv2", "server_performance": "good"},
+        )
         return f"VPN connected. {self.check_vpn_status()}"
 
     @tool(WRITE)
@@ -667,7 +711,15 @@ class PhoneTools(Toolkit):
 
     @setup
     def break_vpn(self) -> None:
-        self.device.update(vpn_enabled_setting=True, vpn_connected=True, vpn_details={"server_address": "vpn.slow-server.example", "protocol": "IKEv2", "server_performance": "poor"})
+        self.device.update(
+            vpn_enabled_setting=True,
+            vpn_connected=True,
+            vpn_details={
+                "server_address": "vpn.slow-server.example",
+                "protocol": "IKEv2",
+                "server_performance": "poor",
+            },
+        )
 
     @setup
     def remove_app_permission(self, app_name: str, permission: str) -> None:
@@ -695,7 +747,13 @@ class PhoneTools(Toolkit):
 
 def world(db: dict, user_db: dict) -> dict:
     """The JSON world of both sides from the parsed TOML files: tables keyed by id, the phone beside them."""
-    keys = {"plans": "plan_id", "devices": "device_id", "lines": "line_id", "customers": "customer_id", "bills": "bill_id"}
+    keys = {
+        "plans": "plan_id",
+        "devices": "device_id",
+        "lines": "line_id",
+        "customers": "customer_id",
+        "bills": "bill_id",
+    }
     out = {table: {row[key]: row for row in db.get(table, [])} for table, key in keys.items()}
     device = dict(user_db["device"])
     for derived in ("network_connection_status", "network_technology_connected"):  # computed from the settings

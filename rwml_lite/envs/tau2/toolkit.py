@@ -13,8 +13,9 @@ import hashlib
 import inspect
 import json
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from rwml_lite.errors import RwmlError
 
@@ -91,7 +92,13 @@ class Toolkit:
             properties = {p.name: _schema_of(hints[p.name]) for p in params}
             required = [p.name for p in params if p.default is inspect.Parameter.empty]
             description = inspect.getdoc(fn).split("\n\n")[0].replace("\n", " ")
-            out.append({"name": name, "description": description, "parameters": {"type": "object", "properties": properties, "required": required}})
+            out.append(
+                {
+                    "name": name,
+                    "description": description,
+                    "parameters": {"type": "object", "properties": properties, "required": required},
+                }
+            )
         return out
 
     def call(self, name: str, arguments: Any) -> Reply:
@@ -134,7 +141,7 @@ class Toolkit:
             raise RwmlError(f"the task's env_assertions name {name!r}, which {type(self).__name__} does not know")
         return bool(getattr(self, name)(**arguments))
 
-    def side(self, requestor: str) -> "Toolkit":
+    def side(self, requestor: str) -> Toolkit:
         """The toolkit that acts for `requestor`: the agent's, unless a domain gives the user tools too."""
         return self
 
@@ -173,7 +180,14 @@ class ServiceTools(Toolkit):
         import ast
         import operator
 
-        ops = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv, ast.USub: operator.neg, ast.UAdd: operator.pos}
+        ops = {
+            ast.Add: operator.add,
+            ast.Sub: operator.sub,
+            ast.Mult: operator.mul,
+            ast.Div: operator.truediv,
+            ast.USub: operator.neg,
+            ast.UAdd: operator.pos,
+        }
 
         def value(node):
             if isinstance(node, ast.Constant) and isinstance(node.value, (int, float)):
