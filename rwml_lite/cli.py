@@ -77,15 +77,17 @@ def _load(recipe: str, overrides: list[str] | None):
     return load_recipe(_recipe_path(recipe), overrides or [])
 
 
-def _run(recipe: str, overrides: list[str] | None, stages: list[str], redo: str | None) -> None:
+def _run(recipe: str, overrides: list[str] | None, stages: list[str] | None, redo: str | None) -> None:
+    """Run `stages` (None = all) of the recipe. Nothing may import torch before `prepare_backend`."""
     from rwml_lite.models import prepare_backend
-    from rwml_lite.pipeline import run
 
     loaded = _load(recipe, overrides)
-    prepare_backend(loaded.model)  # before transformers is imported: Unsloth must patch it first
+    prepare_backend(loaded.model)  # before torch and transformers are imported: Unsloth must come first
+    from rwml_lite.pipeline import STAGES, run
+
     _check_fits(loaded)
     _quiet_libraries()
-    folder = run(loaded, stages, redo)
+    folder = run(loaded, STAGES if stages is None else stages, redo)
     if folder.report.exists():
         console.print(f"\nReport: {folder.report}")
     console.print(f"Run folder: {folder.root}")
@@ -175,9 +177,7 @@ Redo = Annotated[
 )
 @_friendly
 def train(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
-    from rwml_lite.pipeline import STAGES
-
-    _run(recipe, overrides, STAGES, redo)
+    _run(recipe, overrides, None, redo)
 
 
 @app.command(help=f"Only play the training tasks and write rollouts.jsonl. {FIELDS_HINT}")

@@ -134,22 +134,27 @@ class CollectSettings(Section):
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the agent (0 = greedy).")
 
 
-class FilterSettings(Section):
+class OptimizerSchedule(Section):
+    """What Unsloth's patched TRL configs would silently change if left out (train/common.py)."""
+
+    weight_decay: float = Field(
+        0.0, ge=0.0, description="AdamW weight decay (TRL's default; Unsloth's would be 0.001)."
+    )
+    warmup_ratio: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="Share of optimizer steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1).",
+    )
+
+
+class FilterSettings(OptimizerSchedule):
     enabled: bool = Field(True, description="Subsample too-easy triplets (RWML collapses without it).")
     samples: int = Field(10, gt=0, description="K predictions of the filter model per training triplet.")
     tau_d: float = Field(0.1, gt=0.0, description="Strict distance threshold that counts a prediction as a hit.")
     keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
     epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
     learning_rate: float = Field(1e-4, gt=0, description="SFT learning rate of the filter model (LoRA).")
-    weight_decay: float = Field(
-        0.0, ge=0.0, description="SFT AdamW weight decay (TRL's default; Unsloth's would be 0.001)."
-    )
-    warmup_ratio: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Share of SFT steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1).",
-    )
     batch_size: int = Field(8, gt=0, description="SFT batch size of the filter model (one optimizer step per batch).")
     max_new_tokens: int = Field(128, gt=0, description="Token budget of one filter prediction.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the filter predictions.")
@@ -188,28 +193,24 @@ class RewardSettings(Section):
     )
 
 
-class GrpoSettings(Section):
+class GrpoSettings(OptimizerSchedule):
     group_size: int = Field(8, ge=2, description="Completions sampled per prompt (G).")
     batch_size: int = Field(32, gt=0, description="Prompts per optimizer step.")
     micro_batch_size: int = Field(
         8, gt=0, description="Completions per forward/backward pass; must divide batch_size * group_size."
     )
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
-    weight_decay: float = Field(
-        0.0, ge=0.0, description="AdamW weight decay (TRL's default; Unsloth's would be 0.001)."
-    )
-    warmup_ratio: float = Field(
-        0.0,
-        ge=0.0,
-        lt=1.0,
-        description="Share of steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1).",
-    )
     epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
     max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
     max_completion_length: int = Field(256, gt=0, description="Token budget of one prediction (think + next_state).")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the GRPO groups.")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference model (0 = no reference model).")
     loss_type: Literal["grpo", "dr_grpo", "dapo", "bnpo"] = Field("dapo", description="TRL GRPO loss aggregation.")
+    scale_rewards: Literal["group", "batch", "none"] = Field(
+        "group",
+        description="Divide advantages by the reward std of each group (GRPO's, TRL's default), of the batch, or not "
+        "at all (none; Dr. GRPO).",
+    )
     epsilon: float = Field(0.2, gt=0.0, description="PPO clip range (the lower one when epsilon_high is set).")
     epsilon_high: float | None = Field(
         None,
@@ -228,6 +229,16 @@ class GrpoSettings(Section):
     )
     save_steps: int = Field(50, gt=0, description="Checkpoint (adapter + optimizer + trainer state) every N steps.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _dr_grpo_unscaled(self) -> GrpoSettings:
+        # Dr. GRPO is defined without the std division, and Unsloth's trainer would drop it anyway.
+        if self.loss_type == "dr_grpo" and self.scale_rewards != "none":
+            raise ValueError(
+                f"loss_type='dr_grpo' is defined without dividing advantages by the reward std, but scale_rewards="
+                f"{self.scale_rewards!r}; set scale_rewards: none (or another loss_type)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _micro_batch_divides(self) -> GrpoSettings:

@@ -125,6 +125,29 @@ def test_unsloth_standby_is_asked_for_only_by_a_vllm_recipe():
     assert vllm_environment(gpu_settings()) == {"UNSLOTH_VLLM_STANDBY": "1", "UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE": "1"}
 
 
+ORDER_SCRIPT = """
+import sys
+import rwml_lite.models as models
+
+def probe(settings):
+    print("torch imported before prepare_backend:", "torch" in sys.modules)
+    raise SystemExit(0)
+
+models.prepare_backend = probe
+from rwml_lite.cli import app
+app(["train", sys.argv[1]])
+"""
+
+
+def test_the_cli_prepares_the_backend_before_anything_imports_torch():
+    # Unsloth's allocator settings (standby turns expandable segments off) only count if set before torch loads
+    result = subprocess.run(
+        [sys.executable, "-c", ORDER_SCRIPT, str(QWEN3_8B)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "torch imported before prepare_backend: False" in result.stdout
+
+
 # ---------------------------------------------------------------- load failures
 
 
@@ -149,6 +172,13 @@ LOAD_FAILURES = [
     (RuntimeError("Unsloth: Failed to load model. Both AutoConfig and PeftConfig loading failed.\n\nAutoConfig error: 404 Client Error.\n\n"),
      "model.name_or_path", "Hub id"),
     (AssertionError(), "model.fast_inference=True", "model.backend=hf"),
+    (RuntimeError("Unsloth: vLLM standby mode cannot start because `expandable_segments:True` is set in PYTORCH_CUDA_ALLOC_CONF.\nThis is a configuration clash, NOT an out of memory error"),
+     "model.fast_inference", "UNSLOTH_VLLM_STANDBY=0"),
+    (RuntimeError("Unsloth: vLLM could not finish memory profiling because another process sharing this GPU changed its memory. This is a transient race on a shared GPU, NOT an out of memory error."),
+     "model.gpu_memory_utilization is not the cause", "GPU to yourself"),
+    (RuntimeError("FlashInfer JIT failed: ninja: not found; [Errno 2] No such file or directory: 'nvcc'"),
+     "model.fast_inference=false", "install the CUDA toolkit"),
+    (AttributeError("property 'tokenizer' of 'Qwen3Processor' object has no setter"), "model.load_in_4bit=True", "model.backend=hf"),
 ]  # fmt: skip
 
 
@@ -233,7 +263,7 @@ def test_each_trainer_starts_from_a_lora_initialised_by_the_recipe_seed(unsloth_
 GRPO_OBJECTIVE = {
     "learning_rate": 1e-5, "weight_decay": 0.0, "warmup_steps": 0.0, "seed": 0,
     "per_device_train_batch_size": 8, "gradient_accumulation_steps": 32, "num_generations": 8,
-    "loss_type": "dapo", "beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2, "mask_truncated_completions": False,
+    "loss_type": "dapo", "scale_rewards": "group", "beta": 0.0, "epsilon": 0.2, "epsilon_high": 0.2, "mask_truncated_completions": False,
     "vllm_importance_sampling_correction": True, "max_completion_length": 768, "temperature": 1.0,
 }  # fmt: skip
 SFT_OBJECTIVE = {
@@ -292,6 +322,12 @@ def test_every_argument_whose_default_unsloth_replaces_is_passed_from_the_recipe
         grpo_arguments(clipped, folder)["epsilon_high"] == 0.28
         and grpo_arguments(clipped, folder)["mask_truncated_completions"]
     )
+
+
+def test_dr_grpo_with_std_scaling_is_refused_as_the_recipe_loads():
+    with pytest.raises(RwmlError, match=r"loss_type='dr_grpo' is defined without .* set scale_rewards: none"):
+        load_recipe(QWEN3_8B, ["grpo.loss_type=dr_grpo"])
+    assert load_recipe(QWEN3_8B, ["grpo.loss_type=dr_grpo", "grpo.scale_rewards=none"]).grpo.scale_rewards == "none"
 
 
 def test_a_config_that_changes_a_recipe_value_is_refused_naming_the_field(tmp_path):
@@ -402,8 +438,9 @@ model, tokenizer, _ = unsloth_backend._load(recipe.model)
 engine = model.vllm_engine = Engine()
 reply = "<think> </think><action>look around</action><next_state>You are in the kitchen.</next_state>"
 
-def generate(texts, sampling_params, lora_request, use_tqdm):
+def generate(texts, sampling_params, lora_request, use_tqdm, tokenization_kwargs):
     assert not engine.asleep, "sampled from a sleeping engine"
+    assert tokenization_kwargs == {"add_special_tokens": False}  # the rendered chat template holds them
     engine.calls.append(("generate", len(texts), lora_request, [p.kwargs["seed"] for p in sampling_params]))
     out = lambda p: types.SimpleNamespace(outputs=[types.SimpleNamespace(text=reply)] * p.kwargs["n"])
     return [out(p) for p in sampling_params]

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, require, rwml_lite, tiny_recipe
+from rwml_lite.pipeline import STAGES
 from rwml_lite.records import read_jsonl
 
 PIPELINE_SCRIPT = """
@@ -80,13 +81,7 @@ def test_unsloth_grpo_ran_the_recipe_steps_with_a_varied_reward(unsloth_run):
 def test_every_stage_ran_and_filter_and_rwml_trained_their_own_adapters(unsloth_run):
     run = unsloth_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {
-        "collect",
-        "build",
-        "filter",
-        "rwml",
-        "eval",
-    }
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == set(STAGES)
     filter_adapter = load_file(run / "checkpoints/filter/adapter/adapter_model.safetensors")
     rwml_adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
     assert filter_adapter.keys() == rwml_adapter.keys()

@@ -47,9 +47,11 @@ def backend(settings: ModelSettings):
 
 def prepare_backend(settings: ModelSettings) -> None:
     """Check the backend can run here and import it first: Unsloth patches transformers, TRL and
-    PEFT when it is imported, so it must come before them (the CLI calls this before any stage)."""
+    PEFT when it is imported, so it must come before them, and its allocator variables before torch
+    (which reads them at import): the CLI calls this before anything imports torch."""
     if settings.backend != "unsloth":
         return
+    os.environ.update({k: v for k, v in vllm_environment(settings).items() if k not in os.environ})
     import torch
 
     if not torch.cuda.is_available():
@@ -58,7 +60,6 @@ def prepare_backend(settings: ModelSettings) -> None:
             "Set model.backend=hf (transformers + peft, runs on the CPU; add model.load_in_4bit=false) or run on a GPU machine."
         )
     check_gpu_packages(settings)
-    os.environ.update({k: v for k, v in vllm_environment(settings).items() if k not in os.environ})
     backend(settings)
 
 

@@ -53,13 +53,29 @@ RULES: list[tuple[str, str]] = [
         "model.fast_inference=false, or pick a model that transformers supports natively.",
     ),
     (
+        r"expandable_segments",
+        "vLLM's standby (set by model.fast_inference) cannot run with PyTorch's expandable segments: remove "
+        "`expandable_segments:True` from PYTORCH_ALLOC_CONF / PYTORCH_CUDA_ALLOC_CONF, or set UNSLOTH_VLLM_STANDBY=0 "
+        "(the KV cache then stays allocated while training; `rwml-lite plan` counts it).",
+    ),
+    (
+        r"memory profiling|another process sharing this gpu",
+        "another process changed the GPU's free memory while vLLM measured it (model.gpu_memory_utilization is "
+        "not the cause): run again with the GPU to yourself.",
+    ),
+    (
+        r"flashinfer|nvcc|ninja|cuda_home",
+        "vLLM's kernels could not be built on this machine (model.fast_inference): install the CUDA toolkit "
+        "(nvcc) and ninja, or use the Dockerfile's image, or set model.fast_inference=false.",
+    ),
+    (
         r"memoryerror|out of memory|not enough memory|no available memory|kv cache",
         "the model does not fit the GPU at model.gpu_memory_utilization and model.max_seq_length: lower "
         "model.max_seq_length or model.generation_batch_size, set model.load_in_4bit=true, or change "
         "model.gpu_memory_utilization; `rwml-lite plan RECIPE` shows where the memory goes.",
     ),
     (
-        r"rope",
+        r"\brope\b|rope_scaling|rope scaling",
         "model.max_seq_length exceeds the model's own context and vLLM cannot stretch it (RoPE scaling): lower "
         "model.max_seq_length, or set model.fast_inference=false.",
     ),

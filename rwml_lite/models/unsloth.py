@@ -62,7 +62,7 @@ def _load(settings: ModelSettings):
                 use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
             )
         except Exception as e:  # every load failure becomes a named-field error (models/load_errors.py)
-            raise explain_load_error(e, settings) from None
+            raise explain_load_error(e, settings) from e
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
         requests = vllm_engine.AdapterRequests(model.load_lora) if getattr(model, "vllm_engine", None) else None
@@ -142,7 +142,13 @@ class UnslothGenerator:
         ]
         vllm_engine.wake(self.model)
         lora = self.requests.get(self.adapter)
-        outputs = self.model.fast_generate(texts, sampling_params=params, lora_request=lora, use_tqdm=len(texts) > 64)
+        outputs = self.model.fast_generate(
+            texts,
+            sampling_params=params,
+            lora_request=lora,
+            use_tqdm=len(texts) > 64,
+            tokenization_kwargs={"add_special_tokens": False},  # the chat template holds them already, as on hf
+        )
         return [[sampling.prefill + o.text for o in out.outputs] for out in outputs]
 
     @contextlib.contextmanager

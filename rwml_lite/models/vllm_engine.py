@@ -15,7 +15,7 @@ real) so that these rules are plain Python that the tests exercise with a stand-
 - Seeds: the engine's own seed is fixed by Unsloth, so every request gets a seed drawn from
   torch's generator, which the pipeline seeds from the recipe before each stage.
 
-Sampling the LoRA *while it trains* (the policy stage's rollouts) is another matter: a saved
+Sampling the LoRA *while it trains* (rollouts of task-success RL, the policy stage to come) is another matter: a saved
 adapter's request would be stale after the next optimizer step, and `fast_generate` without a
 request samples the base model. Go through TRL's own vLLM generation (`trainer.vllm_generation`,
 which Unsloth hands the live LoRA and TRL wakes and sleeps), or pass
@@ -45,8 +45,8 @@ def sleep(model) -> None:
 
 def wake(model) -> None:
     """Re-create the KV cache before sampling. Unsloth's patched `LLM.generate` wakes the engine
-    too, but `LLM.chat` and TRL's own calls do not, so we do not rely on it. Untagged on purpose:
-    waking only `kv_cache` and later everything maps the KV cache twice."""
+    too, but its `LLM.chat` does not, so we do not rely on the patch. Untagged on purpose: waking
+    only `kv_cache` and later everything maps the KV cache twice."""
     engine = getattr(model, "vllm_engine", None)
     if engine is not None and engine.llm_engine.is_sleeping():
         engine.wake_up()

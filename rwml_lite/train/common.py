@@ -26,9 +26,12 @@ def trainer_args(recipe: Recipe) -> dict:
                 "run.report_to is 'wandb' but wandb is not installed: `pip install 'rwml-lite[wandb]'`, or set run.report_to=tensorboard."
             ) from None
     cuda = torch.cuda.is_available()
+    # mixed precision follows the weights: Unsloth refuses bf16 training of float16 weights
+    bf16 = cuda and recipe.model.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
     return {
         "use_cpu": not cuda,
-        "bf16": cuda and torch.cuda.is_bf16_supported(),
+        "bf16": bf16,
+        "fp16": cuda and recipe.model.dtype != "float32" and not bf16,
         "report_to": ["wandb"] if run.report_to == "wandb" else [],
         "seed": recipe.seed,
         "optim": recipe.model.optimizer,
@@ -40,10 +43,11 @@ def trainer_args(recipe: Recipe) -> dict:
 #: unsloth/models/rl.py: weight decay 0.001, 10 % warmup, seed 3407, 8-bit AdamW, lr 5e-5, batch 4 x
 #: accumulation 2, ...; for GRPO also IS correction off and, with loss_type dapo, truncated
 #: completions masked and epsilon_high 0.28). Unsloth keeps any value passed explicitly, so every
-#: trainer of ours passes each of these, on both backends, from the recipe.
+#: trainer of ours passes each of these, on both backends, from the recipe. (It also drops the std
+#: scaling for dr_grpo whatever is passed: the recipe refuses dr_grpo with scale_rewards other than none.)
 UNSLOTH_DEFAULTED = (
     "learning_rate", "weight_decay", "warmup_steps", "seed", "optim", "per_device_train_batch_size",
-    "gradient_accumulation_steps", "logging_steps", "report_to", "bf16",
+    "gradient_accumulation_steps", "logging_steps", "report_to", "bf16", "fp16",
 )  # fmt: skip
 UNSLOTH_GRPO_DEFAULTED = (
     "loss_type",
@@ -56,18 +60,30 @@ UNSLOTH_GRPO_DEFAULTED = (
 
 def checked_config(config_class, arguments: dict, recipe_fields: dict[str, str]):
     """`config_class(**arguments)`, refusing to train if the config resolved an argument that comes
-    from a recipe field (`recipe_fields`: argument -> field) to another value than the recipe's.
-    The resolved config is kept as `trainer_config.json` in its output folder: what really trained."""
+    from a recipe field (`recipe_fields`: argument -> field) to another value than the recipe's."""
     config = config_class(**arguments)
+    _refuse_changes(config_class.__name__, config, arguments, recipe_fields)
+    return config
+
+
+def build_trainer(trainer_class, config_class, arguments: dict, recipe_fields: dict[str, str], **trainer_kwargs):
+    """The trainer over `checked_config(...)`, checked again once built (Unsloth's trainers change
+    their arguments in `__init__`); its resolved arguments are kept as `trainer_config.json` in its
+    output folder: what really trained."""
+    trainer = trainer_class(args=checked_config(config_class, arguments, recipe_fields), **trainer_kwargs)
+    _refuse_changes(trainer_class.__name__, trainer.args, arguments, recipe_fields)
+    atomic_write_text(Path(trainer.args.output_dir) / TRAINER_CONFIG, trainer.args.to_json_string())
+    return trainer
+
+
+def _refuse_changes(who: str, config, arguments: dict, recipe_fields: dict[str, str]) -> None:
     for name, field in recipe_fields.items():
         if getattr(config, name) != arguments[name]:
             raise RwmlError(
-                f"{config_class.__name__} turned {field}={arguments[name]!r} into {name}={getattr(config, name)!r}: the "
-                f"installed TRL/Unsloth changes the recipe's objective. Reinstall the pinned versions (`pip install -e "
-                f"'.[gpu]'`, see `rwml-lite doctor`)."
+                f"{who} turned {field}={arguments[name]!r} into {name}={getattr(config, name)!r}: the installed "
+                f"TRL/Unsloth changes the recipe's objective. Reinstall the pinned versions (`pip install -e '.[gpu]'`, "
+                f"see `rwml-lite doctor`)."
             )
-    atomic_write_text(Path(config.output_dir) / TRAINER_CONFIG, config.to_json_string())
-    return config
 
 
 def logging_callbacks(run: RunSettings, tensorboard_dir: Path, metrics_path: Path) -> list[TrainerCallback]:

@@ -18,7 +18,7 @@ from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.reward import NextStateReward
 from rwml_lite.runfolder import RunFolder
-from rwml_lite.train.common import checked_config, logging_callbacks, save_adapter, trainer_args
+from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
 
 #: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
 GRPO_FIELDS = {
@@ -31,6 +31,7 @@ GRPO_FIELDS = {
     "temperature": "grpo.temperature",
     "beta": "grpo.beta",
     "loss_type": "grpo.loss_type",
+    "scale_rewards": "grpo.scale_rewards",
     "epsilon": "grpo.epsilon",
     "epsilon_high": "grpo.epsilon_high",
     "mask_truncated_completions": "grpo.mask_truncated_completions",
@@ -58,6 +59,7 @@ def grpo_arguments(recipe: Recipe, folder: RunFolder) -> dict:
         "temperature": g.temperature,
         "beta": g.beta,
         "loss_type": g.loss_type,
+        "scale_rewards": g.scale_rewards,
         "epsilon": g.epsilon,
         "epsilon_high": g.epsilon if g.epsilon_high is None else g.epsilon_high,
         "mask_truncated_completions": g.mask_truncated_completions,
@@ -84,10 +86,13 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
         for t in triplets
     ]
     check_lengths(recipe.model, tokenizer, [r["prompt"] for r in rows], g.max_completion_length, "RWML prompt")
-    trainer = GRPOTrainer(
+    trainer = build_trainer(
+        GRPOTrainer,
+        GRPOConfig,
+        grpo_arguments(recipe, folder),
+        GRPO_FIELDS,
         model=model,
         reward_funcs=[reward],
-        args=checked_config(GRPOConfig, grpo_arguments(recipe, folder), GRPO_FIELDS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,

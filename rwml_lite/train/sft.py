@@ -16,7 +16,7 @@ from rwml_lite.config import Recipe
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.runfolder import RunFolder
-from rwml_lite.train.common import checked_config, logging_callbacks, save_adapter, trainer_args
+from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
 
 #: SFTConfig argument -> the recipe field it comes from (checked after the config is built).
 SFT_FIELDS = {
@@ -65,9 +65,12 @@ def train_next_state_sft(recipe: Recipe, triplets: list[dict], folder: RunFolder
         "filter SFT example",
         every_backend=True,
     )
-    trainer = SFTTrainer(
+    trainer = build_trainer(
+        SFTTrainer,
+        SFTConfig,
+        sft_arguments(recipe, folder),
+        SFT_FIELDS,
         model=model,
-        args=checked_config(SFTConfig, sft_arguments(recipe, folder), SFT_FIELDS),
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
