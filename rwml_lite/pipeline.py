@@ -124,9 +124,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
     if f.enabled:
         adapter = train_next_state_sft(recipe, val, folder)
         generator = backend(recipe.model).generator(recipe.model, adapter)
-        strict = NextStateReward.from_settings(
-            recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}), prefill
-        )
+        strict = NextStateReward.from_settings(recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}))
         torch.manual_seed(recipe.seed)
         easy = find_easy(
             train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict
@@ -171,7 +169,7 @@ def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.reward import NextStateReward
 
     val = read_jsonl(folder.wm("val.jsonl"))
-    reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
+    reward = NextStateReward.from_settings(recipe.reward)  # scores whole turns: the generator returns the prefill
     variants = {"base": None}
     if folder.adapter("rwml").exists():
         variants["rwml"] = folder.adapter("rwml")

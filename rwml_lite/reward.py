@@ -76,8 +76,11 @@ def _weights(precision: str, device: str) -> dict:
 class NextStateReward:
     """Scores completions against real next observations; also a TRL reward function.
 
-    `prefill` is the text the assistant turn was started with (see `worldmodel.prefill`); it is
-    put back in front of each completion before the `<next_state>` tag is looked for.
+    One convention for the whole package: a completion is the whole assistant turn, including the
+    text it was started with (`worldmodel.prefill`). Our generators return it that way, so the
+    filter and the evaluation score what they get; TRL's GRPO rendered the prefill into the prompt
+    and hands over only what the model wrote after it, so the TRL entry point (`__call__`) puts the
+    prefill back, once.
     """
 
     def __init__(self, embedder: Embedder, tau_d: float, kind: str = "binary", prefill: str = ""):
@@ -94,7 +97,7 @@ class NextStateReward:
 
     def similarities(self, completions: list[str], real_states: list[str]) -> list[float | None]:
         """Cosine of each prediction to its real state; None where the `<next_state>` tag is missing."""
-        predictions = [extract_next_state(self.prefill + c) for c in completions]
+        predictions = [extract_next_state(c) for c in completions]
         new_real = sorted({r for r in real_states if r not in self._real})
         if new_real:
             self._real.update(zip(new_real, self.embedder.encode(new_real)))
@@ -123,12 +126,13 @@ class NextStateReward:
                 rewards[i] = self.reward_of(s)
         for i, kind in enumerate(kinds):
             if kind == "tool":
-                prediction = extract_next_state(self.prefill + completions[i])
+                prediction = extract_next_state(completions[i])
                 rewards[i] = 0.0 if prediction is None else rounded_rouge(prediction, real_states[i])
         return rewards
 
     def __call__(self, prompts, completions, real_next_state, kind=None, **kwargs) -> list[float]:
-        return self.score(list(completions), list(real_next_state), list(kind) if kind is not None else None)
+        turns = [self.prefill + c for c in completions]  # TRL's completions start after the prompt's prefill
+        return self.score(turns, list(real_next_state), list(kind) if kind is not None else None)
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:

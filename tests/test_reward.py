@@ -34,9 +34,20 @@ def test_missing_tag_scores_zero_even_for_the_exact_text(minilm):
     assert NextStateReward(minilm, tau_d=0.2, kind="continuous").score([REAL], [REAL]) == [0.0]
 
 
-def test_prefill_is_put_back_before_the_tag_is_looked_for(minilm):
-    reward = NextStateReward(minilm, tau_d=0.2, prefill="<think> </think><next_state>")
-    assert reward.score([REAL + "</next_state>", REAL], [REAL, REAL]) == [1.0, 0.0]
+PREFILL = "<think> </think><next_state>"
+
+
+def test_trl_completions_get_the_prefill_back_once(minilm):
+    """GRPO's path: TRL hands over what the model wrote after the prompt, which ends with the prefill."""
+    reward = NextStateReward(minilm, tau_d=0.2, prefill=PREFILL)
+    assert reward(prompts=None, completions=[REAL + "</next_state>", REAL], real_next_state=[REAL, REAL]) == [1.0, 0.0]
+
+
+def test_whole_turns_are_scored_as_they_are(minilm):
+    """The filter's and the evaluation's path: generators return the whole turn, prefill included."""
+    reward = NextStateReward(minilm, tau_d=0.2, prefill=PREFILL)
+    assert reward.score([PREFILL + REAL + "</next_state>"], [REAL]) == [1.0]
+    assert reward.similarities([PREFILL + REAL + "</next_state>"], [REAL]) == [pytest.approx(1.0)]
 
 
 def test_continuous_reward_is_the_cosine(minilm):
