@@ -115,7 +115,10 @@ def _stated_gpu_gib(path: Path) -> float | None:
     return float(found.group(1)) if found else None
 
 
-@app.command(help="Estimate the recipe's GPU memory, part by part and phase by phase, and whether it fits.")
+@app.command(
+    help="Estimate the recipe's GPU memory, part by part and phase by phase, and whether it fits "
+    "(exit status 1 when it does not)."
+)
 @_friendly
 def plan(
     recipe: RecipeArg,
@@ -165,6 +168,8 @@ def plan(
                 f"{100 * (gib / anchor.measured_gib - 1):+.0f}%",
             )
         console.print(rows)
+    if gpu_gb is not None and not estimated.fits:
+        raise typer.Exit(1)  # scripts (and a user's CI) can tell "does not fit" from the exit code
 
 
 Redo = Annotated[

@@ -29,14 +29,38 @@ from rwml_lite.runfolder import RunFolder
 
 console = Console(stderr=True)
 
-#: stage -> the recipe sections its result depends on (besides the stages before it)
+#: stage -> the recipe fields (or whole sections) its result depends on, besides the stages before
+#: it: what it reads that can change what it writes. The model fields that pick the sampling path
+#: and its numerics key collect (and through it every later stage); the LoRA and optimizer key the
+#: two trainers.
 DEPENDS_ON: dict[str, tuple[str, ...]] = {
-    "collect": ("seed", "model.name_or_path", "model.backend", "model.dtype", "env", "agent", "collect"),
+    "collect": (
+        "seed",
+        "model.name_or_path",
+        "model.backend",
+        "model.load_in_4bit",
+        "model.fast_inference",
+        "model.dtype",
+        "model.max_seq_length",
+        "model.generation_batch_size",
+        "env",
+        "agent",
+        "collect",
+    ),
     "build": ("worldmodel.history", "worldmodel.val_fraction"),
-    "filter": ("model.lora", "worldmodel.prefill", "worldmodel.filter", "reward.embedder"),
-    "rwml": ("model.lora", "reward", "grpo"),
+    "filter": (
+        "model.lora",
+        "model.optimizer",
+        "worldmodel.prefill",
+        "worldmodel.filter",
+        "reward.embedder",
+        "reward.precision",
+    ),
+    "rwml": ("model.lora", "model.optimizer", "reward", "grpo"),
     "eval": ("eval", "reward"),
 }
+#: Fields that change how a stage runs (where, how fast, in how much memory), never what it writes.
+RESULT_NEUTRAL = ("run.dir", "run.report_to", "model.gpu_memory_utilization", "model.gradient_checkpointing")
 STAGES = list(DEPENDS_ON)
 
 

@@ -26,6 +26,7 @@ exist (`ANCHORS`; `rwml-lite plan --anchors` prints the error of the estimate ag
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -179,6 +180,7 @@ class Plan:
     phases: dict[str, list[str]]  # phase -> the parts it holds
     kv_sequences: int | None  # sequences of max_seq_length that vLLM's KV cache holds, if vLLM is used
     notes: list[str]
+    remedies: dict[str, str]  # part -> the changes that would shrink it, of those the recipe has not made
 
     def phase_gib(self, phase: str) -> float:
         return sum(self.parts[p] for p in self.phases[phase])
@@ -278,30 +280,64 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     }
     if not recipe.worldmodel.filter.enabled:
         del phases["filter SFT"], parts["filter SFT activations + logits"]
-    return Plan(gpu_gib, parts, phases, kv_sequences, notes)
+    return Plan(gpu_gib, parts, phases, kv_sequences, notes, open_remedies(recipe))
 
 
-#: Fields that shrink each part, named in the refusal when a recipe does not fit.
-REMEDIES = {
-    "weights": "model.load_in_4bit=true",
-    "LoRA + optimizer": "model.lora.r, model.optimizer=adamw_8bit",
-    "embedder": "reward.precision=4bit or a smaller reward.embedder",
-    "KV cache": "model.gpu_memory_utilization (vLLM), model.generation_batch_size, model.max_seq_length",
-    "filter SFT activations + logits": "worldmodel.filter.batch_size, model.max_seq_length, model.gradient_checkpointing=true",
-    "GRPO activations + logits": "grpo.micro_batch_size, grpo.max_completion_length, model.max_seq_length",
+def _never(recipe: Recipe) -> bool:
+    return False
+
+
+#: part -> the recipe changes that shrink it, each with a test of whether the recipe already made it;
+#: the refusal names only the changes still open.
+REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
+    "weights": [("model.load_in_4bit=true", lambda r: r.model.load_in_4bit)],
+    "LoRA + optimizer": [
+        ("a smaller model.lora.r", _never),
+        ("model.optimizer=adamw_8bit", lambda r: r.model.optimizer == "adamw_8bit"),
+    ],
+    "embedder": [
+        ("reward.precision=4bit", lambda r: r.reward.precision == "4bit"),
+        ("a smaller reward.embedder", _never),
+    ],
+    "KV cache": [
+        (
+            "a lower model.gpu_memory_utilization",
+            lambda r: not (r.model.backend == "unsloth" and r.model.fast_inference),
+        ),
+        ("model.generation_batch_size", _never),
+        ("model.max_seq_length", _never),
+    ],
+    "filter SFT activations + logits": [
+        ("worldmodel.filter.batch_size", _never),
+        ("model.max_seq_length", _never),
+        ("model.gradient_checkpointing=true", lambda r: r.model.gradient_checkpointing),
+    ],
+    "GRPO activations + logits": [
+        ("grpo.micro_batch_size", _never),
+        ("grpo.max_completion_length", _never),
+        ("model.max_seq_length", _never),
+    ],
 }
+
+
+def open_remedies(recipe: Recipe) -> dict[str, str]:
+    """part -> the changes that would shrink it and that the recipe has not made yet."""
+    return {
+        part: ", ".join(change for change, made in changes if not made(recipe)) for part, changes in REMEDIES.items()
+    }
 
 
 def refusal(plan: Plan) -> str:
     """One paragraph: why the recipe does not fit and which fields to change."""
     phase = plan.peak_phase
     biggest = sorted(plan.phases[phase], key=lambda p: -plan.parts[p])[:3]
-    fixes = "; ".join(f"{p} ({plan.parts[p]:.1f} GiB): {REMEDIES[p]}" for p in biggest if p in REMEDIES)
+    fixes = "; ".join(f"{p} ({plan.parts[p]:.1f} GiB): {plan.remedies[p]}" for p in biggest if plan.remedies.get(p))
     if plan.kv_sequences is not None and plan.kv_sequences < 1:
+        weights = f", or {plan.remedies['weights']}" if plan.remedies["weights"] else ""
         return (
             f"vLLM's KV cache gets no room: model.gpu_memory_utilization leaves less than one sequence of "
             f"model.max_seq_length tokens after the weights on this {plan.gpu_gib:.0f} GiB GPU. Raise "
-            f"model.gpu_memory_utilization, lower model.max_seq_length, or set model.load_in_4bit=true."
+            f"model.gpu_memory_utilization or lower model.max_seq_length{weights}."
         )
     return (
         f"This recipe needs about {plan.peak_gib:.1f} GiB in its {phase} phase and the GPU has {plan.gpu_gib:.1f} GiB. "

@@ -186,10 +186,10 @@ def tiny_recipe(folder: Path, model_dir: Path, **sections) -> Path:
             "filter": {"samples": 2, "epochs": 1, "batch_size": 4, "max_new_tokens": 24},
         },
         "reward": {"tau_d": 1.0, "kind": "binary"},
-        "grpo": {
+        "grpo": {  # 2 prompts x 4 completions in micro batches of 4: gradient accumulation 2, as real recipes accumulate
             "group_size": 4,
             "batch_size": 2,
-            "micro_batch_size": 8,
+            "micro_batch_size": 4,
             "learning_rate": 0.01,
             "max_steps": 2,
             "max_completion_length": 24,

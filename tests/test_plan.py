@@ -98,3 +98,12 @@ def test_the_kv_cache_is_counted_in_training_only_when_the_engine_cannot_sleep(m
     awake = estimate(recipe, 24)
     assert all("KV cache" in awake.phases[p] for p in ("filter SFT", "RWML GRPO"))
     assert awake.phase_gib("RWML GRPO") == pytest.approx(asleep.phase_gib("RWML GRPO") + asleep.parts["KV cache"])
+
+
+def test_plan_says_no_with_its_exit_code_and_only_suggests_changes_not_made():
+    result = rwml_lite("plan", "alfworld_qwen3_8b", "--gpu-gb", "6", env={**__import__("os").environ, "COLUMNS": "250"})
+    assert result.returncode == 1 and "does not fit a 6 GB GPU" in result.stdout
+    assert "load_in_4bit" not in result.stdout.split("does not fit")[1]  # the recipe loads in 4-bit already
+    assert rwml_lite("plan", "alfworld_qwen3_8b", "--gpu-gb", "24").returncode == 0
+    tight = estimate(load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml", ["grpo.micro_batch_size=256"]), 24)
+    assert "model.optimizer=adamw_8bit" not in refusal(tight) and "reward.precision=4bit" in tight.remedies["embedder"]

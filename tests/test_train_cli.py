@@ -41,6 +41,8 @@ def test_grpo_ran_the_recipe_steps_and_logged_reward_and_zero_variance_groups(tr
     assert all("frac_reward_zero_std" in m and "reward_std" in m for m in logs)
     state = json.loads((run / "checkpoints/rwml/checkpoint-2/trainer_state.json").read_text())
     assert state["global_step"] == 2
+    # 2 prompts x 4 completions per step in micro batches of 4: two backward passes per optimizer step
+    assert json.loads((run / "checkpoints/rwml/trainer_config.json").read_text())["gradient_accumulation_steps"] == 2
     assert list((run / "tensorboard/rwml").glob("events.out.tfevents.*"))
 
 
@@ -52,12 +54,19 @@ def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
     assert len(episodes) == 6 and len({e["episode_id"] for e in episodes}) == 6
     train, val = read_jsonl(run / "wm/train.jsonl"), read_jsonl(run / "wm/val.jsonl")
     assert train and val and not {t["episode_id"] for t in train} & {t["episode_id"] for t in val}
-    assert read_jsonl(run / "wm/rwml.jsonl")
-    assert 0.0 <= json.loads((run / "wm/filter.json").read_text())["easy_fraction"] <= 1.0
+    stats, kept = json.loads((run / "wm/filter.json").read_text()), read_jsonl(run / "wm/rwml.jsonl")
+    assert stats["train_triplets"] == len(train) and stats["kept"] == len(kept)
+    assert stats["easy_fraction"] == stats["easy"] / len(train)
+    assert sum(not t["easy"] for t in kept) == len(train) - stats["easy"]  # every hard triplet is kept
     assert (run / "checkpoints/filter/adapter/adapter_model.safetensors").exists()
     for variant in ("base", "rwml"):
         result = json.loads((run / f"eval/{variant}.json").read_text())
-        assert 0.0 <= result["wm_score"] <= 1.0 and result["wm_triplets"] == len(val)
+        records = read_jsonl(run / f"eval/wm_{variant}.jsonl")
+        rewards = [r for record in records for r in record["rewards"]]
+        assert result["wm_score"] == pytest.approx(sum(rewards) / len(rewards)) and result["wm_triplets"] == len(val)
+        assert all(
+            r == (s is not None and 1 - s < 1.0) for rec in records for r, s in zip(rec["rewards"], rec["similarities"])
+        )
         assert len(read_jsonl(run / f"eval/episodes_{variant}.jsonl")) == 2
         assert len(read_jsonl(run / f"eval/wm_{variant}.jsonl")) == len(val)
     report = (run / "report.md").read_text()

@@ -116,6 +116,7 @@ def test_the_configs_the_trainers_resolved_are_kept_with_the_recipes_objective(u
         "weight_decay": 0.0, "warmup_steps": 0.0, "mask_truncated_completions": False, "epsilon": 0.2, "epsilon_high": 0.2, "seed": 0
     }  # fmt: skip
     assert grpo["num_generations"] == 4 and grpo["learning_rate"] == 0.01 and grpo["loss_type"] == "dapo"
+    assert grpo["gradient_accumulation_steps"] == 2  # 2 prompts x 4 completions in micro batches of 4
     assert {k: sft[k] for k in ("weight_decay", "warmup_steps", "gradient_accumulation_steps", "per_device_train_batch_size")} == {
         "weight_decay": 0.0, "warmup_steps": 0.0, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 4
     }  # fmt: skip

@@ -1,0 +1,97 @@
+"""Stage keys: a stage is reused only when nothing that can change its result changed.
+
+Every recipe field is either read by some stage (its key and the keys of every later stage move
+when it changes) or declared result-neutral; a new field that is neither fails here, so it cannot
+silently reuse stale artifacts.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import REPO
+from rwml_lite.config import describe_fields, load_recipe
+from rwml_lite.errors import RwmlError
+from rwml_lite.pipeline import DEPENDS_ON, RESULT_NEUTRAL, STAGES, stage_keys
+
+RECIPE = REPO / "recipes/alfworld_qwen3_8b.yaml"
+
+
+def first_reader(field: str) -> str | None:
+    """The first stage whose key reads `field` (a listed field or a section above it)."""
+    for stage in STAGES:
+        if any(field == read or field.startswith(read + ".") for read in DEPENDS_ON[stage]):
+            return stage
+    return None
+
+
+def changed(value):
+    """Another valid value of the same type."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int):
+        return value + 1
+    if isinstance(value, float):
+        return round(value / 2, 6) if value else 0.01
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return value[:-1] if len(value) > 1 else value + value
+    return None
+
+
+def test_every_field_is_read_by_a_stage_or_declared_result_neutral():
+    fields = [key for key, _, _ in describe_fields(load_recipe(RECIPE))]
+    unclaimed = [f for f in fields if first_reader(f) is None and f not in RESULT_NEUTRAL]
+    assert unclaimed == []
+    assert all(first_reader(f) is None for f in RESULT_NEUTRAL)  # neutral fields key nothing
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "first"),
+    [
+        ("model.load_in_4bit", False, "collect"),  # other weights sample other episodes, filter and eval too
+        ("model.fast_inference", False, "collect"),
+        ("model.generation_batch_size", 8, "collect"),
+        ("reward.precision", "4bit", "filter"),  # a quantized embedder judges the filter's hits
+        ("model.optimizer", "adamw_torch", "filter"),
+        ("worldmodel.filter.weight_decay", 0.1, "filter"),
+        ("grpo.mask_truncated_completions", True, "rwml"),
+        ("eval.runs", 5, "eval"),
+    ],
+)
+def test_a_changed_field_rekeys_its_first_reader_and_every_later_stage(field, value, first):
+    before = stage_keys(load_recipe(RECIPE))
+    after = stage_keys(load_recipe(RECIPE, [f"{field}={value}"]))
+    moved = [s for s in STAGES if before[s] != after[s]]
+    assert moved == STAGES[STAGES.index(first) :]
+
+
+def test_every_keyed_field_rekeys_exactly_from_its_first_reader():
+    recipe = load_recipe(RECIPE)
+    before = stage_keys(recipe)
+    tried = 0
+    for field, value, _ in describe_fields(recipe):
+        first = first_reader(field)
+        new = changed(value)
+        if first is None or new is None or field in ("env.name", "model.backend"):
+            continue  # env.name and backend swap whole sections and are covered above
+        try:
+            other = load_recipe(RECIPE, [f"{field}={new!r}" if isinstance(new, str) else f"{field}={new}"])
+        except RwmlError:  # a value the schema refuses (an unknown split, a path): nothing to key
+            continue
+        moved = [s for s, k in stage_keys(other).items() if k != before[s]]
+        assert moved == STAGES[STAGES.index(first) :], field
+        tried += 1
+    assert tried > 60
+
+
+def test_result_neutral_fields_rekey_nothing():
+    before = stage_keys(load_recipe(RECIPE))
+    for override in [
+        "run.dir=runs/elsewhere",
+        "run.report_to=none",
+        "model.gpu_memory_utilization=0.5",
+        "model.gradient_checkpointing=false",
+    ]:
+        assert stage_keys(load_recipe(RECIPE, [override])) == before, override
