@@ -72,9 +72,12 @@ def _quiet_libraries() -> None:
 
 
 def _load(recipe: str, overrides: list[str] | None):
-    from rwml_lite.config import load_recipe
+    from rwml_lite.config import load_recipe, recipe_warnings
 
-    return load_recipe(_recipe_path(recipe), overrides or [])
+    loaded = load_recipe(_recipe_path(recipe), overrides or [])
+    for warning in recipe_warnings(loaded):
+        Console(stderr=True).print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False)
+    return loaded
 
 
 def _run(recipe: str, overrides: list[str] | None, stages: list[str] | None, redo: str | None) -> None:

