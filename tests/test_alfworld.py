@@ -125,3 +125,29 @@ def test_tiny_model_trains_end_to_end_on_real_games(tmp_path, tiny_qwen3, alfwor
     assert "ID (valid_seen)" in report and "OOD (valid_unseen)" in report and "AVG" in report
     rwml = json.loads((tmp_path / "run" / "eval" / "rwml.json").read_text())
     assert set(rwml["success"]) == {"valid_seen", "valid_unseen", "all"}
+
+
+def test_an_admissible_action_with_surrounding_spaces_is_valid_as_the_engine_executes_it(env):
+    task = env.tasks("valid_seen")[0]
+    plan = walkthrough(task)
+    env.reset(task)
+    spaced = env.step(f" {plan[0]} ")
+    env.reset(task)
+    plain = env.step(plan[0])
+    assert spaced.valid and spaced.observation == plain.observation != NOTHING_HAPPENS
+
+
+def test_a_finished_game_repeats_its_last_observation_as_alfworlds_own_env_does(env):
+    task = env.tasks("valid_seen")[0]
+    env.reset(task)
+    for action in walkthrough(task):
+        last = env.step(action)
+    assert last.done and last.won
+    again = env.step("look")  # the episode is over: nothing more is played
+    assert (again.observation, again.done, again.won, again.valid, again.reward) == (
+        last.observation,
+        True,
+        True,
+        False,
+        0.0,
+    )

@@ -77,6 +77,7 @@ class ALFWorld:
         self._env = None
         self._admissible: list[str] = []
         self._steps = 0
+        self._last: Step | None = None
 
     def tasks(self, split: str) -> list[str]:
         return list_games(self.root, split)
@@ -101,16 +102,21 @@ class ALFWorld:
         self.goal = goal.strip()
         self._admissible = list(state["admissible_commands"])
         self._steps = 0
+        self._last = None
         return observation.strip()
 
     def step(self, action: str) -> Step:
+        if self._last is not None and self._last.done:  # as alfworld's own env: a finished game repeats itself
+            return Step(self._last.observation, 0.0, True, self._last.won, False)
         state, reward, done = self._env.step(action)
         observation = state.feedback.strip()
-        valid = action in self._admissible and observation != NOTHING_HAPPENS
+        # the engine executes an admissible command whatever spaces surround it, so validity must agree
+        valid = action.strip() in self._admissible and observation != NOTHING_HAPPENS
         self._admissible = list(state["admissible_commands"])
         self._steps += 1
         won = bool(state["won"])
-        return Step(observation, float(reward), bool(done) or won or self._steps >= self.max_steps, won, valid)
+        self._last = Step(observation, float(reward), bool(done) or won or self._steps >= self.max_steps, won, valid)
+        return self._last
 
     def admissible_actions(self) -> list[str]:
         return list(self._admissible)
