@@ -80,6 +80,7 @@ def task_success(episodes: list[dict], runs: int, splits: list[str]) -> dict:
         "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
+        "episodes_by_split": {split: sum(ep["split"] == split for ep in episodes) for split in splits},
         # tau2: tasks whose NL assertions no judge scored (their reward rests on the database)
         "nl_unscored": sorted({ep["task_id"] for ep in episodes if ep.get("final", {}).get("nl_unscored")}),
     }
@@ -98,34 +99,50 @@ def _over_runs(episodes: list[dict], runs: int) -> dict:
 def world_model_score(
     generator: Generator, triplets: list[dict], reward: NextStateReward, samples: int, sampling: Sampling, out: Path
 ) -> dict:
-    """Mean reward of `samples` predictions per triplet, the binary hit rate at tau_d, and the tag rate."""
+    """Mean reward of `samples` predictions per triplet, the hit rate, and the tag rate, overall and
+    per target kind. A hit is a full reward by the kind's own measure: within tau_d of the real
+    state in the embedding for observations and user replies, rounded ROUGE-L 1.0 for tau2 tool replies."""
     predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
-    records, sims, scores = [], [], []
+    records, by_kind = [], {}
     for triplet, preds in zip(triplets, predictions):
+        kind = triplet.get("kind", "observation")
         reals = [triplet["next_observation"]] * len(preds)
         triplet_sims = reward.similarities(preds, reals)
         # the cosines already give embedded rewards; only tau2 tool replies are scored another way
-        tool = triplet.get("kind") == "tool"
+        tool = kind == "tool"
         triplet_scores = (
             reward.score(preds, reals, ["tool"] * len(preds)) if tool else [reward.reward_of(s) for s in triplet_sims]
         )
-        sims.extend(triplet_sims)
-        scores.extend(triplet_scores)
+        hits = [float(s == 1.0) for s in triplet_scores] if tool else [reward.hit(s) for s in triplet_sims]
+        tally = by_kind.setdefault(kind, {"scores": [], "hits": [], "tags": []})
+        tally["scores"] += triplet_scores
+        tally["hits"] += hits
+        tally["tags"] += [s is not None for s in triplet_sims]
         records.append(
             {
                 "triplet_id": triplet["triplet_id"],
+                "kind": kind,
                 "real": triplet["next_observation"],
                 "predictions": preds,
                 "similarities": triplet_sims,
                 "rewards": triplet_scores,
+                "hits": hits,
             }
         )
     write_jsonl(out, records)
-    n = max(len(sims), 1)
+
+    def rates(tally: dict) -> dict:
+        n = max(len(tally["scores"]), 1)
+        return {
+            "wm_score": sum(tally["scores"]) / n,
+            "wm_hit_rate": 100.0 * sum(tally["hits"]) / n,
+            "wm_tag_rate": 100.0 * sum(tally["tags"]) / n,
+        }
+
+    everything = {key: [v for t in by_kind.values() for v in t[key]] for key in ("scores", "hits", "tags")}
     return {
-        "wm_score": sum(scores) / n,
-        "wm_hit_rate": 100.0 * sum(reward.hit(s) for s in sims) / n,
-        "wm_tag_rate": 100.0 * sum(s is not None for s in sims) / n,
+        **rates(everything),
+        "wm_by_kind": {kind: rates(tally) for kind, tally in sorted(by_kind.items())},
         "wm_triplets": len(triplets),
         "wm_tau_d": reward.tau_d,
         "wm_reward_kind": reward.kind,

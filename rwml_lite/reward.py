@@ -11,6 +11,7 @@ A completion without a `<next_state>` tag scores 0.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
@@ -155,5 +156,7 @@ def rouge_l_f1(prediction: str, reference: str) -> float:
 
 
 def rounded_rouge(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 rounded to the nearest 0.2: 0, 0.2, ..., 1 (coarse, so small wording changes do not pay)."""
-    return round(rouge_l_f1(prediction, reference) * 5) / 5
+    """ROUGE-L F1 rounded to the nearest 0.2, halves up: 0, 0.2, ..., 1 (coarse, so small wording changes
+    do not pay). Python's round() would send halves to even (0.5 -> 0.4, 0.7 -> 0.8); the epsilon keeps
+    0.7 * 5 = 3.4999... a half."""
+    return math.floor(rouge_l_f1(prediction, reference) * 5 + 0.5 + 1e-9) / 5

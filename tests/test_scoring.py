@@ -148,3 +148,31 @@ def test_end_to_end_the_evaluation_scores_the_share_answered_right(scripted_run)
     assert [r["rewards"] for r in records] == [[1.0 if t["next_observation"] in right else 0.0] for t in val]
     exact = [r["similarities"][0] for r, t in zip(records, val) if t["next_observation"] in right]
     assert exact == [pytest.approx(1.0, abs=1e-5)] * len(exact)  # the prediction itself was scored, not the prefill
+
+
+def test_hit_rates_are_reported_per_target_kind_with_each_kinds_measure(minilm, tmp_path):
+    """tau2: a tool reply hits when its rounded ROUGE-L is 1, a user reply when its cosine is within tau_d."""
+    tool_real, user_real = '{"order_id": "string", "status": "string"}', "User: Thanks, that is all."
+    triplets = [
+        {
+            "triplet_id": "t",
+            "kind": "tool",
+            "prompt": [{"role": "user", "content": "#t"}],
+            "next_observation": tool_real,
+        },
+        {
+            "triplet_id": "u",
+            "kind": "user",
+            "prompt": [{"role": "user", "content": "#u"}],
+            "next_observation": user_real,
+        },
+    ]
+    # the tool reply half right (ROUGE 0.6: no hit, though its cosine is close), the user reply exact
+    answers = {"#t": '{"order_id": "string"}</next_state>', "#u": user_real + "</next_state>"}
+    generator = ScriptedGenerator(lambda prompt, sample: answers[prompt[-1]["content"]])
+    wm = world_model_score(
+        generator, triplets, NextStateReward(minilm, tau_d=0.4), 1, Sampling(prefill=PREFILL), tmp_path / "wm.jsonl"
+    )
+    assert wm["wm_by_kind"]["tool"] == {"wm_score": 0.6, "wm_hit_rate": 0.0, "wm_tag_rate": 100.0}
+    assert wm["wm_by_kind"]["user"] == {"wm_score": 1.0, "wm_hit_rate": 100.0, "wm_tag_rate": 100.0}
+    assert (wm["wm_score"], wm["wm_hit_rate"]) == (pytest.approx(0.8), 50.0)

@@ -345,7 +345,10 @@ def test_tool_reply_reward_is_rouge_l_rounded_to_a_fifth():
     assert rouge_l_f1("the cat sat on the mat", "the cat sat on the mat") == 1.0
     assert rouge_l_f1("a b c d", "a x c y") == 0.5  # LCS "a c": precision 2/4, recall 2/4
     assert rouge_l_f1("", "something") == 0.0 and rouge_l_f1("alpha", "beta") == 0.0
-    assert rounded_rouge("a b c d", "a x c y") == 0.4  # 0.5 rounds to the nearest fifth (banker's: 0.4)
+    assert rounded_rouge("a b c d", "a x c y") == 0.6  # F1 0.5, halfway between 0.4 and 0.6: half up
+    seven = "a b c d e f g"
+    assert rouge_l_f1(seven + " h i j", seven + " x y z") == pytest.approx(0.7)
+    assert rounded_rouge(seven + " h i j", seven + " x y z") == 0.8  # 0.7 * 5 = 3.4999...: still a half, up
     assert rounded_rouge("a b c d e", "a b c d x") == 0.8
     assert {rounded_rouge("one two three", other) for other in ("one two three", "one two", "one", "four")} <= {
         0.0,
