@@ -18,7 +18,8 @@ def trained_run(tmp_path_factory, tiny_qwen3):
     require(__import__("shutil").which("java") is not None, "TextWorldExpress needs Java")
     folder = tmp_path_factory.mktemp("cli")
     base_before = {k: v.clone() for k, v in load_file(tiny_qwen3 / "model.safetensors").items()}
-    result = rwml_lite("train", str(tiny_recipe(folder, tiny_qwen3)))
+    wide = {**__import__("os").environ, "COLUMNS": "160"}  # a terminal's width, so the progress line is not cut
+    result = rwml_lite("train", str(tiny_recipe(folder, tiny_qwen3)), env=wide)
     assert result.returncode == 0, result.stderr[-3000:]
     return folder / "run", base_before, tiny_qwen3, result
 
@@ -104,3 +105,11 @@ def test_a_changed_recipe_is_refused_with_the_changed_field(trained_run):
     assert result.returncode == 2
     assert "grpo" in result.stderr and "--redo rwml" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_training_shows_one_progress_line_per_trainer_not_trls_raw_metrics(trained_run):
+    result = trained_run[3]
+    console = result.stdout + result.stderr
+    assert "{'loss'" not in console and "'rewards/" not in console  # the raw dicts went to metrics/*.jsonl only
+    lines = [line for line in console.splitlines() if line.lstrip().startswith("rwml ")]
+    assert lines and "2/2" in lines[-1] and "reward" in lines[-1] and "ETA" in lines[-1]

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import torch
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 from rwml_lite.config import Recipe, RunSettings
 from rwml_lite.errors import RwmlError
@@ -72,6 +73,9 @@ def build_trainer(trainer_class, config_class, arguments: dict, recipe_fields: d
     output folder: what really trained."""
     trainer = trainer_class(args=checked_config(config_class, arguments, recipe_fields), **trainer_kwargs)
     _refuse_changes(trainer_class.__name__, trainer.args, arguments, recipe_fields)
+    # one readable line instead of tqdm plus every step's raw metrics dict (those go to the metrics file)
+    trainer.remove_callback(ProgressCallback)
+    trainer.add_callback(ConsoleProgress(Path(trainer.args.output_dir).name))
     atomic_write_text(Path(trainer.args.output_dir) / TRAINER_CONFIG, trainer.args.to_json_string())
     return trainer
 
@@ -94,6 +98,46 @@ def logging_callbacks(run: RunSettings, tensorboard_dir: Path, metrics_path: Pat
 
         callbacks.append(TensorBoardCallback(tb_writer=SummaryWriter(log_dir=str(tensorboard_dir))))
     return callbacks
+
+
+class ConsoleProgress(TrainerCallback):
+    """A progress line per trainer: steps done of all, elapsed, ETA, and the few numbers a user
+    watches (loss, reward, step time), updated at every log."""
+
+    WATCHED = {"loss": "loss", "reward": "reward", "step_time": "s/step"}
+
+    def __init__(self, label: str):
+        self.label = label
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.progress = Progress(
+            TextColumn(f"[bold]{self.label}[/bold]"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
+            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[numbers]}"),
+            console=Console(stderr=True), disable=not state.is_world_process_zero,
+        )  # fmt: skip
+        self.progress.start()
+        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, numbers="")
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        numbers = " ".join(f"{label} {logs[key]:.3g}" for key, label in self.WATCHED.items() if key in (logs or {}))
+        if numbers:
+            self.progress.update(self.task, numbers=numbers)
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.progress.stop()
 
 
 class JsonlMetrics(TrainerCallback):
