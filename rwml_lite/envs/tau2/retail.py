@@ -174,14 +174,7 @@ class RetailTools(ServiceTools):
         address1, address2 (may be empty), city, state, country, zip: the new address.
         """
         order = self._order(order_id, "pending")
-        order["address"] = {
-            "address1": address1,
-            "address2": address2,
-            "city": city,
-            "country": country,
-            "state": state,
-            "zip": zip,
-        }
+        order["address"] = _address(address1, address2, city, state, country, zip)
         return order
 
     @tool(WRITE)
@@ -293,12 +286,10 @@ class RetailTools(ServiceTools):
         address1, address2 (may be empty), city, state, country, zip: the new address.
         """
         user = self._user(user_id)
-        user["address"] = {
-            "address1": address1,
-            "address2": address2,
-            "city": city,
-            "country": country,
-            "state": state,
-            "zip": zip,
-        }
+        user["address"] = _address(address1, address2, city, state, country, zip)
         return user
+
+
+def _address(address1: str, address2: str, city: str, state: str, country: str, zip: str) -> dict:
+    """An address record as the retail database stores it (keys in the database's order)."""
+    return {"address1": address1, "address2": address2, "city": city, "country": country, "state": state, "zip": zip}
