@@ -96,7 +96,7 @@ def vllm_environment(settings: ModelSettings) -> dict[str, str]:
 def vllm_sleeps_while_training(settings: ModelSettings) -> bool:
     """Whether the recipe's vLLM engine frees its KV cache while our trainers run: Unsloth builds it
     able to sleep unless the user set UNSLOTH_VLLM_STANDBY=0 (`models/vllm_engine.py` sleeps it)."""
-    standby = os.environ.get("UNSLOTH_VLLM_STANDBY", vllm_environment(settings).get("UNSLOTH_VLLM_STANDBY", "0"))
+    standby = os.environ.get("UNSLOTH_VLLM_STANDBY", "1")  # prepare_backend sets "1" unless the user chose
     return settings.backend == "unsloth" and settings.fast_inference and standby != "0"
 
 

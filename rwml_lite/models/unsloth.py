@@ -108,13 +108,8 @@ class UnslothGenerator:
         adapter: Path | None,
         requests: vllm_engine.AdapterRequests | None,
     ):
-        self.model, self.tokenizer, self.settings, self.adapter, self.requests = (
-            model,
-            tokenizer,
-            settings,
-            adapter,
-            requests,
-        )
+        self.model, self.tokenizer, self.settings, self.adapter = model, tokenizer, settings, adapter
+        self.requests = requests
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         if getattr(self.model, "vllm_engine", None) is None:
