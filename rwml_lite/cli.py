@@ -1,4 +1,4 @@
-"""The `rwml-lite` command: train, collect, eval, recipes, doctor.
+"""The `rwml-lite` command: train, collect, eval, study, plan, recipes, doctor.
 
 Every command takes a recipe (a path, or the name of a shipped recipe) followed by optional
 `key.sub=value` overrides, e.g. `rwml-lite train demo_cpu grpo.max_steps=2 run.dir=runs/try`.
@@ -86,11 +86,11 @@ def _run(recipe: str, overrides: list[str] | None, stages: list[str] | None, red
 
     loaded = _load(recipe, overrides)
     prepare_backend(loaded.model)  # before torch and transformers are imported: Unsloth must come first
-    from rwml_lite.pipeline import STAGES, run
+    from rwml_lite.pipeline import run
 
     _check_fits(loaded)
     _quiet_libraries()
-    folder = run(loaded, STAGES if stages is None else stages, redo)
+    folder = run(loaded, loaded.stages if stages is None else stages, redo)
     if folder.report.exists():
         console.print(f"\nReport: {folder.report}")
     console.print(f"Run folder: {folder.root}")
@@ -181,7 +181,8 @@ Redo = Annotated[
 
 
 @app.command(
-    help=f"Run the whole pipeline: collect -> build -> filter -> rwml -> eval, resuming where a previous run stopped. {FIELDS_HINT}"
+    help=f"Run the recipe's stages (collect -> build -> filter -> rwml -> eval by default; also wm_sft, policy), "
+    f"resuming where a previous run stopped. {FIELDS_HINT}"
 )
 @_friendly
 def train(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
@@ -200,6 +201,25 @@ def collect(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -
 @_friendly
 def evaluate(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
     _run(recipe, overrides, ["collect", "build", "eval"], redo)
+
+
+@app.command(
+    help="Train and evaluate the paper's variants (the recipe's study.variants: base, WM SFT, RWML, Policy RL, "
+    "WM SFT + Policy RL, RWML + Policy RL, ablations on request) over one shared collect/build/filter; writes "
+    f"study.md, study.json and plots/study.png. A rerun resumes where it stopped. {FIELDS_HINT}"
+)
+@_friendly
+def study(recipe: RecipeArg, overrides: Overrides = None) -> None:
+    from rwml_lite.models import prepare_backend
+
+    loaded = _load(recipe, overrides)
+    prepare_backend(loaded.model)  # before torch and transformers are imported: Unsloth must come first
+    from rwml_lite.study import run_study
+
+    _check_fits(loaded)
+    _quiet_libraries()
+    folder = run_study(loaded)
+    console.print(f"\nStudy: {folder.root / 'study.md'}")
 
 
 @recipes_app.callback(invoke_without_command=True)

@@ -31,6 +31,16 @@ class LoraSettings(Section):
         ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"],
         description="Names of the linear layers that get LoRA adapters.",
     )
+    last_layers: int | None = Field(
+        None,
+        gt=0,
+        description="LoRA in the last N decoder layers only (null = every layer): backward then stops N layers "
+        "deep, which makes CPU training several times faster.",
+    )
+
+    def layers(self, num_layers: int) -> list[int] | None:
+        """The decoder layers that get LoRA (PEFT's layers_to_transform), None for all."""
+        return None if self.last_layers is None else list(range(max(num_layers - self.last_layers, 0), num_layers))
 
 
 class ModelSettings(Section):
@@ -115,11 +125,11 @@ class EnvSettings(Section):
 class AgentSettings(Section):
     history: int = Field(5, ge=0, description="Past (observation, action) pairs shown in the agent prompt.")
     max_new_tokens: int = Field(256, gt=0, description="Token budget of one agent turn (think + action).")
-    action_parse: Literal["tag", "mention"] = Field(
+    action_parse: Literal["tag", "mention", "choice"] = Field(
         "tag",
         description="tag = the action inside <action>...</action> (the paper's); mention = also accept the first "
-        "admissible action named anywhere in a reply without the tag, or in tau2 the whole reply after its thinking "
-        "(for tiny models that cannot keep the format).",
+        "admissible action named anywhere in a reply without the tag, or in tau2 the whole reply after its thinking; "
+        "choice = the prompt numbers the admissible actions and the reply's first number picks one (tiny models).",
     )
     parallel_episodes: int = Field(
         16, gt=0, description="Episodes played at once; their turns share one generate call."
@@ -193,14 +203,39 @@ class RewardSettings(Section):
         lt=2.0,
         description="Distance threshold: reward 1 if d = 1 - cos < tau_d; d lies in [0, 2] (ALFWorld 0.2).",
     )
-    kind: Literal["binary", "continuous"] = Field(
-        "binary", description="binary (the paper's) or continuous cosine (ablations only)."
+    kind: Literal["binary", "continuous", "judge_binary", "judge_continuous"] = Field(
+        "binary",
+        description="binary cosine within tau_d (the paper's); continuous cosine, or an LLM judge's 0/1 or [0, 1] "
+        "score at judge_endpoint (ablations only).",
     )
     batch_size: int = Field(64, gt=0, description="Texts per embedder forward pass.")
     precision: Literal["float32", "bfloat16", "8bit", "4bit"] = Field(
         "float32",
         description="Embedder weights: float32, bfloat16, or bitsandbytes 8bit/4bit (to share one GPU with the policy).",
     )
+    judge_endpoint: str | None = Field(
+        None,
+        description="judge kinds only: base URL of an OpenAI-compatible server (e.g. http://localhost:8000/v1) whose "
+        "model scores predictions; one batched request per GRPO step (vLLM's /chat/completions/batch).",
+    )
+    judge_model: str = Field("default", description="judge kinds only: the model name sent to judge_endpoint.")
+    judge_timeout: float = Field(120.0, gt=0, description="judge kinds only: seconds to wait for one judge request.")
+    judge_retries: int = Field(
+        2, ge=0, description="judge kinds only: retries of timed-out or malformed answers before they score 0."
+    )
+
+    @model_validator(mode="after")
+    def _judge_has_endpoint(self) -> RewardSettings:
+        if self.kind.startswith("judge") and not self.judge_endpoint:
+            raise ValueError(
+                f"reward.kind={self.kind!r} needs reward.judge_endpoint, the URL of an OpenAI-compatible server that "
+                f"plays the judge (e.g. http://localhost:8000/v1)"
+            )
+        return self
+
+    @property
+    def judged(self) -> bool:
+        return self.kind.startswith("judge")
 
 
 class GrpoSettings(OptimizerSchedule):
@@ -272,7 +307,52 @@ class GrpoSettings(OptimizerSchedule):
         return self
 
 
+class WmSftSettings(OptimizerSchedule):
+    """The WM SFT baseline: supervised next-state training on the triplets RWML trains on."""
+
+    epochs: float = Field(2.0, gt=0, description="SFT epochs over wm/rwml.jsonl (the paper uses 2).")
+    learning_rate: float = Field(
+        2e-5, gt=0, description="SFT learning rate of the LoRA (the paper: 2e-6 with full fine-tuning)."
+    )
+    batch_size: int = Field(8, gt=0, description="Triplets per optimizer step.")
+
+
+class PolicySettings(OptimizerSchedule):
+    """Task-success RL (PAPER.md "Policy RL"): GRPO over whole episodes, gamma = 1."""
+
+    start: Literal["base", "rwml", "wm_sft"] = Field(
+        "rwml",
+        description="The checkpoint the policy stage trains further: the base model, or the LoRA of rwml/wm_sft.",
+    )
+    split: str = Field("train", description="Split whose tasks the policy trains on.")
+    num_tasks: int | None = Field(None, gt=0, description="Training tasks, the first of the split (null = all).")
+    tasks_per_step: int = Field(16, gt=0, description="B: tasks played per optimizer step.")
+    group_size: int = Field(8, ge=2, description="G: episodes per task and step (same task and seed in a group).")
+    max_steps: int = Field(300, gt=0, description="Optimizer steps (the paper: 300 on ALFWorld, 200 on tau2).")
+    episode_max_steps: int = Field(
+        15, gt=0, description="Step limit of a training episode (the paper: 15 on ALFWorld, 30 on tau2)."
+    )
+    temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the training episodes.")
+    learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
+    micro_batch_size: int = Field(8, gt=0, description="Agent turns per forward/backward pass.")
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping of each optimizer step.")
+    scale_rewards: Literal["group", "none"] = Field(
+        "group", description="Divide advantages by each group's return std (GRPO's) or not (Dr. GRPO)."
+    )
+    invalid_action_penalty: float = Field(
+        0.0,
+        ge=0.0,
+        description="Subtracted from an episode's return per invalid action (verl-agent uses 0.1; 0 = off).",
+    )
+    save_steps: int = Field(10, gt=0, description="Checkpoint (adapter, optimizer, step) every N steps.")
+
+
 class EvalSettings(Section):
+    policies: list[Literal["base", "rwml", "wm_sft", "policy"]] | None = Field(
+        None,
+        description="Policies evaluated: base and the adapters of these stages (null = base and every trained stage "
+        "of `stages`).",
+    )
     splits: list[str] = Field(
         ["test"], min_length=1, description="Splits evaluated (ALFWorld: valid_seen = ID, valid_unseen = OOD)."
     )
@@ -292,6 +372,22 @@ class EvalSettings(Section):
         return self
 
 
+#: The variants `rwml-lite study` can run (PAPER.md Table 1, then Table 4's ablations).
+VARIANTS = (
+    "base", "wm_sft", "rwml", "policy", "wm_sft+policy", "rwml+policy",
+    "rwml_no_filter", "rwml_judge_binary", "rwml_judge_continuous", "rwml_continuous",
+)  # fmt: skip
+
+
+class StudySettings(Section):
+    variants: list[Literal[VARIANTS]] = Field(
+        ["base", "wm_sft", "rwml", "policy", "wm_sft+policy", "rwml+policy"],
+        min_length=1,
+        description="Variants `rwml-lite study` trains and evaluates: the paper's Table 1 rows by default; ablations "
+        "rwml_no_filter, rwml_judge_binary, rwml_judge_continuous (need reward.judge_endpoint), rwml_continuous.",
+    )
+
+
 class RunSettings(Section):
     dir: str = Field("runs/default", description="Run folder: every artifact, manifest and checkpoint goes here.")
     report_to: Literal["tensorboard", "wandb", "none"] = Field(
@@ -299,8 +395,21 @@ class RunSettings(Section):
     )
 
 
+#: Every stage `train` can run, in pipeline order.
+STAGE_NAMES = ("collect", "build", "filter", "rwml", "wm_sft", "policy", "eval")
+#: stage -> the stages whose artifacts it reads (policy also reads the stage named by policy.start)
+NEEDS = {"build": ("collect",), "filter": ("build",), "rwml": ("filter",), "wm_sft": ("filter",),
+         "policy": ("build",), "eval": ("build",)}  # fmt: skip
+
+
 class Recipe(Section):
     seed: int = Field(0, description="Seed of task order, splits, subsampling and sampling.")
+    stages: list[Literal[STAGE_NAMES]] = Field(
+        ["collect", "build", "filter", "rwml", "eval"],
+        min_length=1,
+        description="Stages `train` runs, in pipeline order: collect, build, filter, rwml, wm_sft (the WM SFT "
+        "baseline), policy (task-success RL from policy.start), eval.",
+    )
     run: RunSettings = Field(default_factory=RunSettings, description="Run folder and logging.")
     model: ModelSettings = Field(description="The policy model.")
     env: EnvSettings = Field(default_factory=EnvSettings, description="The environment.")
@@ -309,7 +418,58 @@ class Recipe(Section):
     worldmodel: WorldModelSettings = Field(default_factory=WorldModelSettings, description="Triplets and filter.")
     reward: RewardSettings = Field(default_factory=RewardSettings, description="Sim-to-real reward.")
     grpo: GrpoSettings = Field(default_factory=GrpoSettings, description="RWML training with GRPO.")
+    wm_sft: WmSftSettings = Field(default_factory=WmSftSettings, description="The WM SFT baseline.")
+    policy: PolicySettings = Field(default_factory=PolicySettings, description="Task-success RL (Policy RL).")
     eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation.")
+    study: StudySettings = Field(default_factory=StudySettings, description="What `rwml-lite study` compares.")
+
+    @model_validator(mode="after")
+    def _stages_in_order(self) -> Recipe:
+        order = [s for s in STAGE_NAMES if s in self.stages]
+        if self.stages != order:
+            raise ValueError(f"`stages` = {self.stages} must list each stage once, in pipeline order: {order}")
+        for stage in self.stages:
+            needed = NEEDS.get(stage, ()) + (
+                (self.policy.start,) if stage == "policy" and self.policy.start != "base" else ()
+            )
+            missing = [n for n in needed if n not in self.stages]
+            if missing:
+                why = f" (policy.start={self.policy.start})" if stage == "policy" else ""
+                raise ValueError(
+                    f"`stages` runs {stage}{why} but not {', '.join(missing)}, whose artifacts it reads; add "
+                    f"{', '.join(missing)} to `stages`"
+                )
+        for name in self.eval.policies or ():
+            if name != "base" and name not in self.stages:
+                raise ValueError(
+                    f"`eval.policies` names {name!r}, a stage that `stages` does not run; add it or drop it"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _choice_needs_a_list(self) -> Recipe:
+        if self.agent.action_parse == "choice" and self.env.name == "tau2":
+            raise ValueError(
+                "`agent.action_parse` = 'choice' numbers the admissible actions, and tau2 has none (its actions are "
+                "free text and tool calls); use tag or mention"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _judged_variants_have_a_judge(self) -> Recipe:
+        judged = [v for v in self.study.variants if "judge" in v]
+        if judged and not self.reward.judge_endpoint:
+            raise ValueError(
+                f"`study.variants` asks for {', '.join(judged)}, which need reward.judge_endpoint (an OpenAI-compatible "
+                f"server that plays the judge)"
+            )
+        return self
+
+    def evaluated_policies(self) -> list[str]:
+        """eval.policies, or base and every trained stage of `stages`."""
+        if self.eval.policies is not None:
+            return list(self.eval.policies)
+        return ["base"] + [s for s in ("rwml", "wm_sft", "policy") if s in self.stages]
 
     @model_validator(mode="after")
     def _tau2_in_process(self) -> Recipe:
@@ -323,7 +483,8 @@ class Recipe(Section):
     @model_validator(mode="after")
     def _splits_exist(self) -> Recipe:
         allowed = SPLITS[self.env.name]
-        for field, split in [("collect.split", self.collect.split)] + [("eval.splits", s) for s in self.eval.splits]:
+        chosen = [("collect.split", self.collect.split), ("policy.split", self.policy.split)]
+        for field, split in chosen + [("eval.splits", s) for s in self.eval.splits]:
             if split not in allowed:
                 raise ValueError(
                     f"`{field}` = {split!r} is not a split of {self.env.name}; allowed values: {', '.join(allowed)}"
@@ -357,7 +518,13 @@ def recipe_warnings(recipe: Recipe) -> list[str]:
 
 def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
     """Read a YAML recipe, apply `key.sub=value` overrides, validate; errors name the field."""
-    path = Path(path)
+    return build_recipe(read_recipe_yaml(Path(path)), overrides, str(path))
+
+
+def read_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    """The recipe's mapping. `extends: OTHER.yaml` (a path beside this file) starts from that recipe
+    and changes only what this file sets, section by section, so that a study recipe is its
+    training recipe plus a few lines instead of a copy that drifts."""
     if not path.is_file():
         raise RwmlError(
             f"Recipe file {path} does not exist. Pass a path to a YAML recipe or the name of a shipped "
@@ -371,7 +538,21 @@ def load_recipe(path: str | Path, overrides: list[str] = ()) -> Recipe:
         raise RwmlError(
             f"Recipe {path} must be a YAML mapping of sections (model:, env:, ...), not {type(data).__name__}."
         )
-    return build_recipe(data, overrides, str(path))
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    base = path.parent / str(parent)
+    if base.resolve() in seen:
+        raise RwmlError(f"Recipe {path}: `extends: {parent}` leads back to itself.")
+    return _merged(read_recipe_yaml(base, (*seen, path.resolve())), data)
+
+
+def _merged(base: dict, changes: dict) -> dict:
+    merged = dict(base)
+    for key, value in changes.items():
+        both = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = _merged(base[key], value) if both else value
+    return merged
 
 
 def build_recipe(data: dict, overrides: list[str], source: str) -> Recipe:

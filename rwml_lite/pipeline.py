@@ -1,4 +1,5 @@
-"""Stage order, the manifest, and resume: collect -> build -> filter -> rwml -> eval (+ report).
+"""Stage order, the manifest, and resume: collect -> build -> filter -> rwml -> wm_sft -> policy -> eval
+(+ report); a recipe's `stages` picks which of them `train` runs.
 
 Each stage reads what the stage before wrote in the run folder and writes its own artifacts.
 Its *key* hashes the recipe sections it depends on plus the key of the stage before, so a
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import time
 from collections.abc import Callable
@@ -57,10 +59,16 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
         "reward.precision",
     ),
     "rwml": ("model.lora", "model.optimizer", "reward", "grpo"),
+    "wm_sft": ("model.lora", "model.optimizer", "wm_sft"),
+    "policy": ("model.lora", "model.optimizer", "policy"),
     "eval": ("eval", "reward"),
 }
-#: Fields that change how a stage runs (where, how fast, in how much memory), never what it writes.
-RESULT_NEUTRAL = ("run.dir", "run.report_to", "model.gpu_memory_utilization", "model.gradient_checkpointing")
+#: Fields that change how a stage runs (where, how fast, in how much memory) or which stages run,
+#: never what a stage writes.
+RESULT_NEUTRAL = (
+    "run.dir", "run.report_to", "model.gpu_memory_utilization", "model.gradient_checkpointing", "stages",
+    "study.variants",
+)  # fmt: skip
 STAGES = list(DEPENDS_ON)
 
 
@@ -76,6 +84,13 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
             folder.tensorboard("filter"),
         ],
         "rwml": [folder.checkpoints("rwml"), folder.metrics("rwml"), folder.tensorboard("rwml")],
+        "wm_sft": [folder.checkpoints("wm_sft"), folder.metrics("wm_sft"), folder.tensorboard("wm_sft")],
+        "policy": [
+            folder.checkpoints("policy"),
+            folder.policy_rollouts(),
+            folder.metrics("policy"),
+            folder.tensorboard("policy"),
+        ],
         "eval": [folder.root / "eval", folder.report, folder.root / "plots"],
     }
 
@@ -177,7 +192,12 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
         raise RwmlError(
             f"{folder.wm('rwml.jsonl')} is empty: the filter kept no triplet. Raise worldmodel.filter.keep_easy_p or collect more."
         )
-    reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
+    if recipe.reward.judged:
+        from rwml_lite.judge_reward import JudgeReward
+
+        reward = JudgeReward(recipe.reward, recipe.worldmodel.prefill)
+    else:
+        reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
     adapter = train_rwml(recipe, kept, reward, folder)
     logs = [m for m in read_jsonl(folder.metrics("rwml")) if "reward" in m]
     return {
@@ -187,17 +207,51 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
     }
 
 
+def wm_sft(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.train.sft import train_wm_sft
+
+    kept = read_jsonl(folder.wm("rwml.jsonl"))
+    adapter = train_wm_sft(recipe, kept, folder)
+    logs = [m for m in read_jsonl(folder.metrics("wm_sft")) if "loss" in m]
+    return {"adapter": str(adapter), "triplets": len(kept), "final_loss": logs[-1]["loss"] if logs else None}
+
+
+def policy(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.train.policy import read_policy_metrics, train_policy
+
+    adapter = train_policy(recipe, folder)
+    logs = read_policy_metrics(folder.metrics("policy"))
+    last = logs[-10:]
+    return {
+        "adapter": str(adapter),
+        "start": recipe.policy.start,
+        "steps": logs[-1]["step"] if logs else 0,
+        "success_first_10_steps": sum(m["success"] for m in logs[:10]) / max(len(logs[:10]), 1),
+        "success_last_10_steps": sum(m["success"] for m in last) / max(len(last), 1),
+    }
+
+
+def evaluated(recipe: Recipe, folder: RunFolder) -> dict[str, Path | None]:
+    """policy name -> adapter (None for the base model): those of `recipe.evaluated_policies()`
+    that exist, so that `rwml-lite eval` ahead of training evaluates the base model alone."""
+    wanted = {name: None if name == "base" else folder.adapter(name) for name in recipe.evaluated_policies()}
+    return {name: adapter for name, adapter in wanted.items() if adapter is None or adapter.exists()}
+
+
 def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.evaluate import evaluate_variant
     from rwml_lite.report import write_report
     from rwml_lite.reward import NextStateReward
 
     val = read_jsonl(folder.wm("val.jsonl"))
-    reward = NextStateReward.from_settings(recipe.reward)  # scores whole turns: the generator returns the prefill
-    variants = {"base": None}
-    if folder.adapter("rwml").exists():
-        variants["rwml"] = folder.adapter("rwml")
-    results = {name: evaluate_variant(recipe, folder, name, adapter, val, reward) for name, adapter in variants.items()}
+    # scores whole turns (the generator returns the prefill); judge-trained policies are measured
+    # like every other, by the embedding
+    settings = recipe.reward.model_copy(update={"kind": "binary"}) if recipe.reward.judged else recipe.reward
+    reward = NextStateReward.from_settings(settings)
+    results = {
+        name: evaluate_variant(recipe, folder, name, adapter, val, reward)
+        for name, adapter in evaluated(recipe, folder).items()
+    }
     write_report(recipe, folder, _read_manifest(folder), results)
     return {
         name: {
@@ -215,6 +269,8 @@ RUNNERS: dict[str, Callable[[Recipe, RunFolder], dict]] = {
     "build": build,
     "filter": filter_easy,
     "rwml": rwml,
+    "wm_sft": wm_sft,
+    "policy": policy,
     "eval": evaluate,
 }
 
@@ -250,7 +306,7 @@ def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder
     atomic_write_text(folder.recipe, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     for stage in stages:
         entry = manifest["stages"].get(stage)
-        if entry and entry["status"] == "done" and not _newly_trained(folder, stage, entry):
+        if entry and entry["status"] == "done" and not _newly_trained(recipe, folder, stage, entry):
             console.print(f"[dim]= {stage}: already done, skipped ({_brief(entry['summary'])})[/dim]")
             continue
         console.print(f"[bold]> {stage}[/bold]" + (" (resuming)" if entry else ""))
@@ -270,9 +326,40 @@ def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder
     return folder
 
 
-def _newly_trained(folder: RunFolder, stage: str, entry: dict) -> bool:
-    """An eval done before the adapter existed (`rwml-lite eval` ahead of training) is not done."""
-    return stage == "eval" and folder.adapter("rwml").exists() and "rwml" not in entry["summary"]
+def link_finished(sources: list[RunFolder], target: RunFolder, recipe: Recipe) -> list[str]:
+    """Link into `target` every finished stage of `sources` whose key equals the one `recipe` gives
+    it, in order, up to the first stage none of them has (a study's variants share collect, build,
+    filter and trained adapters this way). The artifacts become relative symlinks and the manifest
+    entry is copied with where it came from; `run` then skips those stages as done. Returns the
+    stages linked now."""
+    keys = stage_keys(recipe)
+    target.root.mkdir(parents=True, exist_ok=True)
+    manifest = _read_manifest(target)
+    linked = []
+    for stage in recipe.stages:
+        if stage == "eval" or manifest["stages"].get(stage, {}).get("status") == "done":
+            continue
+        found = [(f, e) for f in sources if (e := _read_manifest(f)["stages"].get(stage)) and e["status"] == "done"]
+        match = next(((f, e) for f, e in found if e["key"] == keys[stage]), None)
+        if match is None:
+            break
+        source, entry = match
+        links = {target.root / path.relative_to(source.root): path for path in _outputs(source)[stage] if path.exists()}
+        if any(link.exists() and not link.is_symlink() for link in links):
+            break  # the target began this stage itself: its own artifacts are not replaced
+        for link, path in links.items():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.unlink(missing_ok=True)  # a link left by a linking that was killed half-way
+            link.symlink_to(os.path.relpath(path, link.parent))
+        manifest["stages"][stage] = {**entry, "linked_from": str(source.root)}
+        linked.append(stage)
+    atomic_write_json(target.manifest, manifest)
+    return linked
+
+
+def _newly_trained(recipe: Recipe, folder: RunFolder, stage: str, entry: dict) -> bool:
+    """An eval done before an adapter existed (`rwml-lite eval` ahead of training) is not done."""
+    return stage == "eval" and not set(evaluated(recipe, folder)) <= set(entry["summary"])
 
 
 def _read_manifest(folder: RunFolder) -> dict:

@@ -1,9 +1,10 @@
 """VRAM plan: what a recipe needs on one GPU, part by part, and whether it fits.
 
-The run has three phases that hold different things at once:
-  generation (collect, filter predictions, GRPO groups, eval): weights + LoRA state + embedder + KV cache
-  filter SFT: weights + LoRA state + activations + logits of a batch of prompt+target sequences
+The run has phases that hold different things at once (those of the recipe's `stages`):
+  generation (collect, filter predictions, GRPO groups, policy episodes, eval): weights + LoRA state + embedder + KV cache
+  filter SFT, WM SFT: weights + LoRA state + activations + logits of a batch of prompt+target sequences
   RWML GRPO: weights + LoRA state + embedder + activations + logits of one micro batch of completions
+  Policy RL: weights + LoRA state + activations + log-probs of one micro batch of agent turns
 rwml-lite puts the vLLM engine to sleep before each of its trainers (the filter's SFT and GRPO) and
 wakes it to sample; under Unsloth's standby sleeping keeps the shared weights and frees the KV
 cache, so the peak is the largest phase. With UNSLOTH_VLLM_STANDBY=0 the engine cannot sleep and
@@ -96,9 +97,11 @@ class Architecture:
     def params(self) -> int:
         return self.linear_params + self.embedding_params
 
-    def lora_params(self, r: int, targets: list[str]) -> int:
+    def lora_params(self, r: int, targets: list[str], last_layers: int | None = None) -> int:
         shapes = self.module_shapes()
-        return self.layers * sum(r * (shapes[t][0] + shapes[t][1]) * shapes[t][2] for t in targets if t in shapes)
+        return min(self.layers, last_layers or self.layers) * sum(
+            r * (shapes[t][0] + shapes[t][1]) * shapes[t][2] for t in targets if t in shapes
+        )
 
     @property
     def kv_bytes_per_token(self) -> int:
@@ -206,7 +209,7 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     weight_dtype = "bfloat16" if m.dtype in ("auto", "bfloat16", "float16") else "float32"
     linear_bytes = BYTES["4bit"] if m.load_in_4bit else BYTES[weight_dtype]
     weights = arch.linear_params * linear_bytes + arch.embedding_params * BYTES[weight_dtype]
-    lora = arch.lora_params(m.lora.r, m.lora.target_modules)
+    lora = arch.lora_params(m.lora.r, m.lora.target_modules, m.lora.last_layers)
     lora_state = lora * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (lora * 2 if vllm else 0)  # + vLLM's bf16 slot
 
     emb = recipe.reward
@@ -231,7 +234,7 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     def logits(sequences: int, tokens_each: int) -> float:
         return (1 if unsloth else sequences) * tokens_each * arch.vocab * 4 * 2  # fp32 log-probs and their gradient
 
-    f = recipe.worldmodel.filter
+    f, w, p = recipe.worldmodel.filter, recipe.wm_sft, recipe.policy
     # Without vLLM, TRL samples a whole GRPO step (batch x group sequences) in one generate call.
     sequences = m.generation_batch_size if vllm else max(m.generation_batch_size, g.batch_size * g.group_size)
     kv = arch.kv_bytes_per_token * seq * sequences
@@ -244,6 +247,12 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         "filter SFT activations + logits": (activations(f.batch_size) + logits(f.batch_size, seq)) / GIB,
         "GRPO activations + logits": (
             activations(g.micro_batch_size) + logits(g.micro_batch_size, g.max_completion_length)
+        )
+        / GIB,
+        "WM SFT activations + logits": (activations(w.batch_size) + logits(w.batch_size, seq)) / GIB,
+        # the policy stage's own loop takes fp32 log-probs of every reply token of a micro batch at once
+        "policy activations + logits": (
+            activations(p.micro_batch_size) + p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 8
         )
         / GIB,
     }
@@ -267,7 +276,7 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
             f"vLLM (gpu_memory_utilization {m.gpu_memory_utilization}) shares the weights; its KV cache holds "
             f"{kv_sequences} sequences of {seq} tokens at once (model.generation_batch_size asks {m.generation_batch_size}); "
             + (
-                "the engine sleeps (KV cache freed, weights kept) while the filter's SFT and GRPO train."
+                "the engine sleeps (KV cache freed, weights kept) while our trainers run."
                 if not kv_through_training
                 else "UNSLOTH_VLLM_STANDBY=0: the engine cannot sleep, its KV cache stays through training."
             )
@@ -277,9 +286,20 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         "generation": common + ["KV cache"],
         "filter SFT": common + ["filter SFT activations + logits"] + training_extra,
         "RWML GRPO": common + ["GRPO activations + logits"] + training_extra,
+        "WM SFT": common + ["WM SFT activations + logits"] + training_extra,
+        # the policy stage scores episodes by task success: no embedder is loaded
+        "Policy RL": [c for c in common if c != "embedder"] + ["policy activations + logits"] + training_extra,
     }
-    if not recipe.worldmodel.filter.enabled:
-        del phases["filter SFT"], parts["filter SFT activations + logits"]
+    ran = {
+        "filter SFT": "filter" in recipe.stages and recipe.worldmodel.filter.enabled,
+        "RWML GRPO": "rwml" in recipe.stages,
+        "WM SFT": "wm_sft" in recipe.stages,
+        "Policy RL": "policy" in recipe.stages,
+    }
+    for phase, runs in ran.items():
+        if not runs:
+            del phases[phase]
+    parts = {k: v for k, v in parts.items() if any(k in held for held in phases.values())}
     return Plan(gpu_gib, parts, phases, kv_sequences, notes, open_remedies(recipe))
 
 
@@ -316,6 +336,17 @@ REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
         ("grpo.micro_batch_size", _never),
         ("grpo.max_completion_length", _never),
         ("model.max_seq_length", _never),
+    ],
+    "WM SFT activations + logits": [
+        ("wm_sft.batch_size", _never),
+        ("model.max_seq_length", _never),
+        ("model.gradient_checkpointing=true", lambda r: r.model.gradient_checkpointing),
+    ],
+    "policy activations + logits": [
+        ("policy.micro_batch_size", _never),
+        ("agent.max_new_tokens", _never),
+        ("model.max_seq_length", _never),
+        ("model.gradient_checkpointing=true", lambda r: r.model.gradient_checkpointing),
     ],
 }
 

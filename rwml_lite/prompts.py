@@ -15,6 +15,7 @@ Messages = list[dict[str, str]]
 _ACTION = re.compile(r"<action>(.*?)</action>", re.S | re.I)
 _NEXT_STATE = re.compile(r"<next_state>(.*?)</next_state>", re.S | re.I)
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
+_NUMBER = re.compile(r"\d+")
 
 
 def _history_text(history: list[tuple[str, str]], window: int) -> str:
@@ -26,15 +27,38 @@ def _history_text(history: list[tuple[str, str]], window: int) -> str:
 
 
 def agent_messages(
-    role: str, goal: str, history: list[tuple[str, str]], observation: str, admissible: list[str] | None, window: int
+    role: str,
+    goal: str,
+    history: list[tuple[str, str]],
+    observation: str,
+    admissible: list[str] | None,
+    window: int,
+    numbered: bool = False,
 ) -> Messages:
-    actions = f"Admissible actions: {', '.join(admissible)}\n\n" if admissible else ""
-    which = "admissible action" if admissible else "action"
-    user = (
-        f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n{actions}"
-        f"Think briefly inside <think>...</think>, then give exactly one {which} inside <action>...</action>."
-    )
+    """The agent's turn. `numbered` (agent.action_parse: choice) lists the admissible actions as
+    numbered choices and asks for a number: what a tiny model can answer."""
+    if numbered and admissible:
+        listed = "\n".join(f"{i}. {a}" for i, a in enumerate(admissible, 1))
+        ask = f"Admissible actions:\n{listed}\n\nAnswer with the number of one admissible action."
+    else:
+        actions = f"Admissible actions: {', '.join(admissible)}\n\n" if admissible else ""
+        which = "admissible action" if admissible else "action"
+        ask = f"{actions}Think briefly inside <think>...</think>, then give exactly one {which} inside <action>...</action>."
+    user = f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n{ask}"
     return [{"role": "system", "content": role}, {"role": "user", "content": user}]
+
+
+#: The closing instruction of the RWML prompt (PAPER.md, Table A4): reason, then predict.
+RWML_INSTRUCTION = (
+    "Predict what the environment will show after this action. Reason briefly inside "
+    "<think>...</think>, then write the next observation inside <next_state>...</next_state>, "
+    "imitating the style of the past observations."
+)
+#: The WM SFT baseline's instruction (Tables A5/A7): the same context, the prediction only.
+WM_SFT_INSTRUCTION = (
+    "Predict what the environment will show after this action. Do not explain: write only the next "
+    "observation inside <next_state>...</next_state>, imitating the style of the past observations."
+)
 
 
 def rwml_messages(
@@ -42,12 +66,17 @@ def rwml_messages(
 ) -> Messages:
     user = (
         f"Task: {goal}\n\n{_history_text(history, window)}Current observation: {observation}\n\n"
-        f"Potential action: {action}\n\n"
-        "Predict what the environment will show after this action. Reason briefly inside "
-        "<think>...</think>, then write the next observation inside <next_state>...</next_state>, "
-        "imitating the style of the past observations."
+        f"Potential action: {action}\n\n{RWML_INSTRUCTION}"
     )
     return [{"role": "system", "content": role}, {"role": "user", "content": user}]
+
+
+def wm_sft_messages(rwml_prompt: Messages) -> Messages:
+    """A triplet's RWML prompt with the WM SFT instruction in place of the RWML one."""
+    *head, last = rwml_prompt
+    if not last["content"].endswith(RWML_INSTRUCTION):
+        raise ValueError("not an RWML prompt: its last message does not end with RWML_INSTRUCTION")
+    return [*head, {**last, "content": last["content"].removesuffix(RWML_INSTRUCTION) + WM_SFT_INSTRUCTION}]
 
 
 def wm_sft_target(next_observation: str) -> str:
@@ -58,8 +87,16 @@ def wm_sft_target(next_observation: str) -> str:
 def parse_action(completion: str, admissible: list[str] | None, mode: str = "tag") -> str | None:
     """The action inside the last `<action>` tag, matched case- and space-insensitively to an
     admissible one when the environment lists them; None if there is no tag. With
-    `mode="mention"`, a reply without the tag yields the admissible action it names first."""
+    `mode="mention"`, a reply without the tag yields the admissible action it names first; with
+    `mode="choice"`, the first number of the reply (or of its tag) picks that admissible action,
+    and a reply without a number falls back to the action it names."""
     found = _ACTION.findall(completion)
+    if mode == "choice" and admissible:
+        number = _NUMBER.search(found[-1] if found else completion)
+        if number:
+            index = int(number.group())
+            return admissible[index - 1] if 1 <= index <= len(admissible) else None
+        return _first_mentioned(completion, admissible)
     if not found:
         if mode != "mention":
             return None

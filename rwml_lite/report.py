@@ -52,6 +52,7 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
         "|---" * (len(columns) + 6) + "|",
     ]
     for name, r in results.items():
+        name = policy_label(recipe, name)
         steps = f"{r['steps_to_success']:.1f}" if r["steps_to_success"] is not None else "-"
         success = " | ".join(f"{r['success'][c]['mean']:.1f} +- {r['success'][c]['std']:.1f}" for c in columns)
         lines.append(
@@ -74,12 +75,16 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
         ]
     lines += _paper_section(recipe.env.name)
     lines += ["", "## Data", ""]
-    for stage in ("collect", "build", "filter", "rwml"):
+    for stage in ("collect", "build", "filter", "rwml", "wm_sft", "policy"):
         if stage in stages and "summary" in stages[stage]:
             summary = ", ".join(f"{k} {_fmt(v)}" for k, v in stages[stage]["summary"].items())
             lines.append(f"- **{stage}** ({stages[stage].get('seconds', 0):.0f} s): {summary}")
     if _plot_training(folder):
         lines += ["", "## RWML training", "", "![training reward](plots/rwml_reward.png)", ""]
+    if _plot_policy(folder):
+        lines += ["", "## Policy RL", "", f"Task success, return and invalid actions of the training episodes "
+                  f"({policy_label(recipe, 'policy')}, {recipe.policy.tasks_per_step} tasks x {recipe.policy.group_size} "
+                  f"episodes per step).", "", "![policy training](plots/policy.png)", ""]  # fmt: skip
     atomic_write_text(folder.report, "\n".join(lines) + "\n")
 
 
@@ -159,6 +164,45 @@ def _plot_training(folder: RunFolder) -> bool:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     target = folder.plot("rwml_reward.png")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def policy_label(recipe: Recipe, name: str) -> str:
+    """How a row names an evaluated policy: its stage, and for the policy stage what it started from
+    (the names `rwml-lite study` gives its variants)."""
+    return (
+        name
+        if name != "policy"
+        else {"base": "policy", "rwml": "rwml+policy", "wm_sft": "wm_sft+policy"}[recipe.policy.start]
+    )
+
+
+def _plot_policy(folder: RunFolder) -> bool:
+    """Success %, invalid-action % and mean return per policy step; False when nothing was trained."""
+    from rwml_lite.train.policy import read_policy_metrics
+
+    logs = read_policy_metrics(folder.metrics("policy"))
+    if not logs:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [m["step"] for m in logs]
+    fig, (rates, returns) = plt.subplots(1, 2, figsize=(9, 3.5))
+    rates.plot(steps, [m["success"] for m in logs], marker="o", label="success %")
+    rates.plot(steps, [m["invalid_rate"] for m in logs], linestyle="--", label="invalid actions %")
+    returns.plot(steps, [m["reward"] for m in logs], marker="o", color="tab:green", label="mean return")
+    for ax in (rates, returns):
+        ax.set_xlabel("policy step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    target = folder.plot("policy.png")
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, dpi=100)
     plt.close(fig)

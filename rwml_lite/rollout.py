@@ -11,12 +11,22 @@ a killed run resumes without losing or repeating an episode.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
 
 from rwml_lite.config import AgentSettings, EnvSettings
 from rwml_lite.envs import Step
@@ -67,23 +77,37 @@ def run_episodes(
     max_steps: int,
     label: str,
     user: Generator | None = None,
+    keep_prompts: bool = False,
+    pool: EnvPool | None = None,
+    progress: Progress | None = None,
 ) -> list[dict]:
     """Play every spec not yet in `path`, appending each episode as it ends; returns all episodes.
-    `user` plays the customer in tau2 conversations."""
+    `user` plays the customer in tau2 conversations; `keep_prompts` stores each turn's prompt
+    messages in its step (what the policy stage trains on). A caller that plays many batches (the
+    policy stage) passes its own `pool`, whose environments then live across calls, and its own
+    `progress` display, in which this call shows a line while it runs."""
     done_ids = {ep["episode_id"] for ep in iter_jsonl(path)} if path.exists() else set()
     pending = deque(s for s in specs if s.episode_id not in done_ids)
     if pending:
-        with EnvPool(env, max_steps, user=user) as pool, JsonlAppender(path) as out, _progress() as bar:
+        with contextlib.ExitStack() as stack:
+            pool = pool or stack.enter_context(EnvPool(env, max_steps, user=user))
+            bar = progress or stack.enter_context(progress_display())
+            out = stack.enter_context(JsonlAppender(path))
             slots = min(agent.parallel_episodes, len(pending))
-            _play(
-                pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids)
-            )
+            task = _play(
+                pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids),
+                keep_prompts,
+            )  # fmt: skip
+            if progress is not None:
+                progress.remove_task(task)
     wanted = {s.episode_id for s in specs}
     return [ep for ep in iter_jsonl(path) if ep["episode_id"] in wanted]
 
 
-def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, total, already) -> None:
-    task = bar.add_task(label, total=total, completed=already, rate="", success="")
+def _play(
+    pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, total, already, keep_prompts
+) -> TaskID:
+    task = bar.add_task(label, total=total, completed=already, info="")
     live: dict[int, _Live] = {}
     finished = won = steps_taken = 0
     started = time.monotonic()
@@ -100,13 +124,14 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
                 live[s].observation,
                 live[s].admissible,
                 agent.history,
+                numbered=agent.action_parse == "choice",
             )
             for s in order
         ]
         completions = dict(zip(order, (c for [c] in generator.generate(prompts, 1, sampling))))
         actions = {s: parse_action(completions[s], live[s].admissible, agent.action_parse) for s in order}
         outcomes = pool.step({s: a for s, a in actions.items() if a is not None})
-        for slot in order:
+        for slot, prompt in zip(order, prompts):
             ep, action = live[slot], actions[slot]
             step = outcomes[slot].step if action is not None else Step(NO_ACTION_FEEDBACK, 0.0, False, False, False)
             ep.steps.append(
@@ -119,6 +144,8 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
                     "kind": step.info.get("kind", "observation"),
                     "reward": step.reward,
                     "won": step.won,
+                    "truncated": getattr(completions[slot], "truncated", False),
+                    **({"prompt": prompt} if keep_prompts else {}),
                 }
             )
             ep.history.append((ep.observation, action or "(no action)"))
@@ -131,12 +158,9 @@ def _play(pending, pool, slots, generator, sampling, agent, max_steps, out, bar,
                 finished += 1
                 won += step.won
         rate = steps_taken / max(time.monotonic() - started, 1e-9)
-        bar.update(
-            task,
-            completed=already + finished,
-            rate=f"{rate:.1f} steps/s",
-            success=f"success {won}/{finished}" if finished else "",
-        )
+        success = f" success {won}/{finished}" if finished else ""
+        bar.update(task, completed=already + finished, info=f"episodes {rate:.1f} steps/s{success}")
+    return task
 
 
 def _episode_record(ep: _Live, won: bool, final: dict) -> dict:
@@ -158,13 +182,10 @@ def _episode_record(ep: _Live, won: bool, final: dict) -> dict:
     }
 
 
-def _progress() -> Progress:
+def progress_display() -> Progress:
+    """The console's progress lines (episodes of collect and eval, steps of the policy stage): each
+    task carries an `info` field with its running numbers."""
     return Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("episodes"),
-        TextColumn("{task.fields[rate]}"),
-        TextColumn("{task.fields[success]}"),
-        TimeElapsedColumn(),
-    )
+        TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
+        TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=Console(stderr=True),
+    )  # fmt: skip

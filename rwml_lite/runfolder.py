@@ -5,7 +5,8 @@ recipe.yaml                 the validated recipe of the latest command
 rollouts.jsonl              collect: one episode per line, appended as each ends
 wm/train.jsonl wm/val.jsonl build: triplets (prompt + WM-SFT target)
 wm/rwml.jsonl wm/filter.json filter: kept training triplets, easy fraction and counts
-checkpoints/<stage>/        filter and rwml: checkpoint-N/ and the final adapter/
+checkpoints/<stage>/        filter, rwml, wm_sft, policy: checkpoint-N/ and the final adapter/
+policy_rollouts/step-N.jsonl policy: the episodes each optimizer step trained on
 metrics/<stage>.jsonl       every logged training metric
 tensorboard/<stage>/        TensorBoard event files
 eval/<variant>.json         eval: success, invalid-action rate, world-model score
@@ -43,6 +44,11 @@ class RunFolder:
 
     def adapter(self, stage: str) -> Path:
         return self.checkpoints(stage) / "adapter"
+
+    def policy_rollouts(self, step: int | None = None) -> Path:
+        """The policy stage's episode files, one per optimizer step (the folder when `step` is None)."""
+        folder = self.root / "policy_rollouts"
+        return folder if step is None else folder / f"step-{step:05d}.jsonl"
 
     def metrics(self, stage: str) -> Path:
         return self.root / "metrics" / f"{stage}.jsonl"

@@ -198,7 +198,7 @@ def tiny_recipe(folder: Path, model_dir: Path, **sections) -> Path:
         "eval": {"num_tasks": 2, "runs": 1, "max_steps": 3, "temperature": 1.0},
     }
     for name, values in sections.items():
-        recipe[name].update(values)
+        recipe.setdefault(name, {}).update(values)
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))
     return path

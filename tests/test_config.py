@@ -22,7 +22,8 @@ def test_shipped_recipe_validates_and_opens_with_launch_command_and_hardware(pat
     recipe = load_recipe(path)
     assert isinstance(recipe, Recipe)
     header = path.read_text().splitlines()[:2]
-    assert header[0] == f"# Launch: rwml-lite train recipes/{path.name}"
+    command = "study" if path.stem.startswith("study_") else "train"
+    assert header[0] == f"# Launch: rwml-lite {command} recipes/{path.name}"
     assert header[1].startswith("# Hardware: ")
 
 
@@ -131,3 +132,39 @@ def test_settings_that_would_train_on_nothing_are_refused():
     ]:
         with pytest.raises(RwmlError, match=says):
             load_recipe(REPO / "recipes/demo_cpu.yaml", [override])
+
+
+def test_stages_must_be_in_order_and_have_what_they_read():
+    for stages, says in [
+        ("[collect, build, eval, rwml]", "in pipeline order"),
+        ("[collect, build, policy, eval]", r"runs policy \(policy.start=rwml\) but not rwml"),
+        ("[collect, build, rwml, eval]", "runs rwml but not filter"),
+    ]:
+        with pytest.raises(RwmlError, match=says):
+            load_recipe(REPO / "recipes/demo_cpu.yaml", [f"stages={stages}"])
+    ok = load_recipe(REPO / "recipes/demo_cpu.yaml", ["stages=[collect, build, policy, eval]", "policy.start=base"])
+    assert ok.evaluated_policies() == ["base", "policy"]
+    with pytest.raises(RwmlError, match="`eval.policies` names 'wm_sft'"):
+        load_recipe(REPO / "recipes/demo_cpu.yaml", ["eval.policies=[base, wm_sft]"])
+
+
+def test_choices_need_a_list_of_admissible_actions_and_judges_an_endpoint():
+    with pytest.raises(RwmlError, match="'choice' numbers the admissible actions, and tau2 has none"):
+        load_recipe(REPO / "recipes/tau2_demo_cpu.yaml", ["agent.action_parse=choice"])
+    with pytest.raises(RwmlError, match="reward.kind='judge_binary' needs reward.judge_endpoint"):
+        load_recipe(REPO / "recipes/demo_cpu.yaml", ["reward.kind=judge_binary"])
+    with pytest.raises(RwmlError, match="rwml_judge_binary, which need reward.judge_endpoint"):
+        load_recipe(REPO / "recipes/demo_cpu.yaml", ["study.variants=[rwml, rwml_judge_binary]"])
+    with pytest.raises(RwmlError, match="`policy.split` = 'valid_seen' is not a split of textworld_express"):
+        load_recipe(REPO / "recipes/demo_cpu.yaml", ["policy.split=valid_seen"])
+
+
+def test_a_recipe_extends_another_changing_only_what_it_sets(tmp_path):
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**MINIMAL, "grpo": {"group_size": 4, "batch_size": 2}}))
+    child = _write(tmp_path, {"extends": "base.yaml", "grpo": {"batch_size": 8}, "stages": ["collect", "build"]})
+    recipe = load_recipe(child)
+    assert (recipe.grpo.group_size, recipe.grpo.batch_size, recipe.stages) == (4, 8, ["collect", "build"])
+    assert recipe.model.name_or_path == "some/model"
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"extends": "r.yaml"}))
+    with pytest.raises(RwmlError, match="leads back to itself"):
+        load_recipe(child)

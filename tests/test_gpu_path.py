@@ -17,13 +17,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, require, tiny_recipe
 from rwml_lite.config import ModelSettings, load_recipe
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import check_gpu_packages, vllm_environment
 from rwml_lite.models.load_errors import explain_load_error
-from rwml_lite.models.vllm_engine import SLEEP_LEVEL, AdapterRequests, request_seeds, sleep, wake
+from rwml_lite.models.vllm_engine import LIVE_LORA, SLEEP_LEVEL, AdapterRequests, request_seeds, sleep, wake
 from rwml_lite.runfolder import RunFolder
 
 QWEN3_8B = REPO / "recipes/alfworld_qwen3_8b.yaml"
@@ -280,12 +281,12 @@ from rwml_lite.config import load_recipe
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.train.common import checked_config
 from rwml_lite.train.grpo import GRPO_FIELDS, grpo_arguments
-from rwml_lite.train.sft import SFT_FIELDS, sft_arguments
+from rwml_lite.train.sft import sft_arguments, sft_fields
 
 recipe = load_recipe(sys.argv[1], ["model.backend=" + sys.argv[2]])
 folder = RunFolder(__import__("pathlib").Path(sys.argv[3]))
 grpo = checked_config(GRPOConfig, grpo_arguments(recipe, folder), GRPO_FIELDS)
-sft = checked_config(SFTConfig, sft_arguments(recipe, folder), SFT_FIELDS)
+sft = checked_config(SFTConfig, sft_arguments(recipe, folder), sft_fields())
 resolved = lambda config: {k: getattr(v, "value", v) for k, v in vars(config).items()}  # enums as their values
 print(json.dumps({"grpo": resolved(grpo), "sft": resolved(sft)}, default=str))
 """
@@ -428,7 +429,7 @@ ENGINE_PIPELINE_SCRIPT = """
 import json, os, sys, types
 import rwml_lite.models.unsloth as unsloth_backend
 from rwml_lite.config import load_recipe
-from rwml_lite.pipeline import STAGES, run
+from rwml_lite.pipeline import run
 sys.path.insert(0, sys.argv[2])
 from test_gpu_path import Engine
 
@@ -442,12 +443,12 @@ def generate(texts, sampling_params, lora_request, use_tqdm, tokenization_kwargs
     assert not engine.asleep, "sampled from a sleeping engine"
     assert tokenization_kwargs == {"add_special_tokens": False}  # the rendered chat template holds them
     engine.calls.append(("generate", len(texts), lora_request, [p.kwargs["seed"] for p in sampling_params]))
-    out = lambda p: types.SimpleNamespace(outputs=[types.SimpleNamespace(text=reply)] * p.kwargs["n"])
+    out = lambda p: types.SimpleNamespace(outputs=[types.SimpleNamespace(text=reply, finish_reason="stop")] * p.kwargs["n"])
     return [out(p) for p in sampling_params]
 
 model.fast_generate = generate
 loads = []
-model.load_lora = lambda path: loads.append(path) or f"lora {len(loads)}"
+model.load_lora = lambda path, load_tensors=False: loads.append(path) or f"lora {len(loads)}"
 unsloth_backend._LOADED[recipe.model.model_dump_json()] = (model, tokenizer, unsloth_backend.vllm_engine.AdapterRequests(model.load_lora))
 import trl.trainer.grpo_trainer, trl.trainer.sft_trainer  # noqa: E401  before the stand-in vllm module exists
 sys.modules["vllm"] = types.SimpleNamespace(SamplingParams=lambda **kwargs: types.SimpleNamespace(kwargs=kwargs))
@@ -458,8 +459,14 @@ def recorded_train(self, *args, **kwargs):
     engine.calls.append(("train", type(self).__name__, engine.asleep))
     return train(self, *args, **kwargs)
 transformers.Trainer.train = recorded_train
+import rwml_lite.train.policy as policy_stage
+update = policy_stage._update
+def recorded_update(*args, **kwargs):
+    engine.calls.append(("train", "policy", engine.asleep))
+    return update(*args, **kwargs)
+policy_stage._update = recorded_update
 
-run(recipe, STAGES)
+run(recipe, recipe.stages)
 print(json.dumps({"calls": engine.calls, "loads": loads, "standby": standby}))
 """
 
@@ -468,7 +475,12 @@ def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_on
     tmp_path, tiny_qwen3, java
 ):
     require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
-    recipe = tiny_recipe(tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False})
+    recipe = tiny_recipe(
+        tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False},
+        policy={"tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 2, "save_steps": 1},
+    )  # fmt: skip
+    data = yaml.safe_load(recipe.read_text())
+    recipe.write_text(yaml.safe_dump({**data, "stages": ["collect", "build", "filter", "rwml", "policy", "eval"]}))
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("UNSLOTH_VLLM")}
     result = subprocess.run(
         [sys.executable, "-c", ENGINE_PIPELINE_SCRIPT, str(recipe), str(REPO / "tests")],
@@ -482,19 +494,25 @@ def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_on
     assert record["standby"] is None  # importing the backend sets no standby: prepare_backend does, for vLLM recipes
     calls = [tuple(c) for c in record["calls"]]
     kinds = [c[0] for c in calls]
-    # collect samples; the filter's SFT and RWML's GRPO each start with the engine asleep; each next sampling wakes it
-    assert [c for c in calls if c[0] == "train"] == [("train", "SFTTrainer", True), ("train", "GRPOTrainer", True)]
-    assert kinds[0] == "generate" and kinds.count("sleep") == 2
+    # collect samples; the filter's SFT, RWML's GRPO and each policy update start with the engine asleep;
+    # each next sampling wakes it
+    assert [c for c in calls if c[0] == "train"] == [
+        ("train", "SFTTrainer", True), ("train", "GRPOTrainer", True), ("train", "policy", True), ("train", "policy", True)
+    ]  # fmt: skip
+    assert kinds[0] == "generate" and kinds.count("sleep") == 4
     for i, kind in enumerate(kinds):
         if kind == "sleep":
             assert kinds[i + 1] == "train" and "wake" in kinds[i + 2 :]
-    # the filter adapter (its predictions) and the RWML adapter (every eval turn) were each read once
-    filter_adapter, rwml_adapter = (
-        str((tmp_path / "run/checkpoints" / s / "adapter").resolve()) for s in ("filter", "rwml")
+    # the filter adapter (its predictions), the live policy LoRA at every turn of its episodes, then the
+    # RWML and policy adapters (every eval turn) were each read once
+    filter_adapter, rwml_adapter, policy_adapter = (
+        str((tmp_path / "run/checkpoints" / s / "adapter").resolve()) for s in ("filter", "rwml", "policy")
     )
-    assert record["loads"] == [filter_adapter, rwml_adapter]
+    live = [path for path in record["loads"] if path == LIVE_LORA]
+    assert record["loads"] == [filter_adapter, *live, rwml_adapter, policy_adapter] and len(live) == 2 * 2
     requests = [c[2] for c in calls if c[0] == "generate"]
-    assert requests.count("lora 2") > 1 and set(requests) == {None, "lora 1", "lora 2"}
+    n = len(record["loads"])
+    assert requests.count(f"lora {n - 1}") > 1 and requests.count(f"lora {n}") > 1  # eval reused its request
     assert all(isinstance(s, int) for c in calls if c[0] == "generate" for s in c[3])  # every request seeded
     collect_seeds = [s for c in calls[: kinds.index("sleep")] for s in c[3]]
     assert len(collect_seeds) > 4 and len(set(collect_seeds)) == len(collect_seeds)  # and no two alike within a stage

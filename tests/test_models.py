@@ -45,6 +45,16 @@ def test_converted_model_stops_on_its_end_of_turn_token_and_samples_n_per_prompt
     assert greedy == generator.generate(prompts[:1], n=1, sampling=Sampling(temperature=0.0, max_new_tokens=8))[0][0]
 
 
+def test_a_reply_knows_whether_it_was_cut_off_at_the_token_budget(smollm2):
+    model, tokenizer = load_policy(ModelSettings(name_or_path=SMOLLM2, dtype="bfloat16"))
+    generator = HFGenerator(model, tokenizer, batch_size=8)
+    prompt = [[{"role": "user", "content": "Say just the word yes."}]]
+    [[short]] = generator.generate(prompt, n=1, sampling=Sampling(temperature=0.0, max_new_tokens=32))
+    [[cut]] = generator.generate(prompt, n=1, sampling=Sampling(temperature=0.0, max_new_tokens=1))
+    assert not short.truncated and short.strip()  # it ended with its end-of-turn token
+    assert cut.truncated and short.startswith(cut)  # the policy stage trains a cut-off reply without an end token
+
+
 def test_missing_package_and_file_are_explained():
     with pytest.raises(RwmlError, match="not installed. Install it with `pip install not-a-package-xyz`"):
         resolve("pkg:not_a_package_xyz/model")

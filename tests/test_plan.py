@@ -107,3 +107,23 @@ def test_plan_says_no_with_its_exit_code_and_only_suggests_changes_not_made():
     assert rwml_lite("plan", "alfworld_qwen3_8b", "--gpu-gb", "24").returncode == 0
     tight = estimate(load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml", ["grpo.micro_batch_size=256"]), 24)
     assert "model.optimizer=adamw_8bit" not in refusal(tight) and "reward.precision=4bit" in tight.remedies["embedder"]
+
+
+def test_the_phases_are_those_of_the_stages_the_recipe_runs():
+    rwml_only = estimate(load_recipe(REPO / "recipes/alfworld_qwen2.5_7b.yaml"), 24)
+    assert list(rwml_only.phases) == ["generation", "filter SFT", "RWML GRPO"]
+    study = estimate(load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml"), 24)
+    assert list(study.phases) == ["generation", "filter SFT", "RWML GRPO", "WM SFT", "Policy RL"]
+    assert "embedder" not in study.phases["Policy RL"]  # task success needs no embedder
+
+
+def test_the_policy_phase_counts_log_probs_of_every_reply_token_of_a_micro_batch():
+    recipe = load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml")
+    arch, p = KNOWN["Qwen/Qwen2.5-7B-Instruct"], recipe.policy
+    plan = estimate(recipe, 24)
+    tokens = p.micro_batch_size * (recipe.agent.max_new_tokens + 1)
+    activations = p.micro_batch_size * recipe.model.max_seq_length * arch.activation_bytes_per_token_layer
+    expected = (activations + tokens * arch.vocab * 8) / 1024**3  # fp32 log-probs and their gradient
+    assert plan.parts["policy activations + logits"] == pytest.approx(expected)
+    bigger = estimate(load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml", ["policy.micro_batch_size=64"]), 24)
+    assert bigger.phase_gib("Policy RL") > plan.phase_gib("Policy RL")

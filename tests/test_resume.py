@@ -14,9 +14,9 @@ from conftest import REPO, rwml_lite, tiny_recipe
 from rwml_lite.records import read_jsonl
 
 
-def start(recipe: Path) -> subprocess.Popen:
+def start(recipe: Path, command: str = "train") -> subprocess.Popen:
     log = open(recipe.parent / "train.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "rwml_lite", "train", str(recipe)], cwd=REPO, stdout=log, stderr=log)
+    return subprocess.Popen([sys.executable, "-m", "rwml_lite", command, str(recipe)], cwd=REPO, stdout=log, stderr=log)
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import require, rwml_lite, tiny_recipe
-from rwml_lite.pipeline import STAGES
+from rwml_lite.config import Recipe
 from rwml_lite.records import read_jsonl
 
 
@@ -50,7 +50,9 @@ def test_grpo_ran_the_recipe_steps_and_logged_reward_and_zero_variance_groups(tr
 def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
     run = trained_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == set(STAGES)
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == set(
+        Recipe.model_fields["stages"].default
+    )
     episodes = read_jsonl(run / "rollouts.jsonl")
     assert len(episodes) == 6 and len({e["episode_id"] for e in episodes}) == 6
     train, val = read_jsonl(run / "wm/train.jsonl"), read_jsonl(run / "wm/val.jsonl")

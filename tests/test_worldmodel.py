@@ -80,3 +80,39 @@ def test_keep_probability_of_easy_triplets_is_seeded():
 def test_next_state_extraction_takes_the_last_tag():
     assert extract_next_state("<next_state>a</next_state> then <next_state> b </next_state>") == "b"
     assert extract_next_state("<next_state>open") is None
+
+
+def test_wm_sft_trains_on_the_kept_triplets_behind_the_no_reasoning_prompt(tmp_path, tiny_qwen3, monkeypatch):
+    from safetensors.torch import load_file
+
+    from conftest import tiny_recipe
+    from rwml_lite.config import load_recipe
+    from rwml_lite.prompts import RWML_INSTRUCTION, WM_SFT_INSTRUCTION
+    from rwml_lite.runfolder import RunFolder
+    from rwml_lite.train import sft
+
+    recipe = load_recipe(
+        tiny_recipe(tmp_path, tiny_qwen3, wm_sft={"epochs": 2, "batch_size": 2, "learning_rate": 0.01})
+    )
+    steps = [("room", "take shirt", "You take the shirt.", True), ("You take the shirt.", "look", "A bedroom.", True)]
+    triplets, _ = build_triplets([episode("e#0", steps), episode("e#1", steps[:1])], history=1)
+    built = {}
+
+    def keep_trainer(*args, **kwargs):  # the real trainer, remembered to look at what it trained on
+        built["trainer"] = trainer = real(*args, **kwargs)
+        return trainer
+
+    real = sft.build_trainer
+    monkeypatch.setattr(sft, "build_trainer", keep_trainer)
+    adapter = sft.train_wm_sft(recipe, triplets, RunFolder(tmp_path / "run"))
+
+    trainer = built["trainer"]
+    rows = list(trainer.train_dataset)
+    assert len(rows) == len(triplets) == 3
+    prompts = [trainer.processing_class.decode(r["input_ids"]) for r in rows]
+    assert all(WM_SFT_INSTRUCTION in p and RWML_INSTRUCTION not in p for p in prompts)
+    assert all("<think> </think><next_state>" in p for p in prompts)  # the empty-think target is learned
+    assert trainer.state.global_step == 4  # 3 triplets in batches of 2, 2 epochs
+    assert trainer.args.learning_rate == 0.01 and trainer.args.num_train_epochs == 2
+    weights = load_file(adapter / "adapter_model.safetensors")
+    assert any(v.abs().max() > 0 for k, v in weights.items() if "lora_B" in k)

@@ -6,7 +6,9 @@ engine's seeded games of one fold: task id `"<fold>-<seed>"`, e.g. `"train-3"`.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
+import subprocess
 
 from rwml_lite.config import SPLITS
 from rwml_lite.envs.base import Step
@@ -91,3 +93,7 @@ class TextWorldExpress:
 
     def close(self) -> None:
         self._env.close()
+        # The engine's own __del__ closes again, and writes to the Java process's stdin if that
+        # process has not exited yet: a BrokenPipeError printed for every game. Wait for the exit.
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self._env._gateway.java_process.wait(timeout=10)

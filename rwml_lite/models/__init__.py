@@ -24,6 +24,20 @@ class Sampling:
     prefill: str = ""
 
 
+class Completion(str):
+    """A sampled reply (the text after the generation prompt) that remembers whether it was cut off
+    at the token budget: the policy stage trains an ended reply with its end-of-turn token, a cut-off
+    one without. Generators that do not know return plain strings, taken as ended."""
+
+    truncated: bool = False
+
+    @classmethod
+    def of(cls, text: str, truncated: bool) -> Completion:
+        completion = cls(text)
+        completion.truncated = truncated
+        return completion
+
+
 class Generator(Protocol):
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         """n completions (text after the chat template's generation prompt) for every prompt."""
@@ -31,12 +45,15 @@ class Generator(Protocol):
 
 
 def backend(settings: ModelSettings):
-    """The module of the recipe's backend (`hf` or `unsloth`); both expose the same three functions:
+    """The module of the recipe's backend (`hf` or `unsloth`); both expose the same functions:
 
     `generator(settings, adapter)` a Generator over the base model or a saved LoRA adapter,
     `trainable_policy(settings, seed)` (model, tokenizer, peft_config) for a TRL trainer, its LoRA
-    initialised from `seed`, and
-    `training_overrides(settings)` the trainer-config fields that differ between backends.
+    initialised from `seed`,
+    `training_overrides(settings)` the trainer-config fields that differ between backends, and for
+    the policy stage's own loop `policy_model(settings, seed, adapter)` (LoRA model, tokenizer),
+    `live_generator(model, tokenizer, settings)` sampling that LoRA as it trains, and
+    `to_training(model)` called after sampling, before a gradient step.
     """
     if settings.backend == "unsloth":
         from rwml_lite.models import unsloth as module

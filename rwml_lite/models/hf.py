@@ -14,7 +14,7 @@ from rich.progress import track
 
 from rwml_lite.config import LoraSettings, ModelSettings
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Sampling
+from rwml_lite.models import Completion, Sampling
 from rwml_lite.prompts import Messages
 from rwml_lite.sources import checkpoint_folder
 
@@ -77,14 +77,40 @@ def trainable_policy(settings: ModelSettings, seed: int):
     before it seeds anything itself, so the generator is seeded here for that initialisation."""
     model, tokenizer = load_policy(settings)
     torch.manual_seed(seed)
-    return model, tokenizer, lora_config(settings.lora)
+    return model, tokenizer, lora_config(settings.lora, model.config.num_hidden_layers)
+
+
+def policy_model(settings: ModelSettings, seed: int, adapter: Path | None = None):
+    """(LoRA model, tokenizer) for the policy stage's own loop: the saved adapter at `adapter`
+    trained further, or a fresh LoRA initialised from `seed`."""
+    from peft import PeftModel, get_peft_model
+
+    model, tokenizer = load_policy(settings)
+    if adapter is None:
+        torch.manual_seed(seed)
+        model = get_peft_model(model, lora_config(settings.lora, model.config.num_hidden_layers))
+    else:
+        model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
+    if settings.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.enable_input_require_grads()
+    return model, tokenizer
+
+
+def live_generator(model, tokenizer, settings: ModelSettings) -> HFGenerator:
+    """Sampling from the policy as it trains: the model object itself, LoRA included."""
+    return HFGenerator(model, tokenizer, settings.generation_batch_size)
+
+
+def to_training(model) -> None:
+    model.train()
 
 
 def training_overrides(settings: ModelSettings) -> dict:
     return {"gradient_checkpointing": settings.gradient_checkpointing}
 
 
-def lora_config(settings: LoraSettings):
+def lora_config(settings: LoraSettings, num_layers: int):
     from peft import LoraConfig
 
     return LoraConfig(
@@ -92,6 +118,7 @@ def lora_config(settings: LoraSettings):
         lora_alpha=settings.alpha,
         lora_dropout=settings.dropout,
         target_modules=settings.target_modules,
+        layers_to_transform=settings.layers(num_layers),
         task_type="CAUSAL_LM",
     )
 
@@ -136,7 +163,21 @@ class HFGenerator:
                 num_return_sequences=n,
                 pad_token_id=tok.pad_token_id,
             )
-            decoded = tok.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            results.extend([sampling.prefill + d for d in decoded[i * n : (i + 1) * n]] for i in range(len(texts)))
+            new = out[:, enc["input_ids"].shape[1] :]
+            ended = (
+                torch.isin(new, self._stop_ids(new.device)).any(dim=1).tolist()
+            )  # padding after an end is a stop id too
+            decoded = [
+                Completion.of(sampling.prefill + text, truncated=not stop)
+                for text, stop in zip(tok.batch_decode(new, skip_special_tokens=True), ended)
+            ]
+            results.extend(decoded[i * n : (i + 1) * n] for i in range(len(texts)))
         self.model.train(was_training)
         return results
+
+    def _stop_ids(self, device) -> torch.Tensor:
+        """Token ids that end a reply: the tokenizer's and the generation config's end tokens, and padding."""
+        configured = getattr(self.model.generation_config, "eos_token_id", None)
+        ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        ids |= set(configured) if isinstance(configured, list) else {configured}
+        return torch.tensor(sorted(i for i in ids if i is not None), device=device)

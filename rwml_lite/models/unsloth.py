@@ -27,7 +27,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from rwml_lite.config import ModelSettings  # noqa: E402
 from rwml_lite.errors import RwmlError  # noqa: E402
-from rwml_lite.models import Sampling, check_lengths, vllm_engine  # noqa: E402
+from rwml_lite.models import Completion, Sampling, check_lengths, vllm_engine  # noqa: E402
 from rwml_lite.models.hf import HFGenerator, render_prompt  # noqa: E402
 from rwml_lite.models.load_errors import explain_load_error  # noqa: E402
 from rwml_lite.prompts import Messages  # noqa: E402
@@ -59,6 +59,7 @@ def _load(settings: ModelSettings):
                 lora_alpha=lora.alpha,
                 lora_dropout=lora.dropout,
                 target_modules=lora.target_modules,
+                layers_to_transform=lora.layers(model.config.num_hidden_layers),
                 use_gradient_checkpointing="unsloth" if settings.gradient_checkpointing else False,
             )
         except Exception as e:  # every load failure becomes a named-field error (models/load_errors.py)
@@ -85,6 +86,27 @@ def trainable_policy(settings: ModelSettings, seed: int):
     return model, tokenizer, None
 
 
+def policy_model(settings: ModelSettings, seed: int, adapter: Path | None = None):
+    """(LoRA model, tokenizer) for the policy stage's own loop: the shared model with a LoRA fresh
+    from `seed`, or with the saved adapter's weights in its slot to be trained further."""
+    model, tokenizer, _ = trainable_policy(settings, seed)
+    if adapter is not None:
+        set_peft_model_state_dict(model, load_file(str(Path(adapter) / "adapter_model.safetensors")))
+    return model, tokenizer
+
+
+def live_generator(model, tokenizer, settings: ModelSettings) -> UnslothGenerator:
+    """Sampling from the policy as it trains: vLLM gets the live LoRA tensors at every call (a saved
+    adapter's request would be one optimizer step stale), transformers uses the model as it is."""
+    return UnslothGenerator(model, tokenizer, settings, None, _load(settings)[2], live=True)
+
+
+def to_training(model) -> None:
+    """Free vLLM's KV cache and switch Unsloth's kernels back to training after sampling."""
+    vllm_engine.sleep(model)
+    FastLanguageModel.for_training(model)
+
+
 def training_overrides(settings: ModelSettings) -> dict:
     # Unsloth's own checkpointing (activations offloaded to CPU) was set up by get_peft_model;
     # transformers' would wrap the layers a second time.
@@ -107,9 +129,11 @@ class UnslothGenerator:
         settings: ModelSettings,
         adapter: Path | None,
         requests: vllm_engine.AdapterRequests | None,
+        live: bool = False,
     ):
+        """`live`: sample the LoRA in the model's slot as it is now (the policy stage), not `adapter`."""
         self.model, self.tokenizer, self.settings, self.adapter = model, tokenizer, settings, adapter
-        self.requests = requests
+        self.requests, self.live = requests, live
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         if getattr(self.model, "vllm_engine", None) is None:
@@ -136,7 +160,11 @@ class UnslothGenerator:
             for seed in vllm_engine.request_seeds(len(texts))
         ]
         vllm_engine.wake(self.model)
-        lora = self.requests.get(self.adapter)
+        lora = (
+            self.model.load_lora(vllm_engine.LIVE_LORA, load_tensors=True)
+            if self.live
+            else self.requests.get(self.adapter)
+        )
         outputs = self.model.fast_generate(
             texts,
             sampling_params=params,
@@ -144,13 +172,18 @@ class UnslothGenerator:
             use_tqdm=len(texts) > 64,
             tokenization_kwargs={"add_special_tokens": False},  # the chat template holds them already, as on hf
         )
-        return [[sampling.prefill + o.text for o in out.outputs] for out in outputs]
+        return [
+            [Completion.of(sampling.prefill + o.text, truncated=o.finish_reason == "length") for o in out.outputs]
+            for out in outputs
+        ]
 
     @contextlib.contextmanager
     def _adapter_in_slot(self):
         FastLanguageModel.for_inference(self.model)
         try:
-            if self.adapter is None:
+            if self.live:
+                yield
+            elif self.adapter is None:
                 with self.model.disable_adapter():
                     yield
             else:

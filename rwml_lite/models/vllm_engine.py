@@ -15,11 +15,10 @@ real) so that these rules are plain Python that the tests exercise with a stand-
 - Seeds: the engine's own seed is fixed by Unsloth, so every request gets a seed drawn from
   torch's generator, which the pipeline seeds from the recipe before each stage.
 
-Sampling the LoRA *while it trains* (rollouts of task-success RL, the policy stage to come) is another matter: a saved
-adapter's request would be stale after the next optimizer step, and `fast_generate` without a
-request samples the base model. Go through TRL's own vLLM generation (`trainer.vllm_generation`,
-which Unsloth hands the live LoRA and TRL wakes and sleeps), or pass
-`model.load_lora(name, load_tensors=True)` afresh after each step.
+- The policy stage samples the LoRA *while it trains*: a saved adapter's request would be stale
+  after the next optimizer step, and `fast_generate` without a request samples the base model, so
+  each of its sampling calls passes `model.load_lora(LIVE_LORA, load_tensors=True)`, a request
+  built from the live LoRA tensors (no disk read).
 """
 
 from __future__ import annotations
@@ -29,6 +28,8 @@ from pathlib import Path
 import torch
 
 SLEEP_LEVEL = 1
+#: The name of the LoRA request that hands vLLM the policy stage's live weights.
+LIVE_LORA = "rwml_lite_live_policy"
 
 
 def _sleep_mode(engine) -> bool:

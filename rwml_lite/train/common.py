@@ -152,11 +152,12 @@ class JsonlMetrics(TrainerCallback):
                 out.append({"step": state.global_step, **logs})
 
 
-def save_adapter(trainer, target: Path) -> Path:
-    """Save the trained LoRA adapter next to the checkpoints, replacing an older one atomically."""
+def save_adapter(save, target: Path) -> Path:
+    """Save the trained LoRA adapter next to the checkpoints, replacing an older one atomically;
+    `save(folder)` writes it (a trainer's `save_model`, a PEFT model's `save_pretrained`)."""
     tmp = target.with_name(target.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    trainer.save_model(str(tmp))
+    save(str(tmp))
     if target.exists():
         shutil.rmtree(target)
     tmp.rename(target)

@@ -16,7 +16,6 @@ from trl import GRPOConfig, GRPOTrainer
 from rwml_lite.config import Recipe
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
-from rwml_lite.reward import NextStateReward
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
 
@@ -73,8 +72,9 @@ def grpo_arguments(recipe: Recipe, folder: RunFolder) -> dict:
     }
 
 
-def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, folder: RunFolder) -> Path:
-    """Train the LoRA adapter, resuming from the last checkpoint; returns the final adapter folder."""
+def train_rwml(recipe: Recipe, triplets: list[dict], reward, folder: RunFolder) -> Path:
+    """Train the LoRA adapter, resuming from the last checkpoint; returns the final adapter folder.
+    `reward`: a TRL reward function, NextStateReward or (the ablation) JudgeReward."""
     g, prefill = recipe.grpo, recipe.worldmodel.prefill
     model, tokenizer, peft_config = backend(recipe.model).trainable_policy(recipe.model, recipe.seed)
     rows = [
@@ -82,6 +82,8 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
             "prompt": render_prompt(tokenizer, t["prompt"], prefill),
             "real_next_state": t["next_observation"],
             "kind": t.get("kind", "observation"),
+            "observation": t["observation"],  # what an LLM judge reward sees beside the prediction
+            "action": t["action"],
         }
         for t in triplets
     ]
@@ -100,4 +102,4 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward: NextStateReward, fo
     )
     checkpoints = folder.checkpoints("rwml")
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None)
-    return save_adapter(trainer, folder.adapter("rwml"))
+    return save_adapter(trainer.save_model, folder.adapter("rwml"))

@@ -1,0 +1,150 @@
+"""The LLM-as-a-judge world-model reward: the paper's weaker ablation (PAPER.md, Table A8).
+
+A judge model behind an OpenAI-compatible server sees the current state, the action, the predicted
+next observation (the `<next_state>` text) and the real one, and answers JSON with an analysis and
+a score: 1.0 when every important task-related fact of the real observation is in the prediction.
+`judge_binary` asks for 0 or 1, `judge_continuous` for a number in [0, 1]. The paper shows this
+reward being hacked by vague predictions; it is here to reproduce that, not to train with.
+
+All predictions of a GRPO step go to the judge in one request (vLLM's `/chat/completions/batch`,
+one conversation per prediction); a server without that endpoint gets one request per prediction,
+sent together. A request that times out, and an answer without a valid score, are asked again up
+to `reward.judge_retries` times, then scored 0 and counted (`judge_failed` in the metrics).
+A completion without a `<next_state>` tag scores 0 without asking.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from rwml_lite.config import RewardSettings
+from rwml_lite.errors import RwmlError
+from rwml_lite.prompts import extract_next_state
+
+SYSTEM = (
+    "You judge a world model of a text environment. You are given the current state, an action, the model's "
+    "prediction of the next observation and the real next observation. Score 1.0 when every important "
+    "task-related fact of the real observation is in the prediction; vague or generic predictions do not count. "
+    'Answer with JSON only: {"analysis": "<one or two sentences>", "score": <score>}.'
+)
+SCALES = {
+    "judge_binary": "The score is 0 or 1.",
+    "judge_continuous": "The score is a number between 0 and 1: the share of those facts the prediction gets right.",
+}
+_JSON = re.compile(r"\{.*\}", re.S)
+_THINK = re.compile(r"<think>.*?</think>", re.S)
+
+
+def judge_messages(kind: str, observation: str, action: str, prediction: str, real: str) -> list[dict]:
+    user = (
+        f"Current state:\n{observation}\n\nAction: {action}\n\nPredicted next observation:\n{prediction}\n\n"
+        f"Real next observation:\n{real}\n\n{SCALES[kind]}"
+    )
+    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+
+
+def parse_score(kind: str, answer: str) -> float | None:
+    """The judge's score, or None when the answer holds no JSON object with a valid `score`."""
+    found = _JSON.search(_THINK.sub("", answer or ""))
+    try:
+        score = float(json.loads(found.group())["score"]) if found else None
+    except (ValueError, KeyError, TypeError):
+        return None
+    if score is None or not 0.0 <= score <= 1.0 or (kind == "judge_binary" and score not in (0.0, 1.0)):
+        return None
+    return score
+
+
+class JudgeReward:
+    """A TRL reward function scoring predictions with the judge; `failed` counts the predictions
+    that scored 0 because no valid answer came back."""
+
+    def __init__(self, settings: RewardSettings, prefill: str = ""):
+        self.kind, self.prefill, self.model = settings.kind, prefill, settings.judge_model
+        self.base = settings.judge_endpoint.rstrip("/")
+        self.timeout, self.retries = settings.judge_timeout, settings.judge_retries
+        key = os.environ.get("OPENAI_API_KEY")
+        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.batched = True  # until the server says it has no batch endpoint
+        self.requests = self.failed = 0
+        self.__name__ = "judge_reward"  # TRL names the logged reward column after this
+
+    def score(self, completions: list[str], real_states: list[str], observations: list[str], actions: list[str]):
+        """The judge's score of each completion (a whole assistant turn, prefill included)."""
+        predictions = [extract_next_state(c) for c in completions]
+        asked = [i for i, p in enumerate(predictions) if p is not None]
+        conversations = {
+            i: judge_messages(self.kind, observations[i], actions[i], predictions[i], real_states[i]) for i in asked
+        }
+        scores: dict[int, float] = {}
+        for _ in range(self.retries + 1):
+            pending = [i for i in asked if i not in scores]
+            if not pending:
+                break
+            for i, answer in zip(pending, self._ask([conversations[i] for i in pending])):
+                score = parse_score(self.kind, answer) if answer is not None else None
+                if score is not None:
+                    scores[i] = score
+        failed = len(asked) - len(scores)
+        self.failed += failed
+        return [scores.get(i, 0.0) for i in range(len(completions))], failed
+
+    def __call__(self, prompts, completions, real_next_state, observation, action, log_metric=None, **kwargs):
+        turns = [self.prefill + c for c in completions]  # TRL's completions start after the prompt's prefill
+        rewards, failed = self.score(turns, list(real_next_state), list(observation), list(action))
+        if log_metric is not None:
+            log_metric("judge_failed", failed)
+        return rewards
+
+    def _ask(self, conversations: list[list[dict]]) -> list[str | None]:
+        """One answer per conversation, None where the request timed out."""
+        body = {"model": self.model, "temperature": 0.0, "max_tokens": 256}
+        if self.batched:
+            self.requests += 1
+            try:
+                response = httpx.post(
+                    f"{self.base}/chat/completions/batch",
+                    json={**body, "messages": conversations},
+                    headers=self.headers,
+                    timeout=self.timeout,
+                )
+            except httpx.TimeoutException:
+                return [None] * len(conversations)
+            except httpx.HTTPError as e:
+                raise self._unreachable(e) from None
+            if response.status_code not in (404, 405):
+                choices = sorted(self._json(response)["choices"], key=lambda c: c["index"])
+                return [c["message"]["content"] for c in choices]
+            self.batched = False  # not vLLM: one request per conversation from here on
+        with ThreadPoolExecutor(max_workers=min(32, len(conversations))) as pool:
+            return list(pool.map(lambda messages: self._ask_one({**body, "messages": messages}), conversations))
+
+    def _ask_one(self, body: dict) -> str | None:
+        self.requests += 1
+        try:
+            response = httpx.post(
+                f"{self.base}/chat/completions", json=body, headers=self.headers, timeout=self.timeout
+            )
+        except httpx.TimeoutException:
+            return None
+        except httpx.HTTPError as e:
+            raise self._unreachable(e) from None
+        return self._json(response)["choices"][0]["message"]["content"]
+
+    def _json(self, response: httpx.Response) -> dict:
+        try:
+            response.raise_for_status()
+            return response.json()
+        except (httpx.HTTPError, ValueError) as e:
+            raise self._unreachable(e) from None
+
+    def _unreachable(self, error: Exception) -> RwmlError:
+        return RwmlError(
+            f"The judge endpoint {self.base} (reward.judge_endpoint, model {self.model!r}) failed: {error}. Check "
+            f"that the server runs and serves that model (reward.judge_model), or use reward.kind=binary."
+        )

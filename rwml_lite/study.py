@@ -1,0 +1,231 @@
+"""`rwml-lite study RECIPE`: the paper's comparison from one command.
+
+Each variant (base, WM SFT, RWML, Policy RL, WM SFT + Policy RL, RWML + Policy RL, and the ablations
+on request) is the recipe with a few fields changed, run by the ordinary pipeline in its own folder
+`variants/<name>/`, so each resumes like `train`. Work two variants would do alike is done once:
+collect, build and filter run in the study folder, and a variant links in every finished stage of
+an earlier folder whose stage key (the hash of what the stage's result depends on) equals its own,
+so RWML + Policy RL starts from the RWML variant's adapter. Every variant is evaluated with the same
+R runs on the same tasks; `study.json`, `study.md` and `plots/study.png` gather the results in the
+layout of the paper's Table 1.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rwml_lite.config import VARIANTS, Recipe, build_recipe
+from rwml_lite.pipeline import link_finished, run
+from rwml_lite.records import atomic_write_json, atomic_write_text, read_jsonl
+from rwml_lite.report import PAPER, TAU2_WEIGHTS
+from rwml_lite.runfolder import RunFolder
+
+
+@dataclass(frozen=True)
+class Variant:
+    label: str  # the paper's name for the row
+    stages: list[str]
+    evaluated: str  # the policy whose evaluation is the variant's row
+    overrides: dict = field(default_factory=dict)
+    paper_row: str | None = None  # the row of PAPER (Table 1) or PAPER_ABLATIONS (Table 4) it reproduces
+
+
+_C, _B, _F = "collect", "build", "filter"
+SPECS = {
+    "base": Variant("base model", [_C, _B, "eval"], "base", paper_row="base model (ReAct)"),
+    "wm_sft": Variant("WM SFT", [_C, _B, _F, "wm_sft", "eval"], "wm_sft", paper_row="WM SFT"),
+    "rwml": Variant("RWML", [_C, _B, _F, "rwml", "eval"], "rwml", paper_row="RWML"),
+    "policy": Variant("Policy RL", [_C, _B, "policy", "eval"], "policy", {"policy.start": "base"}, "Policy RL"),
+    "wm_sft+policy": Variant(
+        "WM SFT + Policy RL", [_C, _B, _F, "wm_sft", "policy", "eval"], "policy", {"policy.start": "wm_sft"}
+    ),
+    "rwml+policy": Variant(
+        "RWML + Policy RL", [_C, _B, _F, "rwml", "policy", "eval"], "policy", {"policy.start": "rwml"},
+        "RWML + Policy RL",
+    ),
+    "rwml_no_filter": Variant(
+        "RWML without too-easy subsampling", [_C, _B, _F, "rwml", "eval"], "rwml",
+        {"worldmodel.filter.enabled": False}, "without too-easy subsampling",
+    ),
+    "rwml_judge_binary": Variant(
+        "RWML, binary LLM-judge reward", [_C, _B, _F, "rwml", "eval"], "rwml", {"reward.kind": "judge_binary"},
+        "binary LLM-as-a-judge reward",
+    ),
+    "rwml_judge_continuous": Variant(
+        "RWML, continuous LLM-judge reward", [_C, _B, _F, "rwml", "eval"], "rwml",
+        {"reward.kind": "judge_continuous"}, "continuous LLM-as-a-judge reward",
+    ),
+    "rwml_continuous": Variant(
+        "RWML, continuous cosine reward", [_C, _B, _F, "rwml", "eval"], "rwml", {"reward.kind": "continuous"}
+    ),
+}  # fmt: skip
+assert set(SPECS) == set(VARIANTS)
+
+#: The paper's Table 4 (AVG success %): ALFWorld (Qwen2.5-7B), tau2 (Qwen3-8B).
+PAPER_ABLATIONS = {
+    "alfworld": {"binary LLM-as-a-judge reward": 14.5, "continuous LLM-as-a-judge reward": 3.6,
+                 "without too-easy subsampling": 2.9},
+    "tau2": {"binary LLM-as-a-judge reward": 31.3, "continuous LLM-as-a-judge reward": 33.7,
+             "without too-easy subsampling": 36.3},
+}  # fmt: skip
+
+
+def variant_recipe(recipe: Recipe, name: str, root: Path) -> Recipe:
+    """The recipe of one variant: its stages, its evaluated policy, its own folder, its overrides."""
+    spec = SPECS[name]
+    data = recipe.model_dump(mode="json")
+    data["stages"] = spec.stages
+    data["eval"]["policies"] = [spec.evaluated]
+    data["run"]["dir"] = str(root / "variants" / name)
+    overrides = [f"{key}={json.dumps(value)}" for key, value in spec.overrides.items()]
+    return build_recipe(data, overrides, f"study variant {name}")
+
+
+def run_study(recipe: Recipe) -> RunFolder:
+    """Run the shared stages, then every variant in the order of VARIANTS (a variant that builds on
+    another comes after it); write study.json, study.md and the chart. Rerunning resumes."""
+    root = RunFolder(Path(recipe.run.dir))
+    wanted = [v for v in VARIANTS if v in recipe.study.variants]
+    recipes = {name: variant_recipe(recipe, name, root.root) for name in wanted}
+    shared = [s for s in (_C, _B, _F) if any(s in r.stages for r in recipes.values())]
+    run(build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(shared)}"], "study"), shared)
+    finished = [root]
+    results = {}
+    for name in wanted:
+        folder = RunFolder(Path(recipes[name].run.dir))
+        link_finished(finished, folder, recipes[name])
+        run(recipes[name], recipes[name].stages)
+        finished.append(folder)
+        results[name] = _result(recipes[name], folder, SPECS[name].evaluated)
+    write_study(recipe, root, results)
+    return root
+
+
+def _result(recipe: Recipe, folder: RunFolder, policy: str) -> dict:
+    evaluation = json.loads(folder.eval(f"{policy}.json").read_text())
+    episodes = read_jsonl(folder.eval(f"episodes_{policy}.jsonl"))
+    return {
+        "folder": str(folder.root),
+        "columns": columns(recipe, episodes),
+        "wm_score": evaluation["wm_score"],
+        "wm_hit_rate": evaluation["wm_hit_rate"],
+        "invalid_action_rate": evaluation["invalid_action_rate"],
+    }
+
+
+def columns(recipe: Recipe, episodes: list[dict]) -> dict[str, dict]:
+    """The paper's columns for the benchmark, each as per-run success % with mean and std:
+    ALFWorld ID / OOD / AVG (2/3 ID + 1/3 OOD, as the paper's AVG fits), tau2 per domain and
+    0.4 retail + 0.4 telecom + 0.2 airline (over the domains played), otherwise one per split."""
+    runs = recipe.eval.runs
+
+    def per_run(keep) -> list[float]:
+        rates = []
+        for r in range(runs):
+            played = [ep["won"] for ep in episodes if ep["rollout"] == r and keep(ep)]
+            rates.append(100.0 * sum(played) / len(played) if played else 0.0)
+        return rates
+
+    name = recipe.env.name
+    if name == "alfworld" and {"valid_seen", "valid_unseen"} <= set(recipe.eval.splits):
+        seen, unseen = (per_run(lambda ep, s=s: ep["split"] == s) for s in ("valid_seen", "valid_unseen"))
+        table = {"ID": seen, "OOD": unseen, "AVG": [2 / 3 * a + 1 / 3 * b for a, b in zip(seen, unseen)]}
+    elif name == "tau2":
+        domains = [d for d in ("retail", "telecom", "airline") if d in recipe.env.domains]
+        table = {d: per_run(lambda ep, d=d: ep["task_type"] == d) for d in domains}
+        total = sum(TAU2_WEIGHTS[d] for d in domains)
+        table["AVG"] = [sum(TAU2_WEIGHTS[d] * table[d][r] for d in domains) / total for r in range(runs)]
+    else:
+        table = {split: per_run(lambda ep, s=split: ep["split"] == s) for split in recipe.eval.splits}
+    return {column: _spread(rates) for column, rates in table.items()}
+
+
+def _spread(rates: list[float]) -> dict:
+    return {
+        "per_run": rates,
+        "mean": statistics.fmean(rates),
+        "std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+    }
+
+
+def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict]) -> None:
+    env = recipe.env.name
+    paper_columns, paper_rows = PAPER.get(env, ((), {}))
+    ablations = PAPER_ABLATIONS.get(env, {})
+    atomic_write_json(
+        root.root / "study.json",
+        {
+            "env": env,
+            "model": recipe.model.name_or_path,
+            "eval": {"splits": recipe.eval.splits, "num_tasks": recipe.eval.num_tasks, "runs": recipe.eval.runs},
+            "variants": [{"name": name, "label": SPECS[name].label, **r} for name, r in results.items()],
+            "paper": {"columns": list(paper_columns), "rows": paper_rows, "ablations_avg": ablations},
+        },
+    )
+    ours = list(next(iter(results.values()))["columns"]) if results else []
+    header = ["variant", *ours, "world-model score", "invalid actions %"]
+    if paper_columns:
+        header += [f"paper {c}" for c in paper_columns]
+    lines = [
+        f"# rwml-lite study: {root.root}",
+        "",
+        f"Model `{recipe.model.name_or_path}` on {env}. Task success %, mean +- std over {recipe.eval.runs} "
+        f"evaluation runs on the same tasks ({'all' if recipe.eval.num_tasks is None else recipe.eval.num_tasks} "
+        f"per split, at most {recipe.eval.max_steps} steps, temperature {recipe.eval.temperature}); world-model "
+        f"score: mean {recipe.reward.kind if not recipe.reward.judged else 'binary'} reward on the held-out "
+        "triplets." + (_paper_note(env) if paper_columns else ""),
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---" * len(header) + "|",
+    ]
+    for name, r in results.items():
+        cells = [SPECS[name].label]
+        cells += [f"{r['columns'][c]['mean']:.1f} +- {r['columns'][c]['std']:.1f}" for c in ours]
+        cells += [f"{r['wm_score']:.3f}", f"{r['invalid_action_rate']:.1f}"]
+        row = SPECS[name].paper_row
+        if paper_columns:
+            if row in paper_rows:
+                cells += [f"{v:.1f}" for v in paper_rows[row]]
+            else:
+                avg = ablations.get(row)
+                cells += ["-"] * (len(paper_columns) - 1) + [f"{avg:.1f}" if avg is not None else "-"]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "![task success by variant](plots/study.png)", ""]
+    lines += [f"- {SPECS[n].label}: `{Path(r['folder']).relative_to(root.root)}/`" for n, r in results.items()]
+    atomic_write_text(root.root / "study.md", "\n".join(lines) + "\n")
+    _chart(results, ours, root.plot("study.png"))
+
+
+def _paper_note(env: str) -> str:
+    model = "Qwen2.5-7B-Instruct" if env == "alfworld" else "Qwen3-8B"
+    return (
+        f" The paper's columns: {model}, full fine-tuning on 2-8 B200s, mean of 3 runs (Table 1; ablations: Table 4, "
+        "AVG only); compare with care where our model, adapter or budget differ."
+    )
+
+
+def _chart(results: dict[str, dict], columns_: list[str], target: Path) -> None:
+    """Grouped bars: one group per column, one bar per variant, error bars = std over runs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    width = 0.8 / max(len(results), 1)
+    fig, ax = plt.subplots(figsize=(max(6, 1.6 * len(columns_) * max(len(results), 1) / 3), 4))
+    for i, (name, r) in enumerate(results.items()):
+        xs = [c + (i - (len(results) - 1) / 2) * width for c in range(len(columns_))]
+        means = [r["columns"][c]["mean"] for c in columns_]
+        stds = [r["columns"][c]["std"] for c in columns_]
+        ax.bar(xs, means, width, yerr=stds, capsize=3, label=SPECS[name].label)
+    ax.set_xticks(range(len(columns_)), columns_)
+    ax.set_ylabel("task success % (mean +- std over runs)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=100)
+    plt.close(fig)

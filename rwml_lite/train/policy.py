@@ -1,0 +1,276 @@
+"""The policy stage: task-success RL in the environment, from the base model or a trained adapter.
+
+Each optimizer step plays G episodes of each of B training tasks with the current LoRA (one
+generate call serves every live episode, the environments step in the `EnvPool` that collect
+uses), scores them by task success, and takes one gradient step on every agent turn with its
+episode's group-normalised advantage (`train/turns.py`).
+
+Why a loop of ours on PEFT, torch and TRL's log-prob helper rather than TRL's `GRPOTrainer`: the
+agent sees a fresh prompt at every turn (task, the last H steps, the observation, the choices), so
+one episode is many (prompt, reply) pairs whose number varies from episode to episode. TRL's
+trainer, `rollout_func` included, wants exactly `num_generations` sequences per prompt and learns
+a multi-turn episode as one growing conversation, which is another prompt than the one the agent
+is evaluated with; Unsloth also rewrites that trainer's source on a GPU. The per-turn update of
+verl-agent fits in the functions below, the same on both backends.
+
+A checkpoint (adapter, optimizer, scheduler, step) is written every `policy.save_steps`; a rerun
+resumes from the last one. The episodes of each step are kept in `policy_rollouts/step-N.jsonl`:
+those of the step after the checkpoint were sampled by the checkpointed policy and are reused,
+later ones are set aside.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from peft import set_peft_model_state_dict
+from safetensors.torch import load_file
+
+from rwml_lite.config import Recipe
+from rwml_lite.envs import list_tasks
+from rwml_lite.envs.pool import EnvPool
+from rwml_lite.errors import RwmlError
+from rwml_lite.models import Sampling, backend, user_simulator
+from rwml_lite.records import JsonlAppender, iter_jsonl
+from rwml_lite.rollout import EpisodeSpec, progress_display, run_episodes
+from rwml_lite.runfolder import RunFolder
+from rwml_lite.train.common import save_adapter
+from rwml_lite.train.turns import completion_tokens, encode_turns, episode_return, step_turns, turn_loss
+
+STATE = "training_state.pt"
+
+
+def step_tasks(tasks: list[str], step: int, per_step: int, seed: int) -> list[str]:
+    """The B tasks of optimizer step `step` (1-based): consecutive slices of seeded permutations of
+    the task list, one permutation per pass, so every task comes up once per pass and a resumed run
+    plays the same tasks."""
+    start = (step - 1) * per_step
+    chosen = []
+    for position in range(start, start + per_step):
+        epoch, index = divmod(position, len(tasks))
+        order = list(tasks)
+        random.Random(seed * 7919 + epoch).shuffle(order)
+        chosen.append(order[index])
+    return chosen
+
+
+def group_specs(tasks: list[str], split: str, group_size: int, step: int, seed: int) -> list[EpisodeSpec]:
+    """G episodes per task, all with the same environment seed inside a group."""
+    return [
+        EpisodeSpec(f"{task}#{g}", task, split, g, seed * 1_000_003 + step * len(tasks) + i)
+        for i, task in enumerate(tasks)
+        for g in range(group_size)
+    ]
+
+
+def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
+    """Train the policy stage's LoRA, resuming from its last checkpoint; returns the final adapter."""
+    p = recipe.policy
+    tasks = list_tasks(recipe.env, p.split, p.num_tasks or 10**9)
+    if p.tasks_per_step > len(tasks):
+        raise RwmlError(
+            f"policy.tasks_per_step={p.tasks_per_step} is more than the {len(tasks)} tasks of split {p.split!r} "
+            f"(policy.num_tasks={p.num_tasks}); lower policy.tasks_per_step or raise policy.num_tasks."
+        )
+    start = None if p.start == "base" else folder.adapter(p.start)
+    if start is not None and not start.exists():
+        raise RwmlError(f"policy.start={p.start!r} but {start} does not exist: run the {p.start} stage first.")
+    models = backend(recipe.model)
+    model, tokenizer = models.policy_model(recipe.model, recipe.seed, start)
+    device = next(q for q in model.parameters() if q.requires_grad).device
+    optimizer = _optimizer(recipe, [q for q in model.parameters() if q.requires_grad])
+    warmup = max(1, round(p.warmup_ratio * p.max_steps)) if p.warmup_ratio else 0
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    done = _resume(folder, model, optimizer, scheduler)
+    generator = models.live_generator(model, tokenizer, recipe.model)
+    user = user_simulator(recipe)
+    sampling = Sampling(p.temperature, recipe.agent.max_new_tokens)
+    log = _Log(recipe, folder)
+    with EnvPool(recipe.env, p.episode_max_steps, user=user) as pool, _progress(p.max_steps, done) as bar:
+        task = bar.task_ids[0]
+        for step in range(done + 1, p.max_steps + 1):
+            started = time.monotonic()
+            torch.manual_seed(recipe.seed * 100_003 + step)  # the step's samples, the same after a resume
+            episodes = run_episodes(
+                folder.policy_rollouts(step),
+                group_specs(step_tasks(tasks, step, p.tasks_per_step, recipe.seed), p.split, p.group_size, step,
+                            recipe.seed),
+                recipe.env, generator, sampling, recipe.agent, p.episode_max_steps, f"  step {step} episodes",
+                keep_prompts=True, pool=pool, progress=bar,
+            )  # fmt: skip
+            rolled = time.monotonic()
+            models.to_training(model)
+            metrics = _update(model, tokenizer, optimizer, scheduler, episodes, recipe, device)
+            metrics.update(step=step, rollout_time=rolled - started, step_time=time.monotonic() - started)
+            log.write(metrics)
+            bar.update(task, completed=step, info=log.summary())
+            if step % p.save_steps == 0 or step == p.max_steps:
+                _save_checkpoint(folder, step, model, optimizer, scheduler)
+    log.close()
+    return save_adapter(model.save_pretrained, folder.adapter("policy"))
+
+
+def _update(model, tokenizer, optimizer, scheduler, episodes: list[dict], recipe: Recipe, device) -> dict:
+    """One optimizer step on every turn of the step's episodes; returns the step's metrics."""
+    p = recipe.policy
+    turns, zero_std = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group")
+    normalizer = max(completion_tokens(tokenizer, turns), 1)
+    # turns of a group that did equally well have advantage 0: they add nothing but to the normaliser
+    trained = sorted((t for t in turns if t.advantage != 0.0), key=lambda t: len(str(t.prompt)) + len(t.completion))
+    loss = 0.0
+    model.train()
+    for i in range(0, len(trained), p.micro_batch_size):
+        batch = encode_turns(tokenizer, trained[i : i + p.micro_batch_size], device)
+        with _autocast(recipe, device):
+            micro = turn_loss(model, batch, p.temperature, normalizer)
+        micro.backward()
+        loss += micro.item()
+    params = [q for q in model.parameters() if q.requires_grad]
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)) if trained else 0.0
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    steps = [s for ep in episodes for s in ep["steps"]]
+    return {
+        "success": 100.0 * statistics.fmean(ep["won"] for ep in episodes),
+        "reward": statistics.fmean(episode_return(ep, p.invalid_action_penalty) for ep in episodes),
+        "invalid_rate": 100.0 * sum(not s["valid"] for s in steps) / max(len(steps), 1),
+        "episode_length": len(steps) / len(episodes),
+        "zero_std_groups": zero_std / len({ep["task_id"] for ep in episodes}),
+        "turns": len(turns),
+        "turns_trained": len(trained),
+        "loss": loss,
+        "grad_norm": grad_norm,
+        "learning_rate": scheduler.get_last_lr()[0],
+    }
+
+
+def _autocast(recipe: Recipe, device):
+    """bf16/fp16 autocast on a GPU as the trainers' mixed precision; none on the CPU."""
+    from rwml_lite.train.common import trainer_args
+
+    args = trainer_args(recipe)
+    if device.type != "cuda" or not (args["bf16"] or args["fp16"]):
+        return torch.autocast("cpu", enabled=False)
+    return torch.autocast("cuda", dtype=torch.bfloat16 if args["bf16"] else torch.float16)
+
+
+def _optimizer(recipe: Recipe, params: list) -> torch.optim.Optimizer:
+    p = recipe.policy
+    if recipe.model.optimizer == "adamw_8bit":
+        import bitsandbytes as bnb
+
+        return bnb.optim.AdamW8bit(params, lr=p.learning_rate, weight_decay=p.weight_decay)
+    return torch.optim.AdamW(params, lr=p.learning_rate, weight_decay=p.weight_decay)
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def _checkpoints(folder: RunFolder) -> list[tuple[int, Path]]:
+    """(step, folder) of every complete checkpoint, oldest first."""
+    root = folder.checkpoints("policy")
+    found = [(int(c.name.split("-")[1]), c) for c in root.glob("checkpoint-*") if (c / STATE).exists()]
+    return sorted(found) if root.exists() else []
+
+
+def _save_checkpoint(folder: RunFolder, step: int, model, optimizer, scheduler, keep: int = 2) -> None:
+    """checkpoint-N/ written under a temporary name and renamed: a kill leaves the old one intact."""
+    target = folder.checkpoints("policy") / f"checkpoint-{step}"
+    tmp = target.with_name(target.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(str(tmp))
+    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
+    torch.save(state, tmp / STATE)
+    shutil.rmtree(target, ignore_errors=True)
+    tmp.rename(target)
+    for _, old in _checkpoints(folder)[:-keep]:
+        shutil.rmtree(old)
+
+
+def _resume(folder: RunFolder, model, optimizer, scheduler) -> int:
+    """Load the last checkpoint into the model and optimizer; returns its step (0 without one).
+    Episode files of steps after the next one were sampled by a policy that was never saved: they
+    move to superseded/ so that those steps are played again."""
+    found = _checkpoints(folder)
+    step = found[-1][0] if found else 0
+    if found:
+        checkpoint = found[-1][1]
+        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        state = torch.load(checkpoint / STATE, weights_only=False)
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+    rollouts = folder.policy_rollouts()
+    stale = (
+        [f for f in rollouts.glob("step-*.jsonl") if int(f.stem.split("-")[1]) > step + 1] if rollouts.exists() else []
+    )
+    if stale:
+        target = folder.root / "superseded" / f"policy_rollouts-after-step-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        target.mkdir(parents=True)
+        for f in stale:
+            shutil.move(str(f), target / f.name)
+    return step
+
+
+# ---------------------------------------------------------------- metrics and progress
+
+
+class _Log:
+    """Every step's metrics to metrics/policy.jsonl and TensorBoard (or wandb), and the running
+    numbers of the progress line."""
+
+    def __init__(self, recipe: Recipe, folder: RunFolder):
+        self.out = JsonlAppender(folder.metrics("policy"))
+        self.recent: list[dict] = []
+        self.writer = self.wandb = None
+        if recipe.run.report_to == "tensorboard":
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(folder.tensorboard("policy")))
+        elif recipe.run.report_to == "wandb":
+            import wandb
+
+            self.wandb = wandb.init(project="rwml-lite", name=f"{folder.root.name}/policy", resume="allow")
+
+    def write(self, metrics: dict) -> None:
+        self.out.append(metrics)
+        self.recent = (self.recent + [metrics])[-10:]
+        step = metrics["step"]
+        for name, value in metrics.items():
+            if name != "step" and self.writer is not None:
+                self.writer.add_scalar(f"policy/{name}", value, step)
+        if self.wandb is not None:
+            self.wandb.log({f"policy/{k}": v for k, v in metrics.items() if k != "step"}, step=step)
+
+    def summary(self) -> str:
+        """Success, reward and invalid rate over the last (up to) 10 steps, and the last step's time."""
+        mean = lambda key: statistics.fmean(m[key] for m in self.recent)  # noqa: E731
+        return (
+            f"success {mean('success'):.1f}% reward {mean('reward'):.3g} invalid {mean('invalid_rate'):.0f}% "
+            f"(last {len(self.recent)}) {self.recent[-1]['step_time']:.0f} s/step"
+        )
+
+    def close(self) -> None:
+        self.out.close()
+        if self.writer is not None:
+            self.writer.close()
+        if self.wandb is not None:
+            self.wandb.finish()
+
+
+def read_policy_metrics(path: Path) -> list[dict]:
+    """The logged steps in order, the last record of a step winning (a resumed run logs a step again
+    when it replays the steps after its last checkpoint)."""
+    by_step = {m["step"]: m for m in iter_jsonl(path)} if path.exists() else {}
+    return [by_step[s] for s in sorted(by_step)]
+
+
+def _progress(total: int, done: int):
+    progress = progress_display()
+    progress.add_task("[bold]policy[/bold]", total=total, completed=done, info="")
+    return progress

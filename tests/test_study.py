@@ -1,0 +1,78 @@
+"""`rwml-lite study`: the six variants of the paper's Table 1 over one shared collect/build/filter,
+each in its own resumable folder, gathered into study.md, study.json and a chart; a killed study
+finishes on the rerun without repeating finished work."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from test_resume import kill_when, start
+
+from conftest import REPO, rwml_lite, tiny_recipe
+from rwml_lite.config import load_recipe
+from rwml_lite.pipeline import stage_keys
+from rwml_lite.study import SPECS, variant_recipe
+
+SIX = ["base", "wm_sft", "rwml", "policy", "wm_sft+policy", "rwml+policy"]
+POLICY = {"tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 3, "learning_rate": 0.01,
+          "micro_batch_size": 4, "save_steps": 1, "invalid_action_penalty": 0.1}  # fmt: skip
+
+
+def study_recipe(folder, model_dir):
+    path = tiny_recipe(folder, model_dir, policy=POLICY, wm_sft={"epochs": 1, "batch_size": 4})
+    data = yaml.safe_load(path.read_text())
+    data["study"] = {"variants": SIX}
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_variants_share_the_stages_whose_results_would_be_the_same(tmp_path):
+    recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", ["reward.judge_endpoint=http://localhost:8000/v1"])
+    recipes = {name: variant_recipe(recipe, name, tmp_path) for name in SPECS}
+    keys = {name: stage_keys(r) for name, r in recipes.items()}
+    assert len({k["filter"] for k in keys.values()}) == 2  # only the ablation without subsampling filters otherwise
+    assert keys["rwml+policy"]["rwml"] == keys["rwml"]["rwml"]  # RWML + Policy RL starts from the RWML variant
+    assert keys["wm_sft+policy"]["wm_sft"] == keys["wm_sft"]["wm_sft"]
+    assert recipes["rwml+policy"].policy.start == "rwml" and recipes["policy"].policy.start == "base"
+    assert {r.eval.policies[0] for r in recipes.values()} == {"base", "wm_sft", "rwml", "policy"}
+    assert recipes["rwml_no_filter"].worldmodel.filter.enabled is False
+
+
+def test_study_runs_six_variants_and_resumes_after_a_kill(tmp_path, tiny_qwen3, java):
+    recipe = study_recipe(tmp_path, tiny_qwen3)
+    run = tmp_path / "run"
+    kill_when(
+        start(recipe, "study"),
+        lambda: (run / "variants/rwml/checkpoints/rwml/checkpoint-1/trainer_state.json").exists(),
+    )
+    finished_before = {n: (run / f"variants/{n}/eval/{SPECS[n].evaluated}.json").stat().st_mtime_ns
+                       for n in ("base", "wm_sft")}  # fmt: skip
+    collected = (run / "rollouts.jsonl").stat().st_mtime_ns
+
+    result = rwml_lite("study", str(recipe))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert (run / "rollouts.jsonl").stat().st_mtime_ns == collected  # collect ran once, in the study folder
+    for name, mtime in finished_before.items():  # evaluated before the kill: not evaluated again
+        assert (run / f"variants/{name}/eval/{SPECS[name].evaluated}.json").stat().st_mtime_ns == mtime
+    assert "> rwml (resuming)" in result.stderr
+
+    manifest = lambda name: json.loads((run / f"variants/{name}/manifest.json").read_text())["stages"]  # noqa: E731
+    assert manifest("rwml+policy")["rwml"]["linked_from"] == str(run / "variants/rwml")
+    assert manifest("wm_sft+policy")["wm_sft"]["linked_from"] == str(run / "variants/wm_sft")
+    assert manifest("rwml")["collect"]["linked_from"] == str(run)
+    assert (run / "variants/rwml+policy/checkpoints/rwml").is_symlink()
+
+    study = json.loads((run / "study.json").read_text())
+    assert [row["name"] for row in study["variants"]] == SIX  # in the table's order
+    for row in study["variants"]:
+        name = row["name"]
+        assert list(row["columns"]) == ["test"]
+        assert len(row["columns"]["test"]["per_run"]) == 1 and 0 <= row["wm_score"] <= 1
+        evaluated = json.loads((run / f"variants/{name}/eval/{SPECS[name].evaluated}.json").read_text())
+        assert row["columns"]["test"]["mean"] == pytest.approx(evaluated["success"]["test"]["mean"])
+    table = (run / "study.md").read_text()
+    for name in SIX:
+        assert f"| {SPECS[name].label} |" in table
+    assert (run / "plots/study.png").stat().st_size > 1000
