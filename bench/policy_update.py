@@ -61,7 +61,9 @@ def main() -> None:
           f"({equal_groups} of {len(tasks)} groups with equal returns)")  # fmt: skip
 
     def timed(last_layers, which) -> tuple[float, dict]:
-        settings = recipe.model.model_copy(update={"lora": recipe.model.lora.model_copy(update={"last_layers": last_layers})})
+        settings = recipe.model.model_copy(
+            update={"lora": recipe.model.lora.model_copy(update={"last_layers": last_layers})}
+        )
         model, tokenizer = policy_model(settings, recipe.seed)
         normalizer = completion_tokens(tokenizer, turns)
         seconds = min(update(model, tokenizer, which, normalizer, p.micro_batch_size, p.temperature)

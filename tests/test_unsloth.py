@@ -18,16 +18,17 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, require, rwml_lite, tiny_recipe
-from rwml_lite.pipeline import STAGES
+from rwml_lite.config import Recipe
 from rwml_lite.records import read_jsonl
 
 PIPELINE_SCRIPT = """
 import json, sys
 import rwml_lite.models.unsloth as unsloth_backend
 from rwml_lite.config import load_recipe
-from rwml_lite.pipeline import STAGES, run
+from rwml_lite.pipeline import run
 
-run(load_recipe(sys.argv[1]), STAGES)
+recipe = load_recipe(sys.argv[1])
+run(recipe, recipe.stages)
 model, _, _ = next(iter(unsloth_backend._LOADED.values()))
 print(json.dumps({"loads": len(unsloth_backend._LOADED), "base_layer": type(model.base_model.model.model.layers[0].self_attn.q_proj.base_layer).__name__}))
 """
@@ -81,7 +82,9 @@ def test_unsloth_grpo_ran_the_recipe_steps_with_a_varied_reward(unsloth_run):
 def test_every_stage_ran_and_filter_and_rwml_trained_their_own_adapters(unsloth_run):
     run = unsloth_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == set(STAGES)
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == set(
+        Recipe.model_fields["stages"].default
+    )
     filter_adapter = load_file(run / "checkpoints/filter/adapter/adapter_model.safetensors")
     rwml_adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
     assert filter_adapter.keys() == rwml_adapter.keys()
