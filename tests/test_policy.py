@@ -141,10 +141,10 @@ POLICY = {"start": "base", "tasks_per_step": 2, "group_size": 2, "max_steps": 3,
 
 
 def test_policy_stage_trains_its_lora_and_resumes_after_a_kill(tmp_path, tiny_qwen3, java):
-    recipe = tiny_recipe(tmp_path, tiny_qwen3, policy=POLICY, eval={"num_tasks": 2, "runs": 1, "max_steps": 3})
-    data = __import__("yaml").safe_load(recipe.read_text())
-    data["stages"] = ["collect", "build", "policy", "eval"]
-    recipe.write_text(__import__("yaml").safe_dump(data))
+    recipe = tiny_recipe(
+        tmp_path, tiny_qwen3, ["collect", "build", "policy", "eval"], policy=POLICY,
+        eval={"num_tasks": 2, "runs": 1, "max_steps": 3},
+    )  # fmt: skip
     run = tmp_path / "run"
 
     kill_when(start(recipe), lambda: (run / "checkpoints/policy/checkpoint-1/training_state.pt").exists())

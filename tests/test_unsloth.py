@@ -18,7 +18,6 @@ import torch
 from safetensors.torch import load_file
 
 from conftest import REPO, require, rwml_lite, tiny_recipe
-from rwml_lite.config import Recipe
 from rwml_lite.records import read_jsonl
 
 PIPELINE_SCRIPT = """
@@ -50,6 +49,16 @@ def unsloth_run(tmp_path_factory, tiny_qwen3):
     recipe = tiny_recipe(
         folder,
         tiny_qwen3,
+        ["collect", "build", "filter", "rwml", "policy", "eval"],
+        policy={
+            "tasks_per_step": 2,
+            "group_size": 2,
+            "max_steps": 2,
+            "episode_max_steps": 3,
+            "save_steps": 1,
+            "learning_rate": 0.01,
+            "invalid_action_penalty": 0.1,
+        },  # fmt: skip
         model={
             "backend": "unsloth",
             "fast_inference": False,
@@ -79,17 +88,22 @@ def test_unsloth_grpo_ran_the_recipe_steps_with_a_varied_reward(unsloth_run):
     assert any(m["reward_std"] > 0 for m in logs)
 
 
-def test_every_stage_ran_and_filter_and_rwml_trained_their_own_adapters(unsloth_run):
+def test_every_stage_ran_and_filter_rwml_and_policy_trained_their_own_adapters(unsloth_run):
     run = unsloth_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
-    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == set(
-        Recipe.model_fields["stages"].default
+    assert {s for s, e in manifest["stages"].items() if e["status"] == "done"} == {
+        "collect", "build", "filter", "rwml", "policy", "eval"
+    }  # fmt: skip
+    filter_adapter, rwml_adapter, policy_adapter = (
+        load_file(run / f"checkpoints/{stage}/adapter/adapter_model.safetensors")
+        for stage in ("filter", "rwml", "policy")
     )
-    filter_adapter = load_file(run / "checkpoints/filter/adapter/adapter_model.safetensors")
-    rwml_adapter = load_file(run / "checkpoints/rwml/adapter/adapter_model.safetensors")
-    assert filter_adapter.keys() == rwml_adapter.keys()
+    assert filter_adapter.keys() == rwml_adapter.keys() == policy_adapter.keys()
     assert any(not torch.equal(filter_adapter[k], rwml_adapter[k]) for k in filter_adapter)
-    for variant in ("base", "rwml"):  # eval sampled the base model and the adapter from the one loaded model
+    # the policy stage started from the RWML adapter (policy.start: rwml) and trained it further
+    assert any(not torch.equal(rwml_adapter[k], policy_adapter[k]) for k in rwml_adapter)
+    assert [m["step"] for m in read_jsonl(run / "metrics/policy.jsonl")] == [1, 2]
+    for variant in ("base", "rwml", "policy"):  # eval sampled the base model and the adapters from one loaded model
         assert json.loads((run / f"eval/{variant}.json").read_text())["wm_triplets"] > 0
 
 
