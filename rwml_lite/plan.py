@@ -224,11 +224,13 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     seq = m.max_seq_length
     per_layer = arch.activation_bytes_per_token_layer
 
+    adapted = min(arch.layers, m.lora.last_layers or arch.layers)  # backward stops at the lowest LoRA layer
+
     def activations(sequences: int) -> float:
         tokens = sequences * seq
         if not m.gradient_checkpointing:
-            return tokens * per_layer * arch.layers
-        kept = 0 if unsloth else tokens * arch.hidden * 2 * arch.layers  # Unsloth keeps them in CPU RAM
+            return tokens * per_layer * adapted
+        kept = 0 if unsloth else tokens * arch.hidden * 2 * adapted  # Unsloth keeps them in CPU RAM
         return kept + tokens * per_layer
 
     def logits(sequences: int, tokens_each: int) -> float:

@@ -8,7 +8,7 @@ import pytest
 
 from conftest import REPO, rwml_lite
 from rwml_lite.config import load_recipe
-from rwml_lite.plan import ANCHORS, KNOWN, estimate, refusal
+from rwml_lite.plan import ANCHORS, KNOWN, architecture, estimate, refusal
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 GPU_RECIPES = [p for p in RECIPES if re.search(r"\d+ GB GPU", p.read_text().splitlines()[1])]
@@ -127,3 +127,21 @@ def test_the_policy_phase_counts_log_probs_of_every_reply_token_of_a_micro_batch
     assert plan.parts["policy activations + logits"] == pytest.approx(expected)
     bigger = estimate(load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml", ["policy.micro_batch_size=64"]), 24)
     assert bigger.phase_gib("Policy RL") > plan.phase_gib("Policy RL")
+
+
+def test_lora_in_the_last_layers_keeps_only_their_activations_and_adapters():
+    def parts(last_layers):
+        recipe = load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml", [f"model.lora.last_layers={last_layers}"])
+        return estimate(recipe, 24).parts
+
+    every, top = parts("null"), parts(7)  # Qwen2.5-7B has 28 layers
+    assert top["LoRA + optimizer"] == pytest.approx(every["LoRA + optimizer"] / 4)
+    # with Unsloth's checkpointing one layer is recomputed at a time whatever the depth; the log-probs stay
+    assert top["policy activations + logits"] == pytest.approx(every["policy activations + logits"])
+    demo = REPO / "recipes/demo_cpu.yaml"  # no gradient checkpointing: every adapted layer keeps its activations
+    grpo = {n: estimate(load_recipe(demo, [f"model.lora.last_layers={n}"]), 24).parts["GRPO activations + logits"]
+            for n in ("null", 8)}  # fmt: skip
+    recipe = load_recipe(demo)
+    arch = architecture(recipe.model.name_or_path)
+    per_layer = recipe.grpo.micro_batch_size * recipe.model.max_seq_length * arch.activation_bytes_per_token_layer
+    assert grpo["null"] - grpo[8] == pytest.approx(per_layer * (arch.layers - 8) / 1024**3)
