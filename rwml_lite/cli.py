@@ -214,9 +214,9 @@ def study(recipe: RecipeArg, overrides: Overrides = None) -> None:
 
     loaded = _load(recipe, overrides)
     prepare_backend(loaded.model)  # before torch and transformers are imported: Unsloth must come first
-    from rwml_lite.study import run_study
+    from rwml_lite.study import planned_recipe, run_study
 
-    _check_fits(loaded)
+    _check_fits(planned_recipe(loaded))  # the memory of every stage some variant runs
     _quiet_libraries()
     folder = run_study(loaded)
     console.print(f"\nStudy: {folder.root / 'study.md'}")

@@ -8,8 +8,10 @@ reward being hacked by vague predictions; it is here to reproduce that, not to t
 
 All predictions of a GRPO step go to the judge in one request (vLLM's `/chat/completions/batch`,
 one conversation per prediction); a server without that endpoint gets one request per prediction,
-sent together. A request that times out, and an answer without a valid score, are asked again up
-to `reward.judge_retries` times, then scored 0 and counted (`judge_failed` in the metrics).
+sent together. A prediction whose request timed out or met a busy server (429, 5xx), or whose
+answer holds no valid score, is asked again up to `reward.judge_retries` times, then scored 0 and
+counted (`judge_failed` in the metrics); a server that cannot be reached ends the run with a
+message naming the recipe fields.
 A completion without a `<next_state>` tag scores 0 without asking.
 """
 
@@ -82,11 +84,11 @@ class JudgeReward:
             i: judge_messages(self.kind, observations[i], actions[i], predictions[i], real_states[i]) for i in asked
         }
         scores: dict[int, float] = {}
-        for _ in range(self.retries + 1):
+        for attempt in range(self.retries + 1):
             pending = [i for i in asked if i not in scores]
             if not pending:
                 break
-            for i, answer in zip(pending, self._ask([conversations[i] for i in pending])):
+            for i, answer in zip(pending, self._ask([conversations[i] for i in pending], retry=attempt > 0)):
                 score = parse_score(self.kind, answer) if answer is not None else None
                 if score is not None:
                     scores[i] = score
@@ -101,46 +103,43 @@ class JudgeReward:
             log_metric("judge_failed", failed)
         return rewards
 
-    def _ask(self, conversations: list[list[dict]]) -> list[str | None]:
-        """One answer per conversation, None where the request timed out."""
-        body = {"model": self.model, "temperature": 0.0, "max_tokens": 256}
-        if self.batched:
-            self.requests += 1
-            try:
-                response = httpx.post(
-                    f"{self.base}/chat/completions/batch",
-                    json={**body, "messages": conversations},
-                    headers=self.headers,
-                    timeout=self.timeout,
-                )
-            except httpx.TimeoutException:
-                return [None] * len(conversations)
-            except httpx.HTTPError as e:
-                raise self._unreachable(e) from None
-            if response.status_code not in (404, 405):
-                choices = sorted(self._json(response)["choices"], key=lambda c: c["index"])
-                return [c["message"]["content"] for c in choices]
-            self.batched = False  # not vLLM: one request per conversation from here on
+    def _ask(self, conversations: list[list[dict]], retry: bool) -> list[str | None]:
+        """One answer per conversation, None where it timed out or the server was busy (429, 5xx).
+        The first try is one batched request at temperature 0; retries (and servers without the batch
+        endpoint) send one request per conversation, together, at temperature 0.7: a batch that timed
+        out would time out again, and a malformed answer asked again greedily comes back the same."""
+        body = {"model": self.model, "temperature": 0.7 if retry else 0.0, "max_tokens": 256}
+        if self.batched and not retry:
+            response = self._post("/chat/completions/batch", {**body, "messages": conversations})
+            if response is not None and response.status_code in (404, 405):
+                self.batched = False  # not vLLM: one request per conversation from here on
+            else:
+                choices = self._choices(response)
+                return [None] * len(conversations) if choices is None else [c["message"]["content"] for c in choices]
         with ThreadPoolExecutor(max_workers=min(32, len(conversations))) as pool:
-            return list(pool.map(lambda messages: self._ask_one({**body, "messages": messages}), conversations))
+            replies = pool.map(
+                lambda m: self._choices(self._post("/chat/completions", {**body, "messages": m})), conversations
+            )
+            return [None if r is None else r[0]["message"]["content"] for r in replies]
 
-    def _ask_one(self, body: dict) -> str | None:
+    def _post(self, path: str, body: dict) -> httpx.Response | None:
+        """The server's response, or None when the request timed out."""
         self.requests += 1
         try:
-            response = httpx.post(
-                f"{self.base}/chat/completions", json=body, headers=self.headers, timeout=self.timeout
-            )
+            return httpx.post(self.base + path, json=body, headers=self.headers, timeout=self.timeout)
         except httpx.TimeoutException:
             return None
-        except httpx.HTTPError as e:
+        except httpx.HTTPError as e:  # refused, unreachable, broken connection
             raise self._unreachable(e) from None
-        return self._json(response)["choices"][0]["message"]["content"]
 
-    def _json(self, response: httpx.Response) -> dict:
+    def _choices(self, response: httpx.Response | None) -> list[dict] | None:
+        """The answers in index order; None for a timeout or a busy server (asked again later)."""
+        if response is None or response.status_code == 429 or response.status_code >= 500:
+            return None
         try:
             response.raise_for_status()
-            return response.json()
-        except (httpx.HTTPError, ValueError) as e:
+            return sorted(response.json()["choices"], key=lambda c: c.get("index", 0))
+        except (httpx.HTTPError, ValueError, KeyError) as e:
             raise self._unreachable(e) from None
 
     def _unreachable(self, error: Exception) -> RwmlError:

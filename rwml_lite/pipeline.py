@@ -337,7 +337,13 @@ def link_finished(sources: list[RunFolder], target: RunFolder, recipe: Recipe) -
     manifest = _read_manifest(target)
     linked = []
     for stage in recipe.stages:
-        if stage == "eval" or manifest["stages"].get(stage, {}).get("status") == "done":
+        entry = manifest["stages"].get(stage, {})
+        if entry.get("linked_from") and not _links_hold(target, stage, entry["linked_from"], keys[stage]):
+            del manifest["stages"][stage]  # its source was redone or moved: link again, or run it
+            for path in _outputs(target)[stage]:
+                if path.is_symlink():
+                    path.unlink()
+        elif stage == "eval" or entry.get("status") == "done":
             continue
         found = [(f, e) for f in sources if (e := _read_manifest(f)["stages"].get(stage)) and e["status"] == "done"]
         match = next(((f, e) for f, e in found if e["key"] == keys[stage]), None)
@@ -355,6 +361,14 @@ def link_finished(sources: list[RunFolder], target: RunFolder, recipe: Recipe) -
         linked.append(stage)
     atomic_write_json(target.manifest, manifest)
     return linked
+
+
+def _links_hold(target: RunFolder, stage: str, source: str, key: str) -> bool:
+    """Whether a linked stage still stands for its source: links that resolve, and the source's
+    manifest still holding that stage done with the same key."""
+    entry = _read_manifest(RunFolder(Path(source)))["stages"].get(stage, {})
+    links = [p for p in _outputs(target)[stage] if p.is_symlink()]
+    return entry.get("status") == "done" and entry.get("key") == key and all(p.exists() for p in links)
 
 
 def _newly_trained(recipe: Recipe, folder: RunFolder, stage: str, entry: dict) -> bool:

@@ -252,9 +252,10 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         )
         / GIB,
         "WM SFT activations + logits": (activations(w.batch_size) + logits(w.batch_size, seq)) / GIB,
-        # the policy stage's own loop takes fp32 log-probs of every reply token of a micro batch at once
+        # the policy stage's own loop takes log-probs of every reply token of a micro batch at once: the
+        # model's bf16 logits, their fp32 copy, log-softmax and gradient, ~16 bytes per vocabulary entry
         "policy activations + logits": (
-            activations(p.micro_batch_size) + p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 8
+            activations(p.micro_batch_size) + p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 16
         )
         / GIB,
     }

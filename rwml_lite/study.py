@@ -17,7 +17,7 @@ import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rwml_lite.config import VARIANTS, Recipe, build_recipe
+from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
 from rwml_lite.pipeline import link_finished, run
 from rwml_lite.records import atomic_write_json, atomic_write_text, read_jsonl
 from rwml_lite.report import PAPER, TAU2_WEIGHTS
@@ -84,6 +84,12 @@ def variant_recipe(recipe: Recipe, name: str, root: Path) -> Recipe:
     return build_recipe(data, overrides, f"study variant {name}")
 
 
+def planned_recipe(recipe: Recipe) -> Recipe:
+    """The recipe with every stage some variant runs: what `plan` and the memory check must cover."""
+    stages = [s for s in STAGE_NAMES if any(s in SPECS[v].stages for v in recipe.study.variants)]
+    return build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(stages)}", "eval.policies=null"], "study")
+
+
 def run_study(recipe: Recipe) -> RunFolder:
     """Run the shared stages, then every variant in the order of VARIANTS (a variant that builds on
     another comes after it); write study.json, study.md and the chart. Rerunning resumes."""
@@ -91,7 +97,8 @@ def run_study(recipe: Recipe) -> RunFolder:
     wanted = [v for v in VARIANTS if v in recipe.study.variants]
     recipes = {name: variant_recipe(recipe, name, root.root) for name in wanted}
     shared = [s for s in (_C, _B, _F) if any(s in r.stages for r in recipes.values())]
-    run(build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(shared)}"], "study"), shared)
+    run(build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(shared)}", "eval.policies=null"], "study"),
+        shared)  # fmt: skip
     finished = [root]
     results = {}
     for name in wanted:

@@ -23,7 +23,7 @@ from rwml_lite.config import ModelSettings, load_recipe
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import check_gpu_packages, vllm_environment
 from rwml_lite.models.load_errors import explain_load_error
-from rwml_lite.models.vllm_engine import LIVE_LORA, SLEEP_LEVEL, AdapterRequests, request_seeds, sleep, wake
+from rwml_lite.models.vllm_engine import SLEEP_LEVEL, AdapterRequests, live_lora_path, request_seeds, sleep, wake
 from rwml_lite.runfolder import RunFolder
 
 QWEN3_8B = REPO / "recipes/alfworld_qwen3_8b.yaml"
@@ -501,13 +501,15 @@ def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_on
     for i, kind in enumerate(kinds):
         if kind == "sleep":
             assert kinds[i + 1] == "train" and "wake" in kinds[i + 2 :]
-    # the filter adapter (its predictions), the live policy LoRA at every turn of its episodes, then the
-    # RWML and policy adapters (every eval turn) were each read once
+    # the filter adapter (its predictions), the live policy LoRA once per policy step (each step's 2
+    # sampling rounds share it), then the RWML and policy adapters (every eval turn) were each read once
     filter_adapter, rwml_adapter, policy_adapter = (
         str((tmp_path / "run/checkpoints" / s / "adapter").resolve()) for s in ("filter", "rwml", "policy")
     )
-    live = [path for path in record["loads"] if path == LIVE_LORA]
-    assert record["loads"] == [filter_adapter, *live, rwml_adapter, policy_adapter] and len(live) == 2 * 2
+    live = live_lora_path()
+    assert record["loads"] == [filter_adapter, live, live, rwml_adapter, policy_adapter]
+    policy_requests = [c[2] for c in calls if c[0] == "generate" and c[2] in ("lora 2", "lora 3")]
+    assert policy_requests == ["lora 2", "lora 2", "lora 3", "lora 3"]  # a fresh request after each update
     requests = [c[2] for c in calls if c[0] == "generate"]
     n = len(record["loads"])
     assert requests.count(f"lora {n - 1}") > 1 and requests.count(f"lora {n}") > 1  # eval reused its request

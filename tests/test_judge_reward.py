@@ -26,6 +26,7 @@ ANSWERS = {
 class Judge(BaseHTTPRequestHandler):
     batched = True
     delay_first = 0.0
+    busy_first = False
     paths: list[str] = []
     asked: dict[str, int] = {}
 
@@ -34,6 +35,11 @@ class Judge(BaseHTTPRequestHandler):
         type(self).paths.append(self.path)
         if self.path.endswith("/batch") and not self.batched:
             self.send_response(404)
+            self.end_headers()
+            return
+        if type(self).busy_first:
+            type(self).busy_first = False
+            self.send_response(503)
             self.end_headers()
             return
         if type(self).delay_first:
@@ -59,7 +65,7 @@ class Judge(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def judge_server():
-    Judge.paths, Judge.asked, Judge.batched, Judge.delay_first = [], {}, True, 0.0
+    Judge.paths, Judge.asked, Judge.batched, Judge.delay_first, Judge.busy_first = [], {}, True, 0.0, False
     server = ThreadingHTTPServer(("127.0.0.1", 0), Judge)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{server.server_port}/v1"
@@ -96,7 +102,8 @@ def test_malformed_answers_are_asked_again_then_scored_zero_and_counted(judge_se
     rewards, logged = call(judge, ["You take the clean brown shirt.", "You open the wardrobe.", "Something happens."])
     assert rewards == [1.0, 0.0, 0.0]  # the second answered properly the second time: score 0
     assert Judge.asked == {"You take the clean brown shirt.": 1, "You open the wardrobe.": 2, "Something happens.": 3}
-    assert len(Judge.paths) == 3  # the first request, then only the unanswered ones, twice
+    # one batched request, then only the unanswered ones, one request each: two, then one
+    assert Judge.paths == ["/v1/chat/completions/batch"] + ["/v1/chat/completions"] * 3
     assert logged == [("judge_failed", 1)] and judge.failed == 1
 
 
@@ -111,10 +118,13 @@ def test_a_binary_judge_must_answer_0_or_1_and_a_continuous_one_a_share(judge_se
     assert parse_score("judge_continuous", '{"analysis": "x"}') is None
 
 
-def test_a_timed_out_request_is_sent_again(judge_server):
+def test_a_timed_out_or_refused_request_is_sent_again(judge_server):
     Judge.delay_first = 2.0
     rewards, logged = call(reward(judge_server, judge_timeout=0.5), ["You take the clean brown shirt."])
-    assert rewards == [1.0] and logged == [("judge_failed", 0)] and len(Judge.paths) == 2
+    assert rewards == [1.0] and logged == [("judge_failed", 0)]
+    assert Judge.paths == ["/v1/chat/completions/batch", "/v1/chat/completions"]  # the retry does not batch
+    Judge.busy_first = True  # 503: a busy server is asked again, not given up on
+    assert call(reward(judge_server), ["You take the clean brown shirt."]) == ([1.0], [("judge_failed", 0)])
 
 
 def test_a_server_without_the_batch_endpoint_gets_one_request_per_prediction(judge_server):

@@ -36,6 +36,7 @@ def test_advantages_are_returns_normalised_within_the_group():
     # mean 0.5, sample std sqrt(1/3): (1 - 0.5) / (0.57735 + 1e-4) = 0.86588
     assert group_advantages([1.0, 0.0, 0.0, 1.0]) == pytest.approx([0.86588, -0.86588, -0.86588, 0.86588], abs=1e-5)
     assert group_advantages([1.0, 1.0, 1.0]) == [0.0, 0.0, 0.0]  # a group that did equally well teaches nothing
+    assert group_advantages([0.9] * 8) == [0.0] * 8  # exactly, not float noise that would still be trained
     assert group_advantages([1.0, 0.0, 0.0, 0.0], scale=False) == [0.75, -0.25, -0.25, -0.25]
     assert episode_return({"won": True, "num_invalid": 2}, invalid_action_penalty=0.1) == pytest.approx(0.8)
     assert episode_return({"won": False, "num_invalid": 3}, invalid_action_penalty=0.0) == 0.0
@@ -131,6 +132,8 @@ def test_each_pass_over_the_tasks_plays_every_task_once_in_a_seeded_order():
     assert sorted(first_pass) == tasks
     assert step_tasks(tasks, 3, 3, seed=0) == step_tasks(tasks, 3, 3, seed=0)  # a resumed run plays the same
     assert step_tasks(tasks, 1, 3, seed=1) != step_tasks(tasks, 1, 3, seed=0)
+    # 4 per step from 6: step 2 runs into the second pass and still draws 4 distinct tasks
+    assert all(len(set(step_tasks(tasks, step, 4, seed=0))) == 4 for step in range(1, 20))
     specs = group_specs(["train-4", "train-1"], "train", 2, step=5, seed=0)
     assert [s.episode_id for s in specs] == ["train-4#0", "train-4#1", "train-1#0", "train-1#1"]
     assert specs[0].seed == specs[1].seed != specs[2].seed  # one task and seed per group

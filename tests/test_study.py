@@ -12,7 +12,9 @@ from test_resume import kill_when, start
 
 from conftest import REPO, rwml_lite, tiny_recipe
 from rwml_lite.config import load_recipe
-from rwml_lite.pipeline import stage_keys
+from rwml_lite.pipeline import link_finished, stage_keys
+from rwml_lite.records import atomic_write_json
+from rwml_lite.runfolder import RunFolder
 from rwml_lite.study import SPECS, variant_recipe
 
 SIX = ["base", "wm_sft", "rwml", "policy", "wm_sft+policy", "rwml+policy"]
@@ -76,3 +78,20 @@ def test_study_runs_six_variants_and_resumes_after_a_kill(tmp_path, tiny_qwen3, 
     for name in SIX:
         assert f"| {SPECS[name].label} |" in table
     assert (run / "plots/study.png").stat().st_size > 1000
+
+
+def test_a_linked_stage_is_dropped_when_its_source_no_longer_holds_it(tmp_path):
+    recipe = variant_recipe(load_recipe(REPO / "recipes/demo_cpu.yaml"), "base", tmp_path)  # collect, build, eval
+    source, target = RunFolder(tmp_path), RunFolder(tmp_path / "variants/base")
+    source.rollouts.write_text('{"episode_id": "train-1#0"}\n')
+    entry = {"status": "done", "key": stage_keys(recipe)["collect"], "config": {}, "summary": {}}
+    atomic_write_json(source.manifest, {"schema": 1, "stages": {"collect": entry}})
+
+    assert link_finished([source], target, recipe) == ["collect"]  # build has not run anywhere: linking stops
+    assert target.rollouts.is_symlink() and target.rollouts.read_text() == source.rollouts.read_text()
+    assert link_finished([source], target, recipe) == []  # already linked
+
+    atomic_write_json(source.manifest, {"schema": 1, "stages": {"collect": {**entry, "key": "redone"}}})
+    assert link_finished([source], target, recipe) == []
+    assert not target.rollouts.is_symlink()  # gone, so that the variant collects itself
+    assert "collect" not in json.loads(target.manifest.read_text())["stages"]

@@ -18,6 +18,7 @@ import unsloth  # noqa: F401  must precede transformers/trl/peft: it patches the
 from unsloth import FastLanguageModel
 
 import contextlib  # noqa: E402
+import os  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import torch  # noqa: E402
@@ -33,6 +34,8 @@ from rwml_lite.models.load_errors import explain_load_error  # noqa: E402
 from rwml_lite.prompts import Messages  # noqa: E402
 from rwml_lite.sources import checkpoint_folder  # noqa: E402
 
+#: The model attribute holding the vLLM request for the policy stage's live LoRA (one per optimizer step).
+LIVE_REQUEST = "_rwml_lite_live_request"
 #: settings JSON -> (LoRA-wrapped model, tokenizer, its adapter requests): one load per process.
 _LOADED: dict[str, tuple] = {}
 
@@ -102,7 +105,12 @@ def live_generator(model, tokenizer, settings: ModelSettings) -> UnslothGenerato
 
 
 def to_training(model) -> None:
-    """Free vLLM's KV cache and switch Unsloth's kernels back to training after sampling."""
+    """Free vLLM's KV cache and switch Unsloth's kernels back to training after sampling. Unsloth's
+    GRPO trainer (RWML's, earlier in the process) sets UNSLOTH_RETURN_HIDDEN_STATES=1 around its own
+    log-prob pass, and on some paths leaves it set; the model would then return hidden states where
+    the policy loss reads logits."""
+    os.environ["UNSLOTH_RETURN_HIDDEN_STATES"] = "0"
+    setattr(model, LIVE_REQUEST, None)  # the weights are about to change
     vllm_engine.sleep(model)
     FastLanguageModel.for_training(model)
 
@@ -160,11 +168,7 @@ class UnslothGenerator:
             for seed in vllm_engine.request_seeds(len(texts))
         ]
         vllm_engine.wake(self.model)
-        lora = (
-            self.model.load_lora(vllm_engine.LIVE_LORA, load_tensors=True)
-            if self.live
-            else self.requests.get(self.adapter)
-        )
+        lora = self._live_request() if self.live else self.requests.get(self.adapter)
         outputs = self.model.fast_generate(
             texts,
             sampling_params=params,
@@ -176,6 +180,13 @@ class UnslothGenerator:
             [Completion.of(sampling.prefill + o.text, truncated=o.finish_reason == "length") for o in out.outputs]
             for out in outputs
         ]
+
+    def _live_request(self):
+        """The request for the LoRA as it is now: built at the first sampling call after an optimizer
+        step (`to_training` drops the old one) and reused by the step's other calls."""
+        if getattr(self.model, LIVE_REQUEST, None) is None:
+            setattr(self.model, LIVE_REQUEST, self.model.load_lora(vllm_engine.live_lora_path(), load_tensors=True))
+        return getattr(self.model, LIVE_REQUEST)
 
     @contextlib.contextmanager
     def _adapter_in_slot(self):

@@ -17,8 +17,9 @@ real) so that these rules are plain Python that the tests exercise with a stand-
 
 - The policy stage samples the LoRA *while it trains*: a saved adapter's request would be stale
   after the next optimizer step, and `fast_generate` without a request samples the base model, so
-  each of its sampling calls passes `model.load_lora(LIVE_LORA, load_tensors=True)`, a request
-  built from the live LoRA tensors (no disk read).
+  the first sampling call after each optimizer step builds a request from the live LoRA tensors
+  (`model.load_lora(live_lora_path(), load_tensors=True)`, no weights read from disk; Unsloth writes
+  only the adapter's config there), and the step's other calls reuse it.
 """
 
 from __future__ import annotations
@@ -27,9 +28,9 @@ from pathlib import Path
 
 import torch
 
+from rwml_lite.sources import cache_dir
+
 SLEEP_LEVEL = 1
-#: The name of the LoRA request that hands vLLM the policy stage's live weights.
-LIVE_LORA = "rwml_lite_live_policy"
 
 
 def _sleep_mode(engine) -> bool:
@@ -51,6 +52,12 @@ def wake(model) -> None:
     engine = getattr(model, "vllm_engine", None)
     if engine is not None and engine.llm_engine.is_sleeping():
         engine.wake_up()
+
+
+def live_lora_path() -> str:
+    """Where the request for the policy stage's live LoRA is named: an absolute path in our cache,
+    since Unsloth writes the adapter's config to it (a bare name would land in the working folder)."""
+    return str(cache_dir() / "live_lora")
 
 
 def request_seeds(count: int) -> list[int]:

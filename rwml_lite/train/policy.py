@@ -21,7 +21,9 @@ later ones are set aside.
 
 from __future__ import annotations
 
+import hashlib
 import random
+import re
 import shutil
 import statistics
 import time
@@ -43,19 +45,23 @@ from rwml_lite.train.common import save_adapter
 from rwml_lite.train.turns import completion_tokens, encode_turns, episode_return, step_turns, turn_loss
 
 STATE = "training_state.pt"
+CHECKPOINT = re.compile(r"checkpoint-\d+")  # not checkpoint-N.tmp, a save that a kill interrupted
 
 
 def step_tasks(tasks: list[str], step: int, per_step: int, seed: int) -> list[str]:
-    """The B tasks of optimizer step `step` (1-based): consecutive slices of seeded permutations of
-    the task list, one permutation per pass, so every task comes up once per pass and a resumed run
-    plays the same tasks."""
-    start = (step - 1) * per_step
-    chosen = []
-    for position in range(start, start + per_step):
+    """The B distinct tasks of optimizer step `step` (1-based): the next B places of seeded
+    permutations of the task list laid end to end, one permutation per pass, skipping a task already
+    drawn for this step where a slice runs into the next pass. Every task comes up once per pass,
+    and a resumed run plays the same tasks."""
+    chosen: list[str] = []
+    position = (step - 1) * per_step
+    while len(chosen) < per_step:
         epoch, index = divmod(position, len(tasks))
         order = list(tasks)
         random.Random(seed * 7919 + epoch).shuffle(order)
-        chosen.append(order[index])
+        if order[index] not in chosen:
+            chosen.append(order[index])
+        position += 1
     return chosen
 
 
@@ -124,9 +130,10 @@ def _update(model, tokenizer, optimizer, scheduler, episodes: list[dict], recipe
     trained = sorted((t for t in turns if t.advantage != 0.0), key=lambda t: len(str(t.prompt)) + len(t.completion))
     loss = 0.0
     model.train()
+    autocast = _autocast(recipe, device)
     for i in range(0, len(trained), p.micro_batch_size):
         batch = encode_turns(tokenizer, trained[i : i + p.micro_batch_size], device)
-        with _autocast(recipe, device):
+        with autocast:
             micro = turn_loss(model, batch, p.temperature, normalizer)
         micro.backward()
         loss += micro.item()
@@ -175,8 +182,8 @@ def _optimizer(recipe: Recipe, params: list) -> torch.optim.Optimizer:
 def _checkpoints(folder: RunFolder) -> list[tuple[int, Path]]:
     """(step, folder) of every complete checkpoint, oldest first."""
     root = folder.checkpoints("policy")
-    found = [(int(c.name.split("-")[1]), c) for c in root.glob("checkpoint-*") if (c / STATE).exists()]
-    return sorted(found) if root.exists() else []
+    found = [(int(c.name.split("-")[1]), c) for c in root.glob("checkpoint-*") if CHECKPOINT.fullmatch(c.name)]
+    return sorted((step, c) for step, c in found if (c / STATE).exists())
 
 
 def _save_checkpoint(folder: RunFolder, step: int, model, optimizer, scheduler, keep: int = 2) -> None:
@@ -235,7 +242,8 @@ class _Log:
         elif recipe.run.report_to == "wandb":
             import wandb
 
-            self.wandb = wandb.init(project="rwml-lite", name=f"{folder.root.name}/policy", resume="allow")
+            run_id = hashlib.sha1(str(folder.root.resolve()).encode()).hexdigest()[:12] + "-policy"
+            self.wandb = wandb.init(project="rwml-lite", name=f"{folder.root.name}/policy", id=run_id, resume="allow")
 
     def write(self, metrics: dict) -> None:
         self.out.append(metrics)

@@ -33,6 +33,8 @@ def episode_return(episode: dict, invalid_action_penalty: float) -> float:
 def group_advantages(returns: list[float], scale: bool = True) -> list[float]:
     """(return - group mean), divided by the group's sample std (+ STD_EPSILON) when `scale`.
     A group whose episodes all did equally well teaches nothing: its advantages are 0."""
+    if max(returns) - min(returns) < 1e-9:  # exactly 0, not an ulp of float noise (0.9 - fmean([0.9] * 8))
+        return [0.0] * len(returns)
     mean = statistics.fmean(returns)
     std = statistics.stdev(returns) if len(returns) > 1 else 0.0
     return [(r - mean) / (std + STD_EPSILON) if scale else r - mean for r in returns]
@@ -76,8 +78,7 @@ def encode_turns(tokenizer, turns: list[Turn], device: torch.device | str = "cpu
     rows, replies = [], []
     for turn in turns:
         prompt = tokenizer(render_prompt(tokenizer, turn.prompt), add_special_tokens=False)["input_ids"]
-        reply = tokenizer(turn.completion, add_special_tokens=False)["input_ids"]
-        reply += [] if turn.truncated else [tokenizer.eos_token_id]
+        reply = _reply_ids(tokenizer, turn)
         rows.append(prompt + reply)
         replies.append(len(reply))
     width, keep = max(map(len, rows)), max(replies)
@@ -97,9 +98,15 @@ def encode_turns(tokenizer, turns: list[Turn], device: torch.device | str = "cpu
     return {name: tensor.to(device) for name, tensor in batch.items()}
 
 
+def _reply_ids(tokenizer, turn: Turn) -> list[int]:
+    """The reply's tokens, with the end-of-turn token when it ended."""
+    ids = tokenizer(turn.completion, add_special_tokens=False)["input_ids"]
+    return ids if turn.truncated else ids + [tokenizer.eos_token_id]
+
+
 def completion_tokens(tokenizer, turns: list[Turn]) -> int:
     """The reply tokens `encode_turns` trains for these turns (the loss's normaliser)."""
-    return sum(len(tokenizer(t.completion, add_special_tokens=False)["input_ids"]) + (not t.truncated) for t in turns)
+    return sum(len(_reply_ids(tokenizer, t)) for t in turns)
 
 
 def turn_loss(model, batch: dict[str, torch.Tensor], temperature: float, normalizer: float) -> torch.Tensor:
