@@ -95,3 +95,38 @@ def test_a_linked_stage_is_dropped_when_its_source_no_longer_holds_it(tmp_path):
     assert link_finished([source], target, recipe) == []
     assert not target.rollouts.is_symlink()  # gone, so that the variant collects itself
     assert "collect" not in json.loads(target.manifest.read_text())["stages"]
+
+
+def test_the_alfworld_table_has_the_papers_columns_and_numbers_beside_ours(tmp_path):
+    from rwml_lite.study import columns, write_study
+
+    recipe = load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml", [f"run.dir={tmp_path}", "eval.runs=2"])
+
+    def episodes(seen_wins: list[int], unseen_wins: list[int]) -> list[dict]:
+        """4 games per split; run r wins the first seen_wins[r] / unseen_wins[r] of them"""
+        return [{"split": split, "rollout": r, "won": g < wins[r], "task_type": "pick"}
+                for split, wins in (("valid_seen", seen_wins), ("valid_unseen", unseen_wins))
+                for r in range(2) for g in range(4)]  # fmt: skip
+
+    table = columns(recipe, episodes([2, 4], [1, 1]))
+    assert list(table) == ["ID", "OOD", "AVG"]
+    assert table["ID"]["per_run"] == [50.0, 100.0] and table["OOD"]["per_run"] == [25.0, 25.0]
+    assert table["AVG"]["per_run"] == pytest.approx([2 / 3 * 50 + 1 / 3 * 25, 2 / 3 * 100 + 1 / 3 * 25])
+    assert table["ID"]["mean"] == 75.0 and table["ID"]["std"] == pytest.approx(35.355, abs=1e-3)
+
+    row = {"folder": str(tmp_path / "variants/x"), "wm_score": 0.25, "wm_hit_rate": 10.0, "invalid_action_rate": 5.0}
+    results = {"rwml+policy": {**row, "columns": table}, "rwml_no_filter": {**row, "columns": table}}
+    write_study(recipe, RunFolder(tmp_path), results)
+    lines = (tmp_path / "study.md").read_text().splitlines()
+    assert (
+        "| variant | ID | OOD | AVG | world-model score | invalid actions % | paper ID | paper OOD | paper AVG"
+        in lines[4]
+    )
+    assert (
+        "| RWML + Policy RL | 75.0 +- 35.4 | 25.0 +- 0.0 | 58.3 +- 23.6 | 0.250 | 5.0 | 86.7 | 90.1 | 87.9 |" in lines
+    )
+    assert (
+        "| RWML without too-easy subsampling | 75.0 +- 35.4 | 25.0 +- 0.0 | 58.3 +- 23.6 | 0.250 | 5.0 | - | - | 2.9 |"
+        in lines
+    )
+    assert (tmp_path / "plots/study.png").stat().st_size > 1000
