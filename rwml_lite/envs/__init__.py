@@ -19,16 +19,12 @@ def make_env(settings: EnvSettings, max_steps: int, user: Generator | None = Non
         return ALFWorld(max_steps)
     if settings.name == "tau2":
         from rwml_lite.envs.tau2.episode import Tau2Env
+        from rwml_lite.envs.tau2.upstream import use_judge
         from rwml_lite.models import Sampling
-        from rwml_lite.models.endpoint import EndpointGenerator
 
+        use_judge(settings.judge_endpoint, settings.judge_model)
         sampling = Sampling(settings.user_temperature, settings.user_max_new_tokens)
-        judge = (
-            EndpointGenerator(settings.judge_endpoint, settings.judge_model, role="judge")
-            if settings.judge_endpoint
-            else None
-        )
-        return Tau2Env(settings.domains, max_steps, user, sampling, settings.max_errors, judge)
+        return Tau2Env(settings.domains, max_steps, user, sampling, settings.max_errors, bool(settings.judge_endpoint))
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
 
 

@@ -45,3 +45,6 @@ class TextEnv(Protocol):
     def admissible_actions(self) -> list[str] | None: ...
 
     def close(self) -> None: ...
+
+    # Optional: `agent_prompt() -> Messages`, the agent's prompt as the benchmark itself writes it (tau2:
+    # upstream's system prompt, the conversation and the tools); the agent's whole reply is then the action.

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from rwml_lite.config import EnvSettings
 from rwml_lite.envs import Step, TextEnv, make_env
 from rwml_lite.models import Generator
+from rwml_lite.prompts import Messages
 
 
 @dataclass
@@ -28,12 +29,16 @@ class Start:
     task_type: str
     role: str
     world_goal: str
+    #: The agent's prompt where the environment writes its own (tau2: upstream's); else None and the
+    #: agent prompt of `prompts.agent_messages` is used.
+    prompt: Messages | None = None
 
 
 @dataclass
 class Outcome:
     step: Step
     admissible: list[str] | None
+    prompt: Messages | None = None
 
 
 def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple], user=None) -> list:
@@ -60,11 +65,23 @@ def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, comm
         elif kind == "reset":
             world_goal = getattr(env, "world_goal", env.goal)
             results.append(
-                Start(outcome, env.goal, env.admissible_actions(), env.task_type(arg[0]), env.role, world_goal)
+                Start(
+                    outcome,
+                    env.goal,
+                    env.admissible_actions(),
+                    env.task_type(arg[0]),
+                    env.role,
+                    world_goal,
+                    _prompt(env),
+                )
             )
         else:
-            results.append(Outcome(outcome, env.admissible_actions()))
+            results.append(Outcome(outcome, env.admissible_actions(), None if outcome.done else _prompt(env)))
     return results
+
+
+def _prompt(env: TextEnv) -> Messages | None:
+    return env.agent_prompt() if hasattr(env, "agent_prompt") else None
 
 
 def _run_one(env: TextEnv, kind: str, arg):

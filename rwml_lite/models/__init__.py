@@ -135,6 +135,25 @@ def check_lengths(
         )
 
 
+def use_chat_template(tokenizer, settings: ModelSettings) -> None:
+    """Put the recipe's `model.chat_template` on the tokenizer, when it names one."""
+    name = settings.chat_template
+    if name is None:
+        return
+    if name == "qwen3":
+        from trl.chat_template_utils import qwen3_chat_template
+
+        tokenizer.chat_template = qwen3_chat_template
+    elif name.endswith(".jinja") and os.path.isfile(name):
+        with open(name) as f:
+            tokenizer.chat_template = f.read()
+    else:
+        raise RwmlError(
+            f"model.chat_template={name!r} is neither 'qwen3' nor an existing .jinja file; use one of those, "
+            "or null for the model's own template."
+        )
+
+
 def user_simulator(recipe) -> Generator | None:
     """What plays the customer in tau2 conversations: the endpoint the recipe names, else the recipe's
     own model without adapter (so that a trained policy is always judged against the same user)."""

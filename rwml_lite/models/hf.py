@@ -14,8 +14,8 @@ from rich.progress import track
 
 from rwml_lite.config import LoraSettings, ModelSettings
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Completion, Sampling
-from rwml_lite.prompts import Messages
+from rwml_lite.models import Completion, Sampling, use_chat_template
+from rwml_lite.prompts import Messages, template_args
 from rwml_lite.sources import checkpoint_folder
 
 
@@ -39,6 +39,7 @@ def load_policy(settings: ModelSettings, adapter: Path | None = None):
         ) from None
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
+    use_chat_template(tokenizer, settings)
     if tokenizer.chat_template is None:
         raise RwmlError(
             f"Model `{settings.name_or_path}` has no chat template; rwml-lite builds every prompt with one. "
@@ -124,8 +125,10 @@ def lora_config(settings: LoraSettings, num_layers: int):
 
 
 def render_prompt(tokenizer, prompt: Messages, prefill: str = "") -> str:
-    """The chat-template text the model continues: the conversation, the assistant header, the prefill."""
-    return tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False) + prefill
+    """The chat-template text the model continues: the conversation (with the tools and options it
+    carries, `prompts.with_template_args`), the assistant header, the prefill."""
+    messages, kwargs = template_args(prompt)
+    return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False, **kwargs) + prefill
 
 
 class HFGenerator:

@@ -28,7 +28,7 @@ from safetensors.torch import load_file  # noqa: E402
 
 from rwml_lite.config import ModelSettings  # noqa: E402
 from rwml_lite.errors import RwmlError  # noqa: E402
-from rwml_lite.models import Completion, Sampling, check_lengths, vllm_engine  # noqa: E402
+from rwml_lite.models import Completion, Sampling, check_lengths, use_chat_template, vllm_engine  # noqa: E402
 from rwml_lite.models.hf import HFGenerator, render_prompt  # noqa: E402
 from rwml_lite.models.load_errors import explain_load_error  # noqa: E402
 from rwml_lite.prompts import Messages  # noqa: E402
@@ -69,6 +69,7 @@ def _load(settings: ModelSettings):
             raise explain_load_error(e, settings) from e
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
+        use_chat_template(tokenizer, settings)
         requests = vllm_engine.AdapterRequests(model.load_lora) if getattr(model, "vllm_engine", None) else None
         _LOADED[key] = (model, tokenizer, requests)
     return _LOADED[key]

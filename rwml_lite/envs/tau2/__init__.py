@@ -1,3 +1,3 @@
-"""tau2-bench re-implemented over upstream's data files: customer-service domains whose agent talks
-to a simulated user and calls tools against a database; success = the database ends as the
-reference solution leaves it (and the required facts were told to the user)."""
+"""tau2-bench through its own package: customer-service conversations between our agent and a
+simulated user, played by upstream's orchestrator and scored by upstream's evaluator; we add the
+batched sampling of both sides and the world model's view of the conversation (masking.py)."""

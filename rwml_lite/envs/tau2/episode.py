@@ -1,80 +1,118 @@
-"""A tau2 conversation as a `TextEnv`: the agent's turn is one action, the environment answers.
+"""A tau2 conversation as a `TextEnv`, run by upstream's own orchestrator.
 
-The agent opens with a fixed greeting; the simulated user (any `Generator`: the local model or an
-endpoint) answers from its scenario. Each agent action is either a message to the user (the user
-simulator replies) or one or more tool calls written as `<tool_call>{"name": ..., "arguments": {...}}
-</tool_call>` (the tools reply). A call that is not valid JSON, names no known tool or lacks an
-argument is answered with an error tool message and counted as invalid; the conversation goes on.
-In telecom the user has tools too (their phone): the simulator may answer the agent with tool calls
-in the same format, sees their results, and goes on until it writes a message, which is all the agent
-sees. The user ends it with ###STOP###, ###TRANSFER### or ###OUT-OF-SCOPE###; the step or error limit
-ends it too, and then it scores 0. At the end the episode is scored as upstream does (scoring.py),
-with the NL assertions put to the judge when the recipe names one (judge.py).
+Upstream's `Orchestrator` passes every message: it applies the task's initial state, sends its
+greeting, executes each tool call on the caller's side (agent or user) with the tool-sync step after
+it, counts steps (every message) and tool errors against their limits, and decides when the
+conversation ends; upstream's evaluator scores it. Only the two LLM calls are ours: upstream's agent
+(`LLMAgent`: its system prompt and tools) and user simulator (`UserSimulator`: its guidelines and the
+task's scenario) take the reply our batched loop sampled instead of calling litellm one turn at a
+time. So the agent's prompt (`agent_prompt`) is what upstream would send its LLM, and a conversation
+is a coroutine that yields each prompt of the user simulator, so that `run_conversations` answers
+the user turns of many conversations with one generate call.
+
+Replies are read in Qwen3's native tool-call form, `<tool_call>{"name": ..., "arguments": {...}}
+</tool_call>`, with the text before the first call as the content (as vLLM's hermes parser splits
+them) and any `<think>` part dropped, so no reasoning reaches the other side or the records.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from collections import abc
 from typing import Any
 
 from rwml_lite.envs.base import Step
-from rwml_lite.envs.tau2.data import data_root, domain
-from rwml_lite.envs.tau2.judge import judge
-from rwml_lite.envs.tau2.scoring import DEFAULT_BASIS, score
-from rwml_lite.envs.tau2.toolkit import Reply
-from rwml_lite.errors import RwmlError
+from rwml_lite.envs.tau2.upstream import domain, tau2
 from rwml_lite.models import Generator, Sampling
-from rwml_lite.prompts import Messages
+from rwml_lite.prompts import Messages, with_template_args
 
-GREETING = "Hi! How can I help you today?"
-STOP_TOKENS = ("###STOP###", "###TRANSFER###", "###OUT-OF-SCOPE###")
-MAX_USER_TOOL_ROUNDS = 5  # [ours] tool calls the user may make before their message to the agent
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
+_THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
+#: [ours] times the user simulator is asked again after an empty reply before the conversation ends
+#: as upstream ends one whose user fails (USER_ERROR); upstream's litellm call retries empty replies too.
+USER_RETRIES = 3
+
+tau2()
+from tau2.agent.base import is_valid_agent_history_message  # noqa: E402
+from tau2.agent.llm_agent import LLMAgent  # noqa: E402
+from tau2.data_model.message import (  # noqa: E402
+    AssistantMessage,
+    MultiToolMessage,
+    SystemMessage,
+    ToolCall,
+    ToolMessage,
+    UserMessage,
+)
+from tau2.data_model.simulation import SimulationRun, TerminationReason  # noqa: E402
+from tau2.data_model.tasks import RewardType  # noqa: E402
+from tau2.evaluator.evaluator import EvaluationType, evaluate_simulation  # noqa: E402
+from tau2.orchestrator.orchestrator import Orchestrator, Role  # noqa: E402
+from tau2.user.base import UserState, is_valid_user_history_message  # noqa: E402
+from tau2.user.user_simulator import UserSimulator  # noqa: E402
+from tau2.utils.llm_utils import to_litellm_messages  # noqa: E402
 
 
-def parse_tool_calls(action: str) -> list[dict | str] | None:
-    """The tool calls in an agent action ({"name", "arguments"}, or the error text of a malformed one),
-    or None when the action is a message to the user."""
-    bodies = _TOOL_CALL.findall(action)
-    if not bodies:
-        return None
-    calls: list[dict | str] = []
-    for body in bodies:
+def tool_call(body: str, call_id: str, requestor: str) -> ToolCall:
+    """One `<tool_call>` body as upstream's ToolCall. A body that is not a JSON object with a string
+    "name" and object "arguments" becomes a call of the tool named by its raw text, which upstream's
+    environment answers as it answers any unknown tool (an error reply, counted as an error); the
+    evaluator's replay of the conversation then gets the same answer."""
+    try:
+        call = json.loads(body)
+    except json.JSONDecodeError:
+        call = None
+    arguments = call.get("arguments", {}) if isinstance(call, dict) else None
+    if isinstance(arguments, str):  # some models write the arguments as a JSON string
         try:
-            call = json.loads(body)
-        except json.JSONDecodeError as e:
-            calls.append(f"Error: the tool call is not valid JSON ({e.msg} at character {e.pos}).")
-            continue
-        if not isinstance(call, dict) or not isinstance(call.get("name"), str):
-            calls.append('Error: a tool call must be a JSON object {"name": ..., "arguments": {...}}.')
-            continue
-        calls.append({"name": call["name"], "arguments": call.get("arguments", {})})
-    return calls
+            arguments = json.loads(arguments)
+        except json.JSONDecodeError:
+            pass
+    if not (isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(arguments, dict)):
+        return ToolCall(id=call_id, name=body.strip(), arguments={}, requestor=requestor)
+    return ToolCall(id=call_id, name=call["name"], arguments=arguments, requestor=requestor)
 
 
-def tool_lines(schemas: list[dict]) -> str:
-    """One line per tool, `name(arg: type, ...): description`: the schemas in few tokens."""
-    lines = []
-    for schema in schemas:
-        props = schema["parameters"]["properties"]
-        args = ", ".join(f"{name}: {spec['type']}" for name, spec in props.items())
-        lines.append(f"- {schema['name']}({args}): {schema['description']}")
-    return "\n".join(lines)
+def reply_message(text: str, role: str, ids: str) -> AssistantMessage | UserMessage | None:
+    """A sampled reply as upstream's message of `role` ("assistant" or "user"); None when nothing
+    but thinking or whitespace is left. `ids` prefixes the tool calls' ids."""
+    text = _THINK.sub("", text)
+    bodies = _TOOL_CALL.findall(text)
+    content = (text.split("<tool_call>")[0] if bodies else text).strip() or None
+    calls = [tool_call(body, f"{ids}.{i}", role) for i, body in enumerate(bodies)] or None
+    if content is None and calls is None:
+        return None
+    kind = AssistantMessage if role == "assistant" else UserMessage
+    return kind(role=role, content=content, tool_calls=calls)
 
 
-def scenario_text(task: dict) -> str:
-    """The user's scenario as the simulator reads it: who they are, why they call, what they know."""
-    instructions = task["user_scenario"]["instructions"]
-    parts = [
-        ("Persona", task["user_scenario"].get("persona")),
-        ("Reason for call", instructions.get("reason_for_call")),
-        ("Known info", instructions.get("known_info")),
-        ("Unknown info", instructions.get("unknown_info")),
-        ("Task instructions", instructions.get("task_instructions")),
-    ]
-    return "\n\n".join(f"{name}:\n{text}" for name, text in parts if text)
+def _record(state, message) -> None:
+    """Upstream's bookkeeping of an agent's or user's state: what came in, then what it answered."""
+    state.messages.extend(message.tool_messages if isinstance(message, MultiToolMessage) else [message])
+
+
+class _Agent(LLMAgent):
+    """Upstream's LLM agent whose LLM call is replaced by `reply`, the message our loop sampled."""
+
+    reply: AssistantMessage | None = None
+
+    def generate_next_message(self, message, state):
+        _record(state, message)
+        state.messages.append(self.reply)
+        return self.reply, state
+
+
+class _User(UserSimulator):
+    """Upstream's user simulator whose LLM call is replaced by `reply`, the message our loop sampled."""
+
+    reply: UserMessage | None = None
+
+    def _generate_next_message(self, message, state):
+        _record(state, message)
+        state.messages.append(self.reply)
+        return self.reply, state
 
 
 Conversation = abc.Generator[Messages, str, Any]  # yields the user simulator's prompts, returns the outcome
@@ -106,19 +144,18 @@ def run_conversations(conversations: list[Conversation], user: Generator, sampli
 
 
 class Tau2Env:
-    """Conversations of the given domains; task ids are "<domain>/<task id>"."""
+    """Conversations of the given domains; task ids are "<domain>/<task id>". `max_steps` and
+    `max_errors` are upstream's limits: steps count every message (agent, user and tool), errors the
+    tool calls that failed."""
 
     role = "You are a customer service agent. Follow the policy; use the tools to look things up and to act."
 
     def __init__(self, domains: list[str], max_steps: int, user: Generator, user_sampling: Sampling, max_errors: int = 10,
-                 judge: Generator | None = None):  # fmt: skip
-        self.domains, self.max_steps, self.max_errors = domains, max_steps, max_errors
-        self.user, self.user_sampling, self.judge = user, user_sampling, judge
-        folder = data_root() / "user_simulator"
-        self.guidelines = {
-            tools: (folder / f"simulation_guidelines{'_tools' if tools else ''}.md").read_text()
-            for tools in (False, True)
-        }
+                 judged: bool = False):  # fmt: skip
+        """`judged`: upstream's NL-assertion judge has an endpoint (`upstream.use_judge`); without one,
+        tasks whose reward basis holds NL assertions are scored on the rest, and the record says so."""
+        self.domains, self.max_steps, self.max_errors, self.judged = domains, max_steps, max_errors, judged
+        self.user, self.user_sampling = user, user_sampling
 
     def tasks(self, split: str) -> list[str]:
         return [f"{name}/{task_id}" for name in self.domains for task_id in domain(name).task_ids(split)]
@@ -131,6 +168,23 @@ class Tau2Env:
 
     def close(self) -> None:
         pass
+
+    # ------------------------------------------------------------------ what the agent sees
+
+    def agent_prompt(self) -> Messages:
+        """What upstream's agent sends its LLM now: its system prompt (instructions + policy), the
+        conversation as it sees it, and its tools, which the chat template renders natively."""
+        history = [m for m in self.orchestrator.trajectory if is_valid_agent_history_message(m)]
+        system = SystemMessage(role="system", content=self.agent.system_prompt)
+        return with_template_args(to_litellm_messages([system, *history]), tools=self.agent_tools)
+
+    def _user_prompt(self) -> Messages:
+        """What upstream's user simulator sends its LLM now, with its thinking turned off: its system
+        prompt, the conversation with the roles flipped (the agent speaks as "user"), its own tools."""
+        seen = [m for m in self.orchestrator.trajectory if is_valid_user_history_message(m)]
+        flipped = UserState(system_messages=[], messages=seen).flip_roles()
+        system = SystemMessage(role="system", content=self.user_sim.system_prompt)
+        return with_template_args(to_litellm_messages([system, *flipped]), tools=self.user_tools, enable_thinking=False)
 
     # ------------------------------------------------------------------ one conversation
 
@@ -153,109 +207,109 @@ class Tau2Env:
 
     def _opening(self, task_id: str, seed: int) -> Conversation:
         name, _, local_id = task_id.partition("/")
-        self.domain = domain(name)
-        if local_id not in self.domain.tasks:
-            raise RwmlError(f"tau2 {name} has no task {local_id!r}; task ids come from its split_tasks.json.")
-        self.task = self.domain.tasks[local_id]
-        self.tools = self.domain.fresh_tools(self.task)
-        self.phone = self.tools.side("user")
-        user_has_tools = self.phone is not self.tools
-        tools = tool_lines(self.tools.schemas())
-        self.goal = (
-            "Serve the customer under the policy below. Each action is either a message to the customer or "
-            'tool calls written as <tool_call>{"name": "...", "arguments": {...}}</tool_call>, never both.\n\n'
-            f"Tools:\n{tools}\n\nPolicy:\n{self.domain.policy}"
-        )
+        self.domain_name, self.task = name, domain(name).task(local_id)
+        environment = domain(name).make_environment()
+        agent_tools, user_tools = domain(name).tools
+        self.agent = _Agent(tools=agent_tools, domain_policy=environment.get_policy())
+        self.user_sim = _User(tools=user_tools, instructions=str(self.task.user_scenario))
+        self.agent_tools, self.user_tools = domain(name).schemas
+        self.orchestrator = Orchestrator(name, self.agent, self.user_sim, environment, self.task,
+                                         max_steps=self.max_steps, max_errors=self.max_errors)  # fmt: skip
+        self.started, self.turns = time.perf_counter(), 0
+        self.goal = self.agent.system_prompt
         # PAPER.md: the world model sees the user's profile facts, not their intent (nor the agent's policy)
-        known = self.task["user_scenario"]["instructions"].get("known_info") or "(none given)"
+        known = self.task.user_scenario.instructions
+        known = getattr(known, "known_info", None) or "(none given)"
         self.world_goal = (
             f"A customer-service conversation ({name}). The agent acts with messages or tool calls.\n\n"
-            f"Tools:\n{tools}\n\nWhat the customer knows about themselves:\n{known}"
+            f"Tools:\n{json.dumps(self.agent_tools)}\n\nWhat the customer knows about themselves:\n{known}"
         )
-        self.calls: list[dict] = []
-        self.transcript: list[tuple[str, str]] = [("Agent", GREETING)]  # what the judge reads
-        self.steps = self.errors = 0
-        # the simulator plays the user: its own turns are "assistant", the agent's are "user"
-        system = f"{self.guidelines[user_has_tools]}\n\n<scenario>\n{scenario_text(self.task)}\n</scenario>"
-        if user_has_tools:
-            system += (
-                f"\n\nYour tools, on your own phone:\n{tool_lines(self.phone.schemas())}\n\nTo use one, reply with only "
-                '<tool_call>{"name": "...", "arguments": {...}}</tool_call>; you will see its result before you answer the agent.'
-            )
-        self.user_view = [{"role": "system", "content": system}, {"role": "user", "content": GREETING}]
-        first, self.stopped = yield from self._user_turn()
-        return f"User: {first}"
-
-    def _say(self, speaker: str, text: str) -> None:
-        self.transcript.append((speaker, text))
-
-    def _user_turn(self) -> abc.Generator[Messages, str, tuple[str, bool]]:
-        """The user's next message; on the way they may use their own tools, whose results only they see."""
-        for _ in range(MAX_USER_TOOL_ROUNDS + 1):
-            reply = (yield self.user_view).strip()
-            self.user_view.append({"role": "assistant", "content": reply})
-            calls = parse_tool_calls(reply) if self.phone is not self.tools else None
-            if not calls:
-                break
-            self.user_view.append({"role": "user", "content": self._run(calls, "user")[0]})
-        self._say("Customer", reply)
-        return reply, any(token in reply for token in STOP_TOKENS)
-
-    def _run(self, calls: list[dict | str], requestor: str) -> tuple[str, int]:
-        """Run parsed calls on the requestor's side: the tool replies as one text, and how many failed."""
-        lines, failed = [], 0
-        for call in calls:
-            if isinstance(call, str):  # a malformed call: its error text
-                reply, name = Reply(call, False), "unparsed"
-            else:
-                reply, name = self.tools.side(requestor).call(call["name"], call["arguments"]), call["name"]
-                self.calls.append(
-                    {**call, "requestor": requestor}
-                )  # replayed for scoring: writes only, refused ones change nothing
-                self._say(
-                    f"{'Agent' if requestor == 'assistant' else 'Customer'} tool call",
-                    f"{name}({json.dumps(call['arguments'])}) -> {reply.content}",
-                )
-            lines.append(f"Tool ({name}): {reply.content}")
-            failed += not reply.ok
-        return "\n".join(lines), failed
+        self.orchestrator.initialize()
+        yield from self._advance()
+        return self._observation(self.orchestrator.trajectory)
 
     def _turn(self, action: str) -> Conversation:
-        self.steps += 1
-        calls = parse_tool_calls(action)
-        if calls is None:
-            self._say("Agent", action)
-            self.user_view.append({"role": "user", "content": action})
-            reply, self.stopped = yield from self._user_turn()
-            observation, valid, kind = f"User: {reply}", True, "user"
-        else:
-            observation, failed = self._run(calls, "assistant")
-            valid, kind = not failed, "tool"
-            self.errors += failed
-        limited = self.steps >= self.max_steps or self.errors > self.max_errors
-        done = self.stopped or limited
-        info = {"kind": kind}
+        orchestrator, start = self.orchestrator, len(self.orchestrator.trajectory)
+        message = reply_message(action, "assistant", f"call-{self.turns}")
+        self.turns += 1
+        if message is None:  # nothing but thinking: upstream refuses an empty message; the agent is asked again
+            return Step("(an empty reply: no message and no tool call)", 0.0, False, False, False, {"kind": "user"})
+        self.agent.reply = message
+        orchestrator.step()
+        self._check_limits()
+        yield from self._advance()
+        news = orchestrator.trajectory[start + 1 :]
+        failed = any(isinstance(m, ToolMessage) and m.error and m.requestor == "assistant" for m in news)
+        info: dict = {"kind": "tool" if message.is_tool_call() else "user"}
         reward = 0.0
-        if done:
-            said = [text for speaker, text in self.transcript if speaker == "Agent"]
-            result = score(
-                self.domain, self.task, self.calls, said, ended_normally=self.stopped, nl_verdicts=self._verdicts()
-            )
-            reward = result.reward
-            info.update(
-                score_parts=result.parts, nl_unscored=result.nl_unscored, ended="user" if self.stopped else "limit"
-            )
-        return Step(observation, reward, done, done and reward == 1.0, valid, info)
+        if orchestrator.done:
+            reward, final = self._score()
+            info.update(final)
+        return Step(self._observation(news), reward, orchestrator.done, reward == 1.0, not failed, info)
 
-    def _verdicts(self) -> list[bool] | None:
-        """The judge's verdicts on the task's NL assertions, when there is a judge and they count."""
-        criteria = self.task["evaluation_criteria"]
-        assertions = criteria.get("nl_assertions") or []
-        if not (
-            self.judge
-            and self.stopped
-            and assertions
-            and "NL_ASSERTION" in (criteria.get("reward_basis") or DEFAULT_BASIS)
-        ):
-            return None
-        return judge(self.judge, self.transcript, assertions)
+    def _advance(self) -> abc.Generator[Messages, str, None]:
+        """Run the orchestrator until the agent is to speak or the conversation is over, asking our
+        loop for each user turn."""
+        orchestrator = self.orchestrator
+        while not orchestrator.done and orchestrator.to_role != Role.AGENT:
+            if orchestrator.to_role == Role.USER:
+                reply = None
+                for _ in range(USER_RETRIES):
+                    reply = reply_message((yield self._user_prompt()), "user", f"user-{len(orchestrator.trajectory)}")
+                    if reply is not None:
+                        break
+                if reply is None:
+                    orchestrator.done, orchestrator.termination_reason = True, TerminationReason.USER_ERROR
+                    return
+                self.user_sim.reply = reply
+            orchestrator.step()
+            self._check_limits()
+
+    def _check_limits(self) -> None:
+        """Upstream's `Orchestrator.run` checks the step and error limits after each step, except while
+        a message waits for the environment (its loop, without the optional stuck-agent judge)."""
+        orchestrator = self.orchestrator
+        if orchestrator.to_role == Role.ENV:
+            return
+        if orchestrator.step_count >= orchestrator.max_steps:
+            orchestrator.done, orchestrator.termination_reason = True, TerminationReason.MAX_STEPS
+        if orchestrator.num_errors >= orchestrator.max_errors:
+            orchestrator.done, orchestrator.termination_reason = True, TerminationReason.TOO_MANY_ERRORS
+
+    def _observation(self, messages: list) -> str:
+        """What reached the agent, as one text for the records: the user's message, or the tool replies."""
+        names = {c.id: c.name for m in self.orchestrator.trajectory if isinstance(m, AssistantMessage)
+                 for c in m.tool_calls or ()}  # fmt: skip
+        lines = []
+        for m in messages:
+            if isinstance(m, ToolMessage) and m.requestor == "assistant":
+                lines.append(f"Tool ({names.get(m.id, '?')}): {m.content}")
+            elif isinstance(m, UserMessage) and not m.is_tool_call():
+                lines.append(f"User: {m.content}")
+        return "\n".join(lines)
+
+    def _score(self) -> tuple[float, dict]:
+        """Upstream's evaluator on the conversation, as `run_task` calls it. Without a judge, NL
+        assertions leave the reward basis (listed in `nl_unscored`) rather than failing the task."""
+        orchestrator, task = self.orchestrator, self.task
+        now = time.strftime("%Y-%m-%dT%H:%M:%S")
+        simulation = SimulationRun(
+            id=str(uuid.uuid4()), task_id=task.id, start_time=now, end_time=now,
+            duration=time.perf_counter() - self.started, termination_reason=orchestrator.termination_reason,
+            messages=orchestrator.get_trajectory(),
+        )  # fmt: skip
+        criteria = task.evaluation_criteria
+        basis = list(criteria.reward_basis) if criteria else []
+        unscored = []
+        if criteria and RewardType.NL_ASSERTION in basis and not self.judged:
+            unscored = list(criteria.nl_assertions or [])
+            basis.remove(RewardType.NL_ASSERTION)
+            task = task.model_copy(update={"evaluation_criteria": criteria.model_copy(update={"reward_basis": basis})})
+        kind = EvaluationType.ALL_WITH_NL_ASSERTIONS if self.judged else EvaluationType.ALL
+        result = evaluate_simulation(simulation, task, kind, solo_mode=False, domain=self.domain_name)
+        return result.reward, {
+            "ended": orchestrator.termination_reason.value,
+            "reward_basis": [b.value for b in criteria.reward_basis] if criteria else [],  # the task's own
+            "reward_breakdown": {str(k.value): v for k, v in (result.reward_breakdown or {}).items()},
+            "nl_unscored": unscored,
+        }
