@@ -94,6 +94,11 @@ SPLITS = {
 }
 
 
+class UserEndpoint(Section):
+    url: str = Field(description="Base URL of the server's OpenAI-compatible API, e.g. http://localhost:8000/v1.")
+    model: str = Field("default", description="The model name sent to it.")
+
+
 class EnvSettings(Section):
     name: Literal["textworld_express", "alfworld", "tau2"] = Field(
         "textworld_express",
@@ -102,12 +107,12 @@ class EnvSettings(Section):
     domains: list[Literal["airline", "retail", "telecom"]] = Field(
         ["airline", "retail", "telecom"], min_length=1, description="tau2 only: the customer-service domains played."
     )
-    user_endpoint: str | None = Field(
-        None,
-        description="tau2 only: base URL of an OpenAI-compatible server that plays the user (e.g. http://localhost:8000/v1); "
-        "null = the recipe's own model, without adapter.",
+    user_endpoints: list[UserEndpoint] = Field(
+        [],
+        description="tau2 only: OpenAI-compatible servers whose models play the user, e.g. [{url: http://localhost:8000/v1, "
+        "model: Qwen/Qwen3-235B-A22B-Instruct-2507}]; a task's rollouts are dealt among them in turn (the paper: 3 "
+        "rollouts with one user model, 3 with another); empty = the recipe's own model, without adapter.",
     )
-    user_model: str = Field("default", description="tau2 only: the model name sent to user_endpoint.")
     user_temperature: float = Field(0.0, ge=0.0, description="tau2 only: sampling temperature of the simulated user.")
     user_max_new_tokens: int = Field(128, gt=0, description="tau2 only: token budget of one user message.")
     judge_endpoint: str | None = Field(
@@ -120,6 +125,11 @@ class EnvSettings(Section):
         10,
         gt=0,
         description="tau2 only: failed tool calls after which upstream's orchestrator ends a conversation (scored 0).",
+    )
+    world_model_policy: bool = Field(
+        True,
+        description="tau2 only: the world model's prompt holds the agent's policy, as in the paper (Table A6); false "
+        "leaves it out (shorter prompts: a CPU demo's deviation).",
     )
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
     game_params: str = Field(

@@ -15,11 +15,12 @@ import torch
 
 from rwml_lite.config import Recipe
 from rwml_lite.envs import list_tasks
-from rwml_lite.models import Generator, Sampling, backend, user_simulator
+from rwml_lite.models import Generator, Sampling, backend, user_simulators
 from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.worldmodel import measure
 
 
 def evaluate_variant(
@@ -33,7 +34,7 @@ def evaluate_variant(
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
     generator = backend(recipe.model).generator(recipe.model, adapter)
-    user = user_simulator(recipe)
+    users = user_simulators(recipe)
     torch.manual_seed(recipe.seed)
     specs = [
         spec
@@ -49,7 +50,7 @@ def evaluate_variant(
         recipe.agent,
         e.max_steps,
         f"eval {variant}",
-        user,
+        users,
     )
     sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
     wm = world_model_score(generator, val_triplets, reward, e.wm_samples, sampling, folder.eval(f"wm_{variant}.jsonl"))
@@ -100,20 +101,20 @@ def world_model_score(
     generator: Generator, triplets: list[dict], reward: NextStateReward, samples: int, sampling: Sampling, out: Path
 ) -> dict:
     """Mean reward of `samples` predictions per triplet, the hit rate, and the tag rate, overall and
-    per target kind. A hit is a full reward by the kind's own measure: within tau_d of the real
-    state in the embedding for observations and user replies, rounded ROUGE-L 1.0 for tau2 tool replies."""
+    per target kind. A hit is a full reward by the triplet's measure: within tau_d of the real state
+    in the embedding, or rounded ROUGE-L 1.0 (tau2's tool replies)."""
     predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
     records, by_kind = [], {}
     for triplet, preds in zip(triplets, predictions):
         kind = triplet.get("kind", "observation")
         reals = [triplet["next_observation"]] * len(preds)
         triplet_sims = reward.similarities(preds, reals)
-        # the cosines already give embedded rewards; only tau2 tool replies are scored another way
-        tool = kind == "tool"
+        # the cosines already give embedded rewards; only ROUGE-measured targets are scored another way
+        rouge = measure(triplet) == "rouge"
         triplet_scores = (
-            reward.score(preds, reals, ["tool"] * len(preds)) if tool else [reward.reward_of(s) for s in triplet_sims]
+            reward.score(preds, reals, ["rouge"] * len(preds)) if rouge else [reward.reward_of(s) for s in triplet_sims]
         )
-        hits = [float(s == 1.0) for s in triplet_scores] if tool else [reward.hit(s) for s in triplet_sims]
+        hits = [float(s == 1.0) for s in triplet_scores] if rouge else [reward.hit(s) for s in triplet_sims]
         tally = by_kind.setdefault(kind, {"scores": [], "hits": [], "tags": []})
         tally["scores"] += triplet_scores
         tally["hits"] += hits

@@ -100,12 +100,12 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
 
 def collect(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.envs import list_tasks
-    from rwml_lite.models import Sampling, backend, user_simulator
+    from rwml_lite.models import Sampling, backend, user_simulators
     from rwml_lite.rollout import episode_specs, run_episodes
 
     c = recipe.collect
     generator = backend(recipe.model).generator(recipe.model)
-    user = user_simulator(recipe)
+    users = user_simulators(recipe)
     torch.manual_seed(recipe.seed)
     episodes = run_episodes(
         folder.rollouts,
@@ -116,7 +116,7 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
         recipe.agent,
         c.max_steps,
         "collect",
-        user,
+        users,
     )
     steps = sum(ep["num_steps"] for ep in episodes)
     invalid = sum(ep["num_invalid"] for ep in episodes)

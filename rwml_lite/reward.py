@@ -115,25 +115,25 @@ class NextStateReward:
             return 0.0 if similarity is None else similarity
         return self.hit(similarity)
 
-    def score(self, completions: list[str], real_states: list[str], kinds: list[str] | None = None) -> list[float]:
-        """The reward of each completion. A tau2 tool reply (kind "tool") is structured text that
-        embeddings blur, so it scores ROUGE-L F1 rounded to 0.2 instead, as PAPER.md does."""
-        kinds = kinds or ["observation"] * len(completions)
+    def score(self, completions: list[str], real_states: list[str], measures: list[str] | None = None) -> list[float]:
+        """The reward of each completion by its measure: "embedding" (the cosine reward), or "rouge" for
+        structured text that embeddings blur (tau2's tool replies), ROUGE-L F1 rounded to 0.2, as PAPER.md does."""
+        measures = measures or ["embedding"] * len(completions)
         rewards: list[float] = [0.0] * len(completions)
-        embedded = [i for i, k in enumerate(kinds) if k != "tool"]
+        embedded = [i for i, m in enumerate(measures) if m != "rouge"]
         if embedded:
             sims = self.similarities([completions[i] for i in embedded], [real_states[i] for i in embedded])
             for i, s in zip(embedded, sims):
                 rewards[i] = self.reward_of(s)
-        for i, kind in enumerate(kinds):
-            if kind == "tool":
+        for i, measure in enumerate(measures):
+            if measure == "rouge":
                 prediction = extract_next_state(completions[i])
                 rewards[i] = 0.0 if prediction is None else rounded_rouge(prediction, real_states[i])
         return rewards
 
-    def __call__(self, prompts, completions, real_next_state, kind=None, **kwargs) -> list[float]:
+    def __call__(self, prompts, completions, real_next_state, measure=None, **kwargs) -> list[float]:
         turns = [self.prefill + c for c in completions]  # TRL's completions start after the prompt's prefill
-        return self.score(turns, list(real_next_state), list(kind) if kind is not None else None)
+        return self.score(turns, list(real_next_state), list(measure) if measure is not None else None)
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:

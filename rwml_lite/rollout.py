@@ -40,6 +40,10 @@ from rwml_lite.records import JsonlAppender, iter_jsonl
 NO_ACTION_FEEDBACK = "Invalid response: give exactly one admissible action inside <action>...</action>."
 
 
+#: Step-info fields that describe one step, recorded in it, not in the episode's final outcome.
+STEP_FIELDS = ("kind", "target", "measure")
+
+
 @dataclass(frozen=True)
 class EpisodeSpec:
     episode_id: str
@@ -77,13 +81,13 @@ def run_episodes(
     agent: AgentSettings,
     max_steps: int,
     label: str,
-    user: Generator | None = None,
+    users: list[Generator] | None = None,
     keep_prompts: bool = False,
     pool: EnvPool | None = None,
     progress: Progress | None = None,
 ) -> list[dict]:
     """Play every spec not yet in `path`, appending each episode as it ends; returns all episodes.
-    `user` plays the customer in tau2 conversations; `keep_prompts` stores each turn's prompt
+    `users` play the customer in tau2 conversations; `keep_prompts` stores each turn's prompt
     messages in its step (what the policy stage trains on). A caller that plays many batches (the
     policy stage) passes its own `pool`, whose environments then live across calls, and its own
     `progress` display, in which this call shows a line while it runs."""
@@ -91,7 +95,7 @@ def run_episodes(
     pending = deque(s for s in specs if s.episode_id not in done_ids)
     if pending:
         with contextlib.ExitStack() as stack:
-            pool = pool or stack.enter_context(EnvPool(env, max_steps, user=user))
+            pool = pool or stack.enter_context(EnvPool(env, max_steps, users=users))
             bar = progress or stack.enter_context(progress_display())
             out = stack.enter_context(JsonlAppender(path))
             slots = min(agent.parallel_episodes, len(pending))
@@ -149,6 +153,9 @@ def _play(
                     "next_observation": step.observation,
                     "valid": step.valid,
                     "kind": step.info.get("kind", "observation"),
+                    # how the world model's prediction of it is scored, and (tau2) what it predicts
+                    "measure": step.info.get("measure", "embedding"),
+                    **({"target": step.info["target"]} if "target" in step.info else {}),
                     "reward": step.reward,
                     "won": step.won,
                     "truncated": getattr(completions[slot], "truncated", False),
@@ -189,7 +196,7 @@ def _episode_record(ep: _Live, won: bool, final: dict) -> dict:
         "won": won,
         "num_steps": len(ep.steps),
         "num_invalid": sum(not s["valid"] for s in ep.steps),
-        "final": {k: v for k, v in final.items() if k != "kind"},
+        "final": {k: v for k, v in final.items() if k not in STEP_FIELDS},
     }
 
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
+from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
 from rwml_lite.pipeline import link_finished, run
 from rwml_lite.records import atomic_write_json, atomic_write_text, read_jsonl
-from rwml_lite.report import PAPER, TAU2_WEIGHTS
+from rwml_lite.report import PAPER
 from rwml_lite.runfolder import RunFolder
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 import math
 import random
 
-from rwml_lite.envs.tau2.masking import mask_tool_observation
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import rwml_messages, wm_sft_target
 from rwml_lite.reward import NextStateReward
@@ -31,8 +30,7 @@ def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]
                 dropped += 1
                 continue
             window = past[-history:] if history else []
-            kind = step.get("kind", "observation")
-            real = mask_tool_observation(step["next_observation"]) if kind == "tool" else step["next_observation"]
+            real = step.get("target", step["next_observation"])  # the environment's own target form (tau2)
             triplets.append(
                 {
                     "triplet_id": f"{ep['episode_id']}/{t}",
@@ -42,7 +40,8 @@ def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]
                     "observation": step["observation"],
                     "action": step["action"],
                     "next_observation": real,
-                    "kind": kind,
+                    "kind": step.get("kind", "observation"),
+                    "measure": step.get("measure", "embedding"),
                     "prompt": rwml_messages(
                         ep["role"],
                         ep.get("world_goal", ep["goal"]),
@@ -56,6 +55,11 @@ def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]
             )
             past.append((step["observation"], step["action"]))
     return triplets, dropped
+
+
+def measure(triplet: dict) -> str:
+    """How predictions of this triplet are scored: "embedding" (cosine) or "rouge" (rounded ROUGE-L)."""
+    return triplet.get("measure", "embedding")
 
 
 def split_by_episode(triplets: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
@@ -74,9 +78,7 @@ def find_easy(
     predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
     easy = []
     for triplet, preds in zip(triplets, predictions):
-        scores = strict.score(
-            preds, [triplet["next_observation"]] * len(preds), [triplet.get("kind", "observation")] * len(preds)
-        )
+        scores = strict.score(preds, [triplet["next_observation"]] * len(preds), [measure(triplet)] * len(preds))
         easy.append(max(scores) >= 1.0)
     return easy
 

@@ -151,12 +151,14 @@ def test_end_to_end_the_evaluation_scores_the_share_answered_right(scripted_run)
 
 
 def test_hit_rates_are_reported_per_target_kind_with_each_kinds_measure(minilm, tmp_path):
-    """tau2: a tool reply hits when its rounded ROUGE-L is 1, a user reply when its cosine is within tau_d."""
+    """A ROUGE-measured target (tau2's tool replies) hits when its rounded ROUGE-L is 1, an embedded one
+    (a user reply) when its cosine is within tau_d; the hit rates are reported per target kind."""
     tool_real, user_real = '{"order_id": "string", "status": "string"}', "User: Thanks, that is all."
     triplets = [
         {
             "triplet_id": "t",
             "kind": "tool",
+            "measure": "rouge",
             "prompt": [{"role": "user", "content": "#t"}],
             "next_observation": tool_real,
         },

@@ -33,7 +33,7 @@ class Script:
 def env_over(domains, user, max_steps=200, max_errors=10):
     from rwml_lite.envs.tau2.episode import Tau2Env
 
-    return Tau2Env(domains, max_steps, user, Sampling(temperature=0.0), max_errors)
+    return Tau2Env(domains, max_steps, [user], Sampling(temperature=0.0), max_errors)
 
 
 def gold_script(task) -> tuple[list[str], list[str]]:
@@ -276,7 +276,7 @@ def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
         return "My phone has no service."
 
     settings = EnvSettings(name="tau2", domains=["telecom"])
-    with EnvPool(settings, max_steps=20, user=Counting(user)) as pool:
+    with EnvPool(settings, max_steps=20, users=[Counting(user)]) as pool:
         tasks = {slot: (task, 0) for slot, task in enumerate(list_tasks(settings, "train", 4))}
         starts = pool.reset(tasks)
         assert batches == [4] and all(s.observation == "User: My phone has no service." for s in starts.values())
@@ -286,6 +286,38 @@ def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
         assert all(o.step.observation == "User: My phone has no service." for o in outcomes.values())
         with pytest.raises(RwmlError, match="no-such-task"):
             pool.reset({0: tasks[0], 9: ("telecom/no-such-task", 0)})
+
+
+def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names_its_user(tmp_path, tau2_data):
+    """Two user models (the paper: 3 rollouts with one, 3 with another): a task's consecutive seeds
+    alternate between them, each round asks each model once, and the record says who played."""
+    from rwml_lite.config import AgentSettings, EnvSettings
+    from rwml_lite.rollout import episode_specs, run_episodes
+
+    batches = []
+
+    class Named(ScriptedGenerator):
+        def __init__(self, name):
+            super().__init__(lambda messages, _: f"I am {name}. ###STOP###")
+            self.name = name
+
+        def generate(self, prompts, n, sampling):
+            batches.append((self.name, len(prompts)))
+            return super().generate(prompts, n, sampling)
+
+    agent = ScriptedGenerator(lambda prompt, i: "Hello")
+    episodes = run_episodes(
+        tmp_path / "rollouts.jsonl", episode_specs(["retail/0", "retail/1"], "train", 4, 0),
+        EnvSettings(name="tau2", domains=["retail"]), agent, Sampling(temperature=0.0),
+        AgentSettings(parallel_episodes=8), 10, "collect", [Named("A"), Named("B")],
+    )  # fmt: skip
+    assert sorted(batches) == [("A", 4), ("B", 4)]  # the openings: one call per user model
+    for task in ("retail/0", "retail/1"):
+        played = [ep["final"]["user_simulator"] for ep in episodes if ep["task_id"] == task]
+        assert sorted(played) == ["A", "A", "B", "B"]
+    assert all(
+        ep["steps"][0]["observation"] == f"User: I am {ep['final']['user_simulator']}. ###STOP###" for ep in episodes
+    )
 
 
 def test_tasks_and_splits_come_from_tau2_data_dir_else_from_the_package(tau2_data, monkeypatch):
@@ -323,7 +355,7 @@ def test_the_user_simulators_thinking_is_off_and_never_reaches_the_agent_with_qw
     tokenizer = AutoTokenizer.from_pretrained(tmp_path)
     script = Script()
     env = env_over(["retail"], script)
-    script.replies = ["<think>I am a user</think>I want to return an item."]
+    script.replies = ["I am a user, I think.\n</think>\n\nI want to return an item."]  # a stray close tag
     env.reset("retail/0", seed=0)
     agent_text = render_prompt(tokenizer, env.agent_prompt())
     assert "# Tools" in agent_text and '"name": "get_order_details"' in agent_text and "<policy>" in agent_text
@@ -398,7 +430,7 @@ def test_an_endpoint_user_gets_its_tools_and_no_thinking_and_its_calls_come_back
         assert body["tools"] == [tool] and body["chat_template_kwargs"] == {"enable_thinking": False}
         assert body["messages"] == [{"role": "user", "content": "Turn on roaming."}]  # options are not a message field
         assert user.generate([[{"role": "user", "content": "Hi"}]], 2, Sampling()) == [["Hi", "Hi"]]
-    with pytest.raises(RwmlError, match="env.user_endpoint"):
+    with pytest.raises(RwmlError, match="remove it from env.user_endpoints"):
         EndpointGenerator("http://127.0.0.1:9/v1", "m", timeout=2).generate(
             [[{"role": "user", "content": "Hi"}]], 1, Sampling()
         )
@@ -427,7 +459,7 @@ def test_upstreams_nl_judge_at_the_recipes_endpoint_decides_a_task_with_nl_asser
             settings = EnvSettings(
                 name="tau2", domains=["retail"], judge_endpoint=server.url, judge_model="judge-model"
             )
-            env = make_env(settings, max_steps=200, user=user)
+            env = make_env(settings, max_steps=200, users=[user])
             assert play(env, user, f"retail/{task_id}", *gold_script(task)).reward == 1.0
             verdict["met"] = False
             step = play(env, user, f"retail/{task_id}", *gold_script(task))
@@ -470,21 +502,23 @@ def test_tool_reply_reward_is_rouge_l_rounded_to_a_fifth():
     assert rounded_rouge("a b c d e", "a b c d x") == 0.8
 
 
-def test_tool_replies_score_rouge_and_user_replies_the_embedding(minilm):
+def test_rouge_measured_targets_score_rouge_and_the_rest_the_embedding(minilm):
     from rwml_lite.reward import NextStateReward
 
     reward = NextStateReward(minilm, tau_d=0.4)
     real = '{"order_id": "string", "status": "string"}'
     completions = [f"<next_state>{real}</next_state>", '<next_state>{"order_id": "string"}</next_state>', "no tag"]
-    assert reward.score(completions, [real] * 3, ["tool"] * 3) == [1.0, 0.6, 0.0]
+    assert reward.score(completions, [real] * 3, ["rouge"] * 3) == [1.0, 0.6, 0.0]
     user_real = "User: Thanks, that is all."
-    assert reward.score([f"<next_state>{user_real}</next_state>"], [user_real], ["user"]) == [1.0]
+    assert reward.score([f"<next_state>{user_real}</next_state>"], [user_real], ["embedding"]) == [1.0]
 
 
 def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_path, tau2_data):
     """The agent's whole reply is its action (upstream's prompt, no <action> tag); each step keeps the
-    prompt upstream's agent would have sent, and tool replies become masked world-model targets."""
+    prompt upstream's agent would have sent; the world model predicts the response (tool replies
+    masked to their structure, scored by ROUGE) and the task status, from PAPER.md Table A6's context."""
     from rwml_lite.config import AgentSettings, EnvSettings
+    from rwml_lite.envs import make_env
     from rwml_lite.envs.tau2.upstream import domain
     from rwml_lite.rollout import episode_specs, run_episodes
     from rwml_lite.worldmodel import build_triplets
@@ -496,7 +530,7 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     )
     episodes = run_episodes(
         tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), EnvSettings(name="tau2", domains=["retail"]),
-        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 10, "collect", user, keep_prompts=True,
+        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 10, "collect", [user], keep_prompts=True,
     )  # fmt: skip
     [episode] = episodes
     assert [s["kind"] for s in episode["steps"]] == ["tool", "user"] and all(s["valid"] for s in episode["steps"])
@@ -509,16 +543,23 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     assert second[-2]["tool_calls"][0]["function"]["name"] == "get_order_details" and second[-1]["role"] == "tool"
     triplets, dropped = build_triplets(episodes, history=2)
     tool, said = triplets
-    assert tool["kind"] == "tool" and tool["next_observation"].startswith("Tool (get_order_details): {")
-    masked = json.loads(tool["next_observation"].partition("): ")[2])
+    assert tool["kind"] == "tool" and tool["measure"] == "rouge" and said["measure"] == "embedding"
+    reply, status = tool["next_observation"].rsplit("\n", 1)
+    assert reply.startswith("Tool (get_order_details): {") and status == "Task status: ongoing"
+    masked = json.loads(reply.partition("): ")[2])
     assert masked["order_id"] == "string" and masked["items"][0]["price"] == "number"  # structure kept, values gone
     assert "#W4817420" in episode["steps"][0]["next_observation"] and "#W4817420" not in tool["next_observation"]
-    assert said["kind"] == "user" and said["next_observation"] == "User: Thanks! ###STOP###"
-    # the world-model prompt holds the tools and the customer's profile facts, not their intent nor the policy
+    assert said["kind"] == "user" and said["next_observation"] == "User: Thanks! ###STOP###\nTask status: done"
+    # the world-model prompt: the policy, the tools and the customer's profile facts, not their intent
     prompt = tool["prompt"][1]["content"]
     scenario = domain("retail").task("0").user_scenario.instructions
-    assert '"name": "calculate"' in prompt and scenario.known_info in prompt
-    assert scenario.reason_for_call not in prompt and "# Retail agent policy" not in prompt
+    assert "# Policy\n# Retail agent policy" in prompt and '"name": "calculate"' in prompt
+    assert f"# User Information\n{scenario.known_info}" in prompt and scenario.reason_for_call not in prompt
+    assert "every value replaced by its type" in prompt and "Task status: done" in prompt
+    assert "Potential action: " + call("get_order_details", {"order_id": "#W4817420"}) in prompt
+    short = make_env(EnvSettings(name="tau2", domains=["retail"], world_model_policy=False), 10, [user])
+    short.reset("retail/0", 0)
+    assert "# Policy" not in short.world_goal and "# Tools" in short.world_goal
 
 
 def test_tau2_recipes_refuse_worker_processes(tmp_path):

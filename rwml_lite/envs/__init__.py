@@ -7,8 +7,8 @@ from rwml_lite.envs.base import Step, TextEnv
 from rwml_lite.models import Generator
 
 
-def make_env(settings: EnvSettings, max_steps: int, user: Generator | None = None) -> TextEnv:
-    """The recipe's environment; `user` is the model that plays the customer in tau2 conversations."""
+def make_env(settings: EnvSettings, max_steps: int, users: list[Generator] | None = None) -> TextEnv:
+    """The recipe's environment; `users` are the models that play the customer in tau2 conversations."""
     if settings.name == "textworld_express":
         from rwml_lite.envs.textworld_express import TextWorldExpress
 
@@ -24,8 +24,19 @@ def make_env(settings: EnvSettings, max_steps: int, user: Generator | None = Non
 
         use_judge(settings.judge_endpoint, settings.judge_model)
         sampling = Sampling(settings.user_temperature, settings.user_max_new_tokens)
-        return Tau2Env(settings.domains, max_steps, user, sampling, settings.max_errors, bool(settings.judge_endpoint))
+        judged, policy = bool(settings.judge_endpoint), settings.world_model_policy
+        return Tau2Env(settings.domains, max_steps, users or [], sampling, settings.max_errors, judged, policy)
     raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
+
+
+def report_section(settings: EnvSettings, results: dict[str, dict]) -> list[str] | None:
+    """The environment's own lines in report.md after the evaluation table, or None for the generic
+    success-by-task-type table."""
+    if settings.name == "tau2":
+        from rwml_lite.envs.tau2.report import section
+
+        return section(results, settings.domains)
+    return None
 
 
 def list_tasks(settings: EnvSettings, split: str, count: int) -> list[str]:
@@ -37,4 +48,4 @@ def list_tasks(settings: EnvSettings, split: str, count: int) -> list[str]:
         env.close()
 
 
-__all__ = ["Step", "TextEnv", "list_tasks", "make_env"]
+__all__ = ["Step", "TextEnv", "list_tasks", "make_env", "report_section"]

@@ -41,20 +41,17 @@ class Outcome:
     prompt: Messages | None = None
 
 
-def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple], user=None) -> list:
+def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple], users=None) -> list:
     """Run (slot, "reset", (task, seed)) and (slot, "step", action) commands on this process's envs.
     Conversations with a simulated user (tau2) run side by side, so that one generate call answers
     every user turn of the round instead of one call per conversation."""
     for slot, _, _ in commands:
         if slot not in envs:
-            envs[slot] = make_env(settings, max_steps, user)
+            envs[slot] = make_env(settings, max_steps, users)
     if commands and all(hasattr(envs[slot], "conversation") for slot, _, _ in commands):
         from rwml_lite.envs.tau2.episode import run_conversations
 
-        first = envs[commands[0][0]]
-        raw = run_conversations(
-            [envs[slot].conversation(kind, arg) for slot, kind, arg in commands], first.user, first.user_sampling
-        )
+        raw = run_conversations([(envs[slot], envs[slot].conversation(kind, arg)) for slot, kind, arg in commands])
     else:
         raw = [_run_one(envs[slot], kind, arg) for slot, kind, arg in commands]
     results = []
@@ -103,10 +100,10 @@ def _worker(conn, settings: EnvSettings, max_steps: int) -> None:
 
 class EnvPool:
     def __init__(
-        self, settings: EnvSettings, max_steps: int, workers: int | None = None, user: Generator | None = None
+        self, settings: EnvSettings, max_steps: int, workers: int | None = None, users: list[Generator] | None = None
     ):
-        """`user`: the model that plays the customer in tau2 conversations (in-process slots only)."""
-        self.settings, self.max_steps, self.user = settings, max_steps, user
+        """`users`: the models that play the customer in tau2 conversations (in-process slots only)."""
+        self.settings, self.max_steps, self.users = settings, max_steps, users
         self.workers = settings.workers if workers is None else workers
         self._local: dict[int, TextEnv] = {}
         self._conns, self._procs = [], []
@@ -128,7 +125,7 @@ class EnvPool:
     def _run(self, commands: list[tuple]) -> dict:
         if not self.workers:
             results = dict(
-                zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands, self.user))
+                zip([c[0] for c in commands], _serve(self._local, self.settings, self.max_steps, commands, self.users))
             )
         else:
             shares: list[list[tuple]] = [[] for _ in self._conns]

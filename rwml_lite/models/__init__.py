@@ -154,13 +154,14 @@ def use_chat_template(tokenizer, settings: ModelSettings) -> None:
         )
 
 
-def user_simulator(recipe) -> Generator | None:
-    """What plays the customer in tau2 conversations: the endpoint the recipe names, else the recipe's
-    own model without adapter (so that a trained policy is always judged against the same user)."""
+def user_simulators(recipe) -> list[Generator] | None:
+    """What plays the customer in tau2 conversations: the endpoints the recipe names (a task's rollouts
+    are dealt among them), else the recipe's own model without adapter (so that a trained policy is
+    always judged against the same user)."""
     if recipe.env.name != "tau2":
         return None
-    if recipe.env.user_endpoint:
+    if recipe.env.user_endpoints:
         from rwml_lite.models.endpoint import EndpointGenerator
 
-        return EndpointGenerator(recipe.env.user_endpoint, recipe.env.user_model)
-    return backend(recipe.model).generator(recipe.model)
+        return [EndpointGenerator(e.url, e.model) for e in recipe.env.user_endpoints]
+    return [backend(recipe.model).generator(recipe.model)]

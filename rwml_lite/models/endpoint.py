@@ -1,6 +1,6 @@
-"""A `Generator` over an OpenAI-compatible chat endpoint (vLLM's server, llama.cpp's, OpenAI's):
-what plays the customer in tau2 conversations when the recipe names `env.user_endpoint`, and what
-judges NL assertions when it names `env.judge_endpoint`."""
+"""A `Generator` over an OpenAI-compatible chat endpoint (vLLM's server, llama.cpp's, OpenAI's): what
+plays the customer in tau2 conversations when the recipe lists it in `env.user_endpoints`. (The NL
+judge, `env.judge_endpoint`, is called by upstream's evaluator through litellm.)"""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from rwml_lite.prompts import Messages, template_args
 
 
 class EndpointGenerator:
-    def __init__(self, base_url: str, model: str, role: str = "user", timeout: float = 120.0):
-        """role: "user" or "judge", the recipe fields env.<role>_endpoint / env.<role>_model it came from."""
+    def __init__(self, base_url: str, model: str, timeout: float = 120.0):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.role, self.timeout = model, role, timeout
+        self.model, self.timeout = model, timeout
+        self.name = f"{model} at {base_url}"  # what episode records say played the user
         key = os.environ.get("OPENAI_API_KEY")
         self.headers = {"Authorization": f"Bearer {key}"} if key else {}
 
@@ -37,15 +37,10 @@ class EndpointGenerator:
                 response.raise_for_status()
                 choices = response.json()["choices"]
             except (httpx.HTTPError, KeyError, ValueError) as e:
-                fallback = (
-                    "to let the recipe's own model play the user"
-                    if self.role == "user"
-                    else "to leave NL assertions unscored"
-                )
                 raise RwmlError(
-                    f"The {self.role} endpoint {self.url} (env.{self.role}_endpoint, model {self.model!r}) failed: {e}. "
-                    f"Check that the server runs and serves that model (env.{self.role}_model), or set "
-                    f"env.{self.role}_endpoint=null {fallback}."
+                    f"The user endpoint {self.url} (env.user_endpoints, model {self.model!r}) failed: {e}. Check that "
+                    "the server runs and serves that model, or remove it from env.user_endpoints (an empty list lets "
+                    "the recipe's own model play the user)."
                 ) from None
             results.append([_as_text(c["message"]) for c in choices])
         return results

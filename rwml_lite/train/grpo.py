@@ -18,6 +18,7 @@ from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
+from rwml_lite.worldmodel import measure
 
 #: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
 GRPO_FIELDS = {
@@ -81,7 +82,7 @@ def train_rwml(recipe: Recipe, triplets: list[dict], reward, folder: RunFolder) 
         {
             "prompt": render_prompt(tokenizer, t["prompt"], prefill),
             "real_next_state": t["next_observation"],
-            "kind": t.get("kind", "observation"),
+            "measure": measure(t),
             "observation": t["observation"],  # what an LLM judge reward sees beside the prediction
             "action": t["action"],
         }

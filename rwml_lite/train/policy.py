@@ -37,7 +37,7 @@ from rwml_lite.config import Recipe
 from rwml_lite.envs import list_tasks
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Sampling, backend, user_simulator
+from rwml_lite.models import Sampling, backend, user_simulators
 from rwml_lite.records import JsonlAppender, iter_jsonl
 from rwml_lite.rollout import EpisodeSpec, progress_display, run_episodes
 from rwml_lite.runfolder import RunFolder
@@ -94,10 +94,10 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     done = _resume(folder, model, optimizer, scheduler)
     generator = models.live_generator(model, tokenizer, recipe.model)
-    user = user_simulator(recipe)
+    users = user_simulators(recipe)
     sampling = Sampling(p.temperature, recipe.agent.max_new_tokens)
     log = _Log(recipe, folder)
-    with EnvPool(recipe.env, p.episode_max_steps, user=user) as pool, _progress(p.max_steps, done) as bar:
+    with EnvPool(recipe.env, p.episode_max_steps, users=users) as pool, _progress(p.max_steps, done) as bar:
         task = bar.task_ids[0]
         for step in range(done + 1, p.max_steps + 1):
             started = time.monotonic()

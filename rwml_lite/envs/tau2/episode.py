@@ -25,12 +25,21 @@ from collections import abc
 from typing import Any
 
 from rwml_lite.envs.base import Step
+from rwml_lite.envs.tau2.masking import mask_tool_observation
 from rwml_lite.envs.tau2.upstream import domain, tau2
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import Messages, with_template_args
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
 _THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
+
+
+def without_thinking(text: str) -> str:
+    """The reply after its reasoning: what follows the last `</think>` (Qwen3's template reads a reply
+    so, with or without the opening tag), with any unclosed `<think>` part dropped."""
+    return _THINK.sub("", text.rsplit("</think>", 1)[-1])
+
+
 #: [ours] times the user simulator is asked again after an empty reply before the conversation ends
 #: as upstream ends one whose user fails (USER_ERROR); upstream's litellm call retries empty replies too.
 USER_RETRIES = 3
@@ -78,7 +87,7 @@ def tool_call(body: str, call_id: str, requestor: str) -> ToolCall:
 def reply_message(text: str, role: str, ids: str) -> AssistantMessage | UserMessage | None:
     """A sampled reply as upstream's message of `role` ("assistant" or "user"); None when nothing
     but thinking or whitespace is left. `ids` prefixes the tool calls' ids."""
-    text = _THINK.sub("", text)
+    text = without_thinking(text)
     bodies = _TOOL_CALL.findall(text)
     content = (text.split("<tool_call>")[0] if bodies else text).strip() or None
     calls = [tool_call(body, f"{ids}.{i}", role) for i, body in enumerate(bodies)] or None
@@ -86,6 +95,31 @@ def reply_message(text: str, role: str, ids: str) -> AssistantMessage | UserMess
         return None
     kind = AssistantMessage if role == "assistant" else UserMessage
     return kind(role=role, content=content, tool_calls=calls)
+
+
+def world_model_context(domain_name: str, policy: str | None, tools: list[dict], task) -> str:
+    """What the world model knows of a conversation (PAPER.md Table A6): the setting, the agent's policy
+    (unless left out), the tools, the customer's profile facts (not their intent), and the form of
+    what it predicts."""
+    known = getattr(task.user_scenario.instructions, "known_info", None) or "(none given)"
+    parts = [
+        f"A customer-service conversation ({domain_name}) between an agent, who acts by messages to the user "
+        "or by tool calls, and a user.",
+        f"# Policy\n{policy}" if policy else "",
+        f"# Tools\n{json.dumps(tools)}",
+        f"# User Information\n{known}",
+        "# What to predict\nThe response the agent's action gets next: the user's message (User: ...) or the "
+        "tools' replies (Tool (name): ...), where a tool reply is given as its JSON schema, every value replaced "
+        "by its type, or as its short status or error text; then a line 'Task status: done' or 'Task status: "
+        "ongoing' (whether the conversation ends there).",
+    ]
+    return "\n\n".join(p for p in parts if p)
+
+
+def world_model_target(observation: str, tool: bool, done: bool) -> str:
+    """The response as the world model predicts it: tool replies masked to their structure, then the status."""
+    response = mask_tool_observation(observation) if tool else observation
+    return f"{response}\nTask status: {'done' if done else 'ongoing'}"
 
 
 def _record(state, message) -> None:
@@ -118,16 +152,16 @@ class _User(UserSimulator):
 Conversation = abc.Generator[Messages, str, Any]  # yields the user simulator's prompts, returns the outcome
 
 
-def run_conversations(conversations: list[Conversation], user: Generator, sampling: Sampling) -> list:
-    """Drive conversations side by side: whenever they wait for the simulated user, one generate call
-    answers all of them (in collect, every live conversation's user turn in one batch). Returns each
-    one's outcome in order, or the exception it raised."""
+def run_conversations(conversations: list[tuple[Tau2Env, Conversation]]) -> list:
+    """Drive (env, conversation) pairs side by side: whenever they wait for their simulated user, one
+    generate call per user model answers all of them (in collect, every live conversation's user turn
+    in one batch). Returns each one's outcome in order, or the exception it raised."""
     outcomes: list = [None] * len(conversations)
     waiting: dict[int, Messages] = {}
 
     def advance(i: int, reply: str | None) -> None:
         try:
-            waiting[i] = conversations[i].send(reply)
+            waiting[i] = conversations[i][1].send(reply)
         except StopIteration as done:
             outcomes[i] = done.value
         except Exception as e:  # carried back to the caller, as from worker processes
@@ -136,10 +170,16 @@ def run_conversations(conversations: list[Conversation], user: Generator, sampli
     for i in range(len(conversations)):
         advance(i, None)
     while waiting:
-        asked, prompts = list(waiting), list(waiting.values())
+        rounds: dict[int, list[int]] = {}  # one batch per user model (the env picked it at reset)
+        for i in waiting:
+            rounds.setdefault(id(conversations[i][0].user), []).append(i)
+        prompts = dict(waiting)
         waiting.clear()
-        for i, [reply] in zip(asked, user.generate(prompts, 1, sampling)):
-            advance(i, reply)
+        for asked in rounds.values():
+            env = conversations[asked[0]][0]
+            replies = env.user.generate([prompts[i] for i in asked], 1, env.user_sampling)
+            for i, [reply] in zip(asked, replies):
+                advance(i, reply)
     return outcomes
 
 
@@ -150,12 +190,16 @@ class Tau2Env:
 
     role = "You are a customer service agent. Follow the policy; use the tools to look things up and to act."
 
-    def __init__(self, domains: list[str], max_steps: int, user: Generator, user_sampling: Sampling, max_errors: int = 10,
-                 judged: bool = False):  # fmt: skip
-        """`judged`: upstream's NL-assertion judge has an endpoint (`upstream.use_judge`); without one,
-        tasks whose reward basis holds NL assertions are scored on the rest, and the record says so."""
+    def __init__(self, domains: list[str], max_steps: int, users: list[Generator], user_sampling: Sampling,
+                 max_errors: int = 10, judged: bool = False, policy_in_world: bool = True):  # fmt: skip
+        """`users`: the models that play the customer; the conversation with seed s gets users[s % n], so
+        the consecutive seeds of a task's rollouts deal them in turn. `judged`: upstream's NL-assertion
+        judge has an endpoint (`upstream.use_judge`); without one, tasks whose reward basis holds NL
+        assertions are scored on the rest, and the record says so. `policy_in_world`: the world model's
+        prompt holds the agent's policy (PAPER.md Table A6)."""
         self.domains, self.max_steps, self.max_errors, self.judged = domains, max_steps, max_errors, judged
-        self.user, self.user_sampling = user, user_sampling
+        self.policy_in_world = policy_in_world
+        self.users, self.user_sampling = users, user_sampling
 
     def tasks(self, split: str) -> list[str]:
         return [f"{name}/{task_id}" for name in self.domains for task_id in domain(name).task_ids(split)]
@@ -195,7 +239,7 @@ class Tau2Env:
         return self._alone(self.conversation("step", action))
 
     def _alone(self, conversation: Conversation):
-        [outcome] = run_conversations([conversation], self.user, self.user_sampling)
+        [outcome] = run_conversations([(self, conversation)])
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -208,6 +252,7 @@ class Tau2Env:
     def _opening(self, task_id: str, seed: int) -> Conversation:
         name, _, local_id = task_id.partition("/")
         self.domain_name, self.task = name, domain(name).task(local_id)
+        self.user = self.users[seed % len(self.users)]
         environment = domain(name).make_environment()
         agent_tools, user_tools = domain(name).tools
         self.agent = _Agent(tools=agent_tools, domain_policy=environment.get_policy())
@@ -217,19 +262,17 @@ class Tau2Env:
                                          max_steps=self.max_steps, max_errors=self.max_errors)  # fmt: skip
         self.started, self.turns = time.perf_counter(), 0
         self.goal = self.agent.system_prompt
-        # PAPER.md: the world model sees the user's profile facts, not their intent (nor the agent's policy)
-        known = self.task.user_scenario.instructions
-        known = getattr(known, "known_info", None) or "(none given)"
-        self.world_goal = (
-            f"A customer-service conversation ({name}). The agent acts with messages or tool calls.\n\n"
-            f"Tools:\n{json.dumps(self.agent_tools)}\n\nWhat the customer knows about themselves:\n{known}"
-        )
+        self.world_goal = world_model_context(name, self.agent.domain_policy if self.policy_in_world else None,
+                                              self.agent_tools, self.task)  # fmt: skip
         self.orchestrator.initialize()
         yield from self._advance()
         return self._observation(self.orchestrator.trajectory)
 
     def _turn(self, action: str) -> Conversation:
         orchestrator, start = self.orchestrator, len(self.orchestrator.trajectory)
+        if orchestrator.done:  # the user left before the agent spoke: the conversation is scored as it stands
+            reward, final = self._score()
+            return Step("", reward, True, reward == 1.0, True, {"kind": "user", **final})
         message = reply_message(action, "assistant", f"call-{self.turns}")
         self.turns += 1
         if message is None:  # nothing but thinking: upstream refuses an empty message; the agent is asked again
@@ -240,12 +283,17 @@ class Tau2Env:
         yield from self._advance()
         news = orchestrator.trajectory[start + 1 :]
         failed = any(isinstance(m, ToolMessage) and m.error and m.requestor == "assistant" for m in news)
-        info: dict = {"kind": "tool" if message.is_tool_call() else "user"}
+        observation, tool = self._observation(news), message.is_tool_call()
+        info: dict = {
+            "kind": "tool" if tool else "user",
+            "target": world_model_target(observation, tool, orchestrator.done),
+            "measure": "rouge" if tool else "embedding",  # PAPER.md: structured tool replies score ROUGE-L
+        }
         reward = 0.0
         if orchestrator.done:
             reward, final = self._score()
             info.update(final)
-        return Step(self._observation(news), reward, orchestrator.done, reward == 1.0, not failed, info)
+        return Step(observation, reward, orchestrator.done, reward == 1.0, not failed, info)
 
     def _advance(self) -> abc.Generator[Messages, str, None]:
         """Run the orchestrator until the agent is to speak or the conversation is over, asking our
@@ -312,4 +360,5 @@ class Tau2Env:
             "reward_basis": [b.value for b in criteria.reward_basis] if criteria else [],  # the task's own
             "reward_breakdown": {str(k.value): v for k, v in (result.reward_breakdown or {}).items()},
             "nl_unscored": unscored,
+            "user_simulator": getattr(self.user, "name", "the recipe's model"),
         }
