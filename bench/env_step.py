@@ -18,7 +18,7 @@ import os
 import random
 import time
 
-from rwml_lite.config import EnvSettings
+from rwml_lite.config import ALFWorldSettings
 from rwml_lite.envs.alfworld import games_root, list_games
 from rwml_lite.envs.pool import EnvPool
 
@@ -26,7 +26,7 @@ from rwml_lite.envs.pool import EnvPool
 def play(tasks: list[str], workers: int, steps: int, seed: int) -> tuple[float, float, int]:
     """(reset seconds, stepping seconds, steps taken) for one pool mode."""
     rng = random.Random(seed)
-    with EnvPool(EnvSettings(name="alfworld"), max_steps=steps + 1, workers=workers) as pool:
+    with EnvPool(ALFWorldSettings(), max_steps=steps + 1, workers=workers) as pool:
         pool.reset({0: (tasks[0], 0)})  # start the workers before timing (spawn + imports)
         t0 = time.perf_counter()
         starts = pool.reset({slot: (task, 0) for slot, task in enumerate(tasks)})

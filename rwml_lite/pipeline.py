@@ -45,6 +45,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
         "model.dtype",
         "model.max_seq_length",
         "model.generation_batch_size",
+        "model.chat_template",
         "env",
         "agent",
         "collect",

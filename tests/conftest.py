@@ -95,6 +95,7 @@ def alfworld_data():
 @pytest.fixture(scope="session")
 def tau2_data():
     """$TAU2_DATA_DIR with tau2/domains/ (upstream's data files; the archive holds data/tau2/)."""
+    require(importlib.util.find_spec("tau2") is not None, "tau2 tests need `pip install -e '.[tau2]'`")
     yield from shared_data(
         "TAU2_DATA_DIR", "tau2/domains", SHARED_DATA / "tau2" / "tau2_data.tar.xz", "tau2", subfolder="data"
     )

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from conftest import ScriptedGenerator, rwml_lite, tiny_recipe
-from rwml_lite.config import AgentSettings, EnvSettings
+from rwml_lite.config import AgentSettings, ALFWorldSettings
 from rwml_lite.envs import make_env
 from rwml_lite.envs.alfworld import NOTHING_HAPPENS, TASK_TYPES, games_root
 from rwml_lite.envs.pool import EnvPool
@@ -18,7 +18,7 @@ from rwml_lite.records import read_jsonl
 from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
 from rwml_lite.worldmodel import build_triplets
 
-ALFWORLD = EnvSettings(name="alfworld")
+ALFWORLD = ALFWorldSettings()
 
 
 @pytest.fixture(scope="module")

@@ -50,12 +50,13 @@ GPU_STACK = {
 
 
 def test_the_gpu_extra_resolves_on_linux_cuda_beside_the_pinned_stack(tmp_path):
-    """Every package the GPU path imports comes with the extra, and none moves a pin of ours."""
+    """Every package the GPU path imports comes with the extra, beside the benchmarks' own packages
+    (ALFWorld, tau2-bench: the GPU image installs all three), and none moves a pin of ours."""
     uv = Path(sys.executable).with_name("uv")
     require(uv.exists(), "uv is not installed (make test installs it with the dev extra)")
     lock = tmp_path / "gpu.txt"
     result = subprocess.run(
-        [str(uv), "pip", "compile", "pyproject.toml", "--extra", "gpu", "--extra", "alfworld", "--python-version", "3.11",
+        [str(uv), "pip", "compile", "pyproject.toml", "--extra", "gpu", "--extra", "alfworld", "--extra", "tau2", "--python-version", "3.11",
          "--python-platform", "x86_64-manylinux_2_28", "--no-header", "--quiet", "-o", str(lock)],
         capture_output=True, text=True, cwd=REPO, timeout=600,
     )  # fmt: skip

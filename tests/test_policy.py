@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 from test_resume import kill_when, start
 
 from conftest import GOAL, ScriptedGenerator, rwml_lite, tiny_recipe
-from rwml_lite.config import AgentSettings, EnvSettings, ModelSettings, load_recipe
+from rwml_lite.config import AgentSettings, ModelSettings, TextWorldExpressSettings, load_recipe
 from rwml_lite.envs import make_env
 from rwml_lite.models import Sampling
 from rwml_lite.models.hf import policy_model
@@ -29,7 +29,9 @@ from rwml_lite.train.turns import (
 )
 
 ROLE = "You are an expert agent playing a text-based household game."
-SETTINGS = EnvSettings(game="twc", game_params="numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0")
+SETTINGS = TextWorldExpressSettings(
+    game="twc", game_params="numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0"
+)
 
 
 def test_advantages_are_returns_normalised_within_the_group():

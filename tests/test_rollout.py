@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from conftest import ScriptedGenerator
-from rwml_lite.config import AgentSettings, EnvSettings
+from rwml_lite.config import AgentSettings, TextWorldExpressSettings
 from rwml_lite.envs import make_env
 from rwml_lite.models import Sampling
 from rwml_lite.prompts import parse_action
 from rwml_lite.records import read_jsonl
 from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
 
-SETTINGS = EnvSettings(game="twc", game_params="numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0")
+SETTINGS = TextWorldExpressSettings(
+    game="twc", game_params="numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0"
+)
 
 
 def test_parse_action_takes_the_tag_and_matches_admissible_spelling():

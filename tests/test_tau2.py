@@ -258,7 +258,7 @@ def test_an_empty_user_reply_is_asked_again_then_ends_the_conversation(tau2_data
 def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
     """In collect and eval every live conversation waits for its user at once: one batched call
     answers them all, also through the user's own tool rounds; a failing conversation raises."""
-    from rwml_lite.config import EnvSettings
+    from rwml_lite.config import Tau2Settings
     from rwml_lite.envs import list_tasks
     from rwml_lite.envs.pool import EnvPool
     from rwml_lite.errors import RwmlError
@@ -275,7 +275,7 @@ def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
             return call("check_status_bar", {})
         return "My phone has no service."
 
-    settings = EnvSettings(name="tau2", domains=["telecom"])
+    settings = Tau2Settings(domains=["telecom"])
     with EnvPool(settings, max_steps=20, users=[Counting(user)]) as pool:
         tasks = {slot: (task, 0) for slot, task in enumerate(list_tasks(settings, "train", 4))}
         starts = pool.reset(tasks)
@@ -291,7 +291,7 @@ def test_the_user_turns_of_a_round_share_one_generate_call(tau2_data):
 def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names_its_user(tmp_path, tau2_data):
     """Two user models (the paper: 3 rollouts with one, 3 with another): a task's consecutive seeds
     alternate between them, each round asks each model once, and the record says who played."""
-    from rwml_lite.config import AgentSettings, EnvSettings
+    from rwml_lite.config import AgentSettings, Tau2Settings
     from rwml_lite.rollout import episode_specs, run_episodes
 
     batches = []
@@ -308,7 +308,7 @@ def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names
     agent = ScriptedGenerator(lambda prompt, i: "Hello")
     episodes = run_episodes(
         tmp_path / "rollouts.jsonl", episode_specs(["retail/0", "retail/1"], "train", 4, 0),
-        EnvSettings(name="tau2", domains=["retail"]), agent, Sampling(temperature=0.0),
+        Tau2Settings(domains=["retail"]), agent, Sampling(temperature=0.0),
         AgentSettings(parallel_episodes=8), 10, "collect", [Named("A"), Named("B")],
     )  # fmt: skip
     assert sorted(batches) == [("A", 4), ("B", 4)]  # the openings: one call per user model
@@ -440,7 +440,7 @@ def test_upstreams_nl_judge_at_the_recipes_endpoint_decides_a_task_with_nl_asser
     """env.judge_endpoint points upstream's own NL-assertion evaluator (through litellm) at the
     server: the reference solution of a retail task with NL assertions wins when the judge says
     they are met and loses when it says one is not; without a judge they are listed as unscored."""
-    from rwml_lite.config import EnvSettings
+    from rwml_lite.config import Tau2Settings
     from rwml_lite.envs import make_env
     from rwml_lite.envs.tau2.upstream import domain, use_judge
 
@@ -456,9 +456,7 @@ def test_upstreams_nl_judge_at_the_recipes_endpoint_decides_a_task_with_nl_asser
     user = Script()
     try:
         with ChatServer(judge) as server:
-            settings = EnvSettings(
-                name="tau2", domains=["retail"], judge_endpoint=server.url, judge_model="judge-model"
-            )
+            settings = Tau2Settings(domains=["retail"], judge_endpoint=server.url, judge_model="judge-model")
             env = make_env(settings, max_steps=200, users=[user])
             assert play(env, user, f"retail/{task_id}", *gold_script(task)).reward == 1.0
             verdict["met"] = False
@@ -517,7 +515,7 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     """The agent's whole reply is its action (upstream's prompt, no <action> tag); each step keeps the
     prompt upstream's agent would have sent; the world model predicts the response (tool replies
     masked to their structure, scored by ROUGE) and the task status, from PAPER.md Table A6's context."""
-    from rwml_lite.config import AgentSettings, EnvSettings
+    from rwml_lite.config import AgentSettings, Tau2Settings
     from rwml_lite.envs import make_env
     from rwml_lite.envs.tau2.upstream import domain
     from rwml_lite.rollout import episode_specs, run_episodes
@@ -529,7 +527,7 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
         lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###"
     )
     episodes = run_episodes(
-        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), EnvSettings(name="tau2", domains=["retail"]),
+        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
         agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 10, "collect", [user], keep_prompts=True,
     )  # fmt: skip
     [episode] = episodes
@@ -557,7 +555,7 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     assert f"# User Information\n{scenario.known_info}" in prompt and scenario.reason_for_call not in prompt
     assert "every value replaced by its type" in prompt and "Task status: done" in prompt
     assert "Potential action: " + call("get_order_details", {"order_id": "#W4817420"}) in prompt
-    short = make_env(EnvSettings(name="tau2", domains=["retail"], world_model_policy=False), 10, [user])
+    short = make_env(Tau2Settings(domains=["retail"], world_model_policy=False), 10, [user])
     short.reset("retail/0", 0)
     assert "# Policy" not in short.world_goal and "# Tools" in short.world_goal
 

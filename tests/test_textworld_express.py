@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rwml_lite.config import EnvSettings
+from rwml_lite.config import TextWorldExpressSettings
 from rwml_lite.envs import make_env
 from rwml_lite.envs.textworld_express import require_java
 from rwml_lite.errors import RwmlError
@@ -14,7 +14,7 @@ PARAMS = "numLocations=1,numItemsToPutAway=2,includeDoors=0,limitInventorySize=0
 
 @pytest.fixture
 def env(java):
-    env = make_env(EnvSettings(game="twc", game_params=PARAMS), max_steps=10)
+    env = make_env(TextWorldExpressSettings(game="twc", game_params=PARAMS), max_steps=10)
     yield env
     env.close()
 
@@ -47,7 +47,7 @@ def test_inadmissible_action_is_invalid_and_does_not_end_the_episode(env):
 
 
 def test_step_limit_ends_the_episode(java):
-    env = make_env(EnvSettings(game="twc", game_params=PARAMS), max_steps=2)
+    env = make_env(TextWorldExpressSettings(game="twc", game_params=PARAMS), max_steps=2)
     env.reset("train-1", seed=0)
     assert not env.step("look around").done
     assert env.step("look around").done
@@ -56,7 +56,7 @@ def test_step_limit_ends_the_episode(java):
 
 @pytest.mark.parametrize("game", ["cookingworld", "coin"])
 def test_other_games_start(java, game):
-    env = make_env(EnvSettings(game=game), max_steps=5)
+    env = make_env(TextWorldExpressSettings(game=game), max_steps=5)
     assert env.reset(env.tasks("train")[0], seed=0)
     assert env.admissible_actions()
     env.close()

@@ -14,7 +14,7 @@ import itertools
 import os
 from pathlib import Path
 
-from rwml_lite.config import SPLITS
+from rwml_lite.config import ALFWorldSettings
 from rwml_lite.envs.base import Step
 from rwml_lite.errors import RwmlError
 
@@ -47,8 +47,8 @@ def games_root() -> Path:
 def list_games(root: Path, split: str) -> list[str]:
     """Task ids of the solvable games of a split, the task types taken in turn (so that the first
     N tasks of a split cover every type), each type in sorted order."""
-    if split not in SPLITS["alfworld"]:
-        raise RwmlError(f"ALFWorld split {split!r} does not exist; use one of {', '.join(SPLITS['alfworld'])}.")
+    if split not in ALFWorldSettings.SPLITS:
+        raise RwmlError(f"ALFWorld split {split!r} does not exist; use one of {', '.join(ALFWorldSettings.SPLITS)}.")
     games = sorted((root / split).glob("*/*/game.tw-pddl"))
     # every game file states whether the planner solved it; unsolvable ones cannot be won
     solvable = [str(g.parent.relative_to(root)) for g in games if '"solvable": true' in g.read_text()]

@@ -10,11 +10,11 @@ import contextlib
 import shutil
 import subprocess
 
-from rwml_lite.config import SPLITS
+from rwml_lite.config import TextWorldExpressSettings
 from rwml_lite.envs.base import Step
 from rwml_lite.errors import RwmlError
 
-FOLDS = SPLITS["textworld_express"]
+FOLDS = TextWorldExpressSettings.SPLITS
 
 
 def require_java() -> str:
