@@ -163,7 +163,9 @@ ENVIRONMENTS: dict[str, type[_Env]] = {"textworld_express": TextWorldExpressSett
 
 def _env_name(value: Any) -> str:
     """The env section's kind; a section without `name` is TextWorldExpress (the default environment)."""
-    return value.get("name", "textworld_express") if isinstance(value, dict) else value.name
+    if isinstance(value, dict):
+        return value.get("name", "textworld_express")
+    return getattr(value, "name", None)  # a model already built; anything else is refused by _explain
 
 
 #: The recipe's `env` section: one model per environment, chosen by `env.name`.
@@ -176,13 +178,19 @@ EnvSettings = Annotated[
 
 
 class AgentSettings(Section):
-    history: int = Field(5, ge=0, description="Past (observation, action) pairs shown in the agent prompt.")
+    history: int = Field(
+        5,
+        ge=0,
+        description="Past (observation, action) pairs shown in the agent prompt (tau2's prompt is upstream's: "
+        "the whole conversation).",
+    )
     max_new_tokens: int = Field(256, gt=0, description="Token budget of one agent turn (think + action).")
     action_parse: Literal["tag", "mention", "choice"] = Field(
         "tag",
         description="tag = the action inside <action>...</action> (the paper's); mention = also accept the first "
-        "admissible action named anywhere in a reply without the tag, or in tau2 the whole reply after its thinking; "
-        "choice = the prompt numbers the admissible actions and the reply's first number picks one (tiny models).",
+        "admissible action named anywhere in a reply without the tag; choice = the prompt numbers the admissible "
+        "actions and the reply's first number picks one (tiny models). tau2 reads the whole reply after its reasoning "
+        "(a message or tool calls, upstream's format) and ignores this field.",
     )
     parallel_episodes: int = Field(
         16, gt=0, description="Episodes played at once; their turns share one generate call."
@@ -388,7 +396,10 @@ class PolicySettings(OptimizerSchedule):
     group_size: int = Field(8, ge=2, description="G: episodes per task and step (same task and seed in a group).")
     max_steps: int = Field(300, gt=0, description="Optimizer steps (the paper: 300 on ALFWorld, 200 on tau2).")
     episode_max_steps: int = Field(
-        15, gt=0, description="Step limit of a training episode (the paper: 15 on ALFWorld, 30 on tau2)."
+        15,
+        gt=0,
+        description="Step limit of a training episode (the paper: 15 on ALFWorld; tau2 counts every message, "
+        "as upstream does, and the paper's 30 gives no unit).",
     )
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the training episodes.")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
@@ -508,8 +519,8 @@ class Recipe(Section):
     def _choice_needs_a_list(self) -> Recipe:
         if self.agent.action_parse == "choice" and self.env.name == "tau2":
             raise ValueError(
-                "`agent.action_parse` = 'choice' numbers the admissible actions, and tau2 has none (its actions are "
-                "free text and tool calls); use tag or mention"
+                "`agent.action_parse` = 'choice' numbers the admissible actions, and tau2 has none (its agent answers "
+                "in upstream's format, a message or tool calls); leave agent.action_parse out of a tau2 recipe"
             )
         return self
 
@@ -650,6 +661,10 @@ def _explain(error: ValidationError, source: str) -> str:
             lines.append(f"`{loc}` is required: {_description(path)}")
         elif err["type"] == "literal_error":
             lines.append(f"`{loc}` = {value!r} is not allowed; allowed values: {err['ctx']['expected']}.")
+        elif err["type"] == "union_tag_not_found":
+            lines.append(
+                f"`{loc}` = {value!r} is not a section; write it as `env: {{name: tau2, ...}}` (or `env.name=...`)."
+            )
         elif err["type"] == "union_tag_invalid":
             lines.append(
                 f"`{loc}.name` = {_env_name(value)!r} is not allowed; allowed values: {', '.join(ENVIRONMENTS)}."

@@ -116,11 +116,7 @@ def parse_action(completion: str, admissible: list[str] | None, mode: str = "tag
             return admissible[index - 1] if 1 <= index <= len(admissible) else None
         return _first_mentioned(completion, admissible)
     if not found:
-        if mode != "mention":
-            return None
-        if admissible is None:  # free-form environments (tau2): the reply after its thinking is the action
-            return " ".join(_THINK.sub("", completion).split()) or None
-        return _first_mentioned(completion, admissible)
+        return _first_mentioned(completion, admissible) if mode == "mention" else None
     action = " ".join(found[-1].split())
     for candidate in admissible or ():
         if candidate.lower() == action.lower():
@@ -128,10 +124,16 @@ def parse_action(completion: str, admissible: list[str] | None, mode: str = "tag
     return action
 
 
+def without_thinking(text: str) -> str:
+    """A reply after its reasoning: what follows the last `</think>` (Qwen3's template reads a reply so,
+    with or without the opening tag), with any unclosed `<think>` part dropped."""
+    return _THINK.sub("", text.rsplit("</think>", 1)[-1])
+
+
 def whole_reply(completion: str) -> str | None:
     """The action of an agent whose environment reads the whole reply (tau2: a message or tool calls):
-    the reply itself, or None when nothing but thinking or whitespace is in it."""
-    return completion if _THINK.sub("", completion).strip() else None
+    the reply without its reasoning, or None when nothing else is in it."""
+    return without_thinking(completion).strip() or None
 
 
 def _first_mentioned(completion: str, admissible: list[str] | None) -> str | None:

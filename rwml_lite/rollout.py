@@ -38,6 +38,8 @@ from rwml_lite.records import JsonlAppender, iter_jsonl
 #: Recorded as the outcome of a turn without an action (the environment is not stepped, and the
 #: agent sees the same observation again, after a history entry "(no action)").
 NO_ACTION_FEEDBACK = "Invalid response: give exactly one admissible action inside <action>...</action>."
+#: The same where the environment reads the whole reply (tau2): a reply with nothing but reasoning.
+EMPTY_REPLY = "(an empty reply: no message and no tool call)"
 
 
 #: Step-info fields that describe one step, recorded in it, not in the episode's final outcome.
@@ -119,7 +121,14 @@ def _play(
     while pending or live:
         starting = {slot: pending.popleft() for slot in range(slots) if slot not in live and pending}
         for slot, start in pool.reset({slot: (spec.task_id, spec.seed) for slot, spec in starting.items()}).items():
-            live[slot] = _Live(starting[slot], start, start.observation, start.admissible, start.prompt)
+            ep = _Live(starting[slot], start, start.observation, start.admissible, start.prompt)
+            if start.ended is not None:  # over before the agent acted (a tau2 user who leaves at once)
+                out.append(_episode_record(ep, won=start.ended.won, final=start.ended.info))
+                finished, won = finished + 1, won + start.ended.won
+            else:
+                live[slot] = ep
+        if not live:
+            continue
         order = sorted(live)
         prompts = [
             live[s].prompt
@@ -142,9 +151,11 @@ def _play(
             for s in order
         }
         outcomes = pool.step({s: a for s, a in actions.items() if a is not None})
+        capped, ended = [], {}
         for slot, prompt in zip(order, prompts):
             ep, action = live[slot], actions[slot]
-            step = outcomes[slot].step if action is not None else Step(NO_ACTION_FEEDBACK, 0.0, False, False, False)
+            feedback = EMPTY_REPLY if ep.prompt else NO_ACTION_FEEDBACK
+            step = outcomes[slot].step if action is not None else Step(feedback, 0.0, False, False, False)
             ep.steps.append(
                 {
                     "observation": ep.observation,
@@ -170,11 +181,16 @@ def _play(
                     outcomes[slot].prompt,
                 )
             steps_taken += 1
-            if step.done or step.won or len(ep.steps) >= max_steps:
-                out.append(_episode_record(ep, won=step.won, final=step.info))
-                del live[slot]
-                finished += 1
-                won += step.won
+            if step.done or step.won:
+                ended[slot] = step
+            elif len(ep.steps) >= max_steps:
+                capped.append(slot)
+        # episodes cut by the turn cap: the environment ends them its own way (tau2 scores the conversation)
+        ended.update({slot: Step("", 0.0, True, False, True, final) for slot, final in pool.end(capped).items()})
+        for slot, step in ended.items():
+            out.append(_episode_record(live.pop(slot), won=step.won, final=step.info))
+            finished += 1
+            won += step.won
         rate = steps_taken / max(time.monotonic() - started, 1e-9)
         success = f" success {won}/{finished}" if finished else ""
         bar.update(task, completed=already + finished, info=f"episodes {rate:.1f} steps/s{success}")

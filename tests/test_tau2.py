@@ -315,9 +315,38 @@ def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names
     for task in ("retail/0", "retail/1"):
         played = [ep["final"]["user_simulator"] for ep in episodes if ep["task_id"] == task]
         assert sorted(played) == ["A", "A", "B", "B"]
-    assert all(
-        ep["steps"][0]["observation"] == f"User: I am {ep['final']['user_simulator']}. ###STOP###" for ep in episodes
-    )
+    # every user left at once: the episodes end at reset, scored as they stand, the agent never asked
+    assert agent.calls == 0 and all(ep["num_steps"] == 0 and ep["final"]["ended"] == "user_stop" for ep in episodes)
+
+
+def test_an_episode_cut_by_the_rollouts_turn_cap_is_ended_and_scored_by_upstream(tmp_path, tau2_data):
+    """Turns with nothing but reasoning do not step the conversation, but count toward the rollout's
+    cap; the episode cut there is ended as upstream's step limit ends one, and scored."""
+    from rwml_lite.config import AgentSettings, Tau2Settings
+    from rwml_lite.rollout import EMPTY_REPLY, episode_specs, run_episodes
+
+    agent = ScriptedGenerator(lambda prompt, i: "<think>I keep thinking")
+    user = ScriptedGenerator(lambda messages, i: "Hello.")
+    [episode] = run_episodes(
+        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
+        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 2, "collect", [user],
+    )  # fmt: skip
+    assert [(s["action"], s["valid"], s["next_observation"]) for s in episode["steps"]] == [
+        (None, False, EMPTY_REPLY)
+    ] * 2
+    assert episode["final"]["ended"] == "max_steps" and episode["final"]["user_simulator"] == "the recipe's model"
+    assert not episode["won"] and episode["final"]["reward_breakdown"] == {}
+
+
+def test_odd_replies_never_raise(tau2_data):
+    """Absurd JSON in a tool call is an unknown tool; tool-call text from a user without tools is a message."""
+    from rwml_lite.envs.tau2.episode import reply_message, tool_call
+
+    deep = "[" * 100_000
+    assert (tool_call(deep, "x", "assistant").name, tool_call(deep, "x", "assistant").arguments) == (deep, {})
+    assert tool_call('{"name": "f", "arguments": {"n": ' + "9" * 5000 + "}}", "x", "assistant").arguments == {}
+    said = reply_message(call("toggle_roaming", {}), "user", "u", calls=False)
+    assert said.tool_calls is None and said.content == call("toggle_roaming", {})
 
 
 def test_tasks_and_splits_come_from_tau2_data_dir_else_from_the_package(tau2_data, monkeypatch):
@@ -532,6 +561,9 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     )  # fmt: skip
     [episode] = episodes
     assert [s["kind"] for s in episode["steps"]] == ["tool", "user"] and all(s["valid"] for s in episode["steps"])
+    # the action is the reply without its reasoning; the completion (what the policy stage trains) keeps it
+    assert episode["steps"][1]["action"] == "Your order was delivered."
+    assert episode["steps"][1]["completion"] == "<think>tell</think>Your order was delivered."
     assert episode["final"]["ended"] == "user_stop" and episode["final"]["reward_basis"] == ["DB", "NL_ASSERTION"]
     first, second = (s["prompt"] for s in episode["steps"])
     assert (
@@ -551,7 +583,7 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     # the world-model prompt: the policy, the tools and the customer's profile facts, not their intent
     prompt = tool["prompt"][1]["content"]
     scenario = domain("retail").task("0").user_scenario.instructions
-    assert "# Policy\n# Retail agent policy" in prompt and '"name": "calculate"' in prompt
+    assert "# Policy\n# Retail agent policy" in prompt and "\n- calculate(expression: string): Calculate" in prompt
     assert f"# User Information\n{scenario.known_info}" in prompt and scenario.reason_for_call not in prompt
     assert "every value replaced by its type" in prompt and "Task status: done" in prompt
     assert "Potential action: " + call("get_order_details", {"order_id": "#W4817420"}) in prompt

@@ -28,8 +28,8 @@ class TextEnv(Protocol):
     #: The goal of the current episode, set by `reset`.
     goal: str
     #: What the world-model prompt shows instead of `goal`, where the agent's instructions are not
-    #: what predicting the environment needs (tau2: tools and the customer's profile, not the policy).
-    #: Environments without it use `goal`.
+    #: what predicting the environment needs (tau2: the policy, the tools and the customer's profile
+    #: facts, not their intent). Environments without it use `goal`.
     world_goal: str
 
     def tasks(self, split: str) -> list[str]: ...
@@ -46,5 +46,8 @@ class TextEnv(Protocol):
 
     def close(self) -> None: ...
 
-    # Optional: `agent_prompt() -> Messages`, the agent's prompt as the benchmark itself writes it (tau2:
-    # upstream's system prompt, the conversation and the tools); the agent's whole reply is then the action.
+    # Optional, for benchmarks that run their own conversation loop (tau2):
+    # `agent_prompt() -> Messages`: the agent's prompt as the benchmark writes it (its system prompt, the
+    #   conversation, the tools); the agent's whole reply, without its reasoning, is then the action;
+    # `ended_at_reset: Step | None`: set by `reset` when the episode ended before the agent acted;
+    # `end() -> dict`: stop an episode from outside (the rollout's turn cap) and return its final outcome.

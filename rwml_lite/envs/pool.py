@@ -32,6 +32,8 @@ class Start:
     #: The agent's prompt where the environment writes its own (tau2: upstream's); else None and the
     #: agent prompt of `prompts.agent_messages` is used.
     prompt: Messages | None = None
+    #: The episode's end when it ended before the agent acted (a tau2 user who leaves at once).
+    ended: Step | None = None
 
 
 @dataclass
@@ -42,13 +44,14 @@ class Outcome:
 
 
 def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, commands: list[tuple], users=None) -> list:
-    """Run (slot, "reset", (task, seed)) and (slot, "step", action) commands on this process's envs.
+    """Run (slot, "reset", (task, seed)), (slot, "step", action) and (slot, "end", None) commands on this
+    process's envs.
     Conversations with a simulated user (tau2) run side by side, so that one generate call answers
     every user turn of the round instead of one call per conversation."""
     for slot, _, _ in commands:
         if slot not in envs:
             envs[slot] = make_env(settings, max_steps, users)
-    if commands and all(hasattr(envs[slot], "conversation") for slot, _, _ in commands):
+    if commands and all(kind != "end" and hasattr(envs[slot], "conversation") for slot, kind, _ in commands):
         from rwml_lite.envs.tau2.episode import run_conversations
 
         raw = run_conversations([(envs[slot], envs[slot].conversation(kind, arg)) for slot, kind, arg in commands])
@@ -61,17 +64,11 @@ def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, comm
             results.append(outcome)
         elif kind == "reset":
             world_goal = getattr(env, "world_goal", env.goal)
-            results.append(
-                Start(
-                    outcome,
-                    env.goal,
-                    env.admissible_actions(),
-                    env.task_type(arg[0]),
-                    env.role,
-                    world_goal,
-                    _prompt(env),
-                )
-            )
+            start = Start(outcome, env.goal, env.admissible_actions(), env.task_type(arg[0]), env.role, world_goal)
+            start.prompt, start.ended = _prompt(env), getattr(env, "ended_at_reset", None)
+            results.append(start)
+        elif kind == "end":
+            results.append(outcome)
         else:
             results.append(Outcome(outcome, env.admissible_actions(), None if outcome.done else _prompt(env)))
     return results
@@ -83,6 +80,8 @@ def _prompt(env: TextEnv) -> Messages | None:
 
 def _run_one(env: TextEnv, kind: str, arg):
     try:
+        if kind == "end":
+            return env.end() if hasattr(env, "end") else {}
         return env.reset(*arg) if kind == "reset" else env.step(arg)
     except Exception as e:
         return e
@@ -121,6 +120,10 @@ class EnvPool:
 
     def step(self, actions: dict[int, str]) -> dict[int, Outcome]:
         return self._run([(slot, "step", action) for slot, action in actions.items()])
+
+    def end(self, slots: list[int]) -> dict[int, dict]:
+        """Stop the episodes in `slots` from outside; slot -> the environment's final outcome ({} where it has none)."""
+        return self._run([(slot, "end", None) for slot in slots]) if slots else {}
 
     def _run(self, commands: list[tuple]) -> dict:
         if not self.workers:

@@ -28,17 +28,9 @@ from rwml_lite.envs.base import Step
 from rwml_lite.envs.tau2.masking import mask_tool_observation
 from rwml_lite.envs.tau2.upstream import domain, tau2
 from rwml_lite.models import Generator, Sampling
-from rwml_lite.prompts import Messages, with_template_args
+from rwml_lite.prompts import Messages, with_template_args, without_thinking
 
 _TOOL_CALL = re.compile(r"<tool_call>(.*?)</tool_call>", re.S)
-_THINK = re.compile(r"<think>.*?(</think>|$)", re.S)
-
-
-def without_thinking(text: str) -> str:
-    """The reply after its reasoning: what follows the last `</think>` (Qwen3's template reads a reply
-    so, with or without the opening tag), with any unclosed `<think>` part dropped."""
-    return _THINK.sub("", text.rsplit("</think>", 1)[-1])
-
 
 #: [ours] times the user simulator is asked again after an empty reply before the conversation ends
 #: as upstream ends one whose user fails (USER_ERROR); upstream's litellm call retries empty replies too.
@@ -71,24 +63,25 @@ def tool_call(body: str, call_id: str, requestor: str) -> ToolCall:
     evaluator's replay of the conversation then gets the same answer."""
     try:
         call = json.loads(body)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # bad JSON, absurd numbers, absurd nesting
         call = None
     arguments = call.get("arguments", {}) if isinstance(call, dict) else None
     if isinstance(arguments, str):  # some models write the arguments as a JSON string
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             pass
     if not (isinstance(call, dict) and isinstance(call.get("name"), str) and isinstance(arguments, dict)):
         return ToolCall(id=call_id, name=body.strip(), arguments={}, requestor=requestor)
     return ToolCall(id=call_id, name=call["name"], arguments=arguments, requestor=requestor)
 
 
-def reply_message(text: str, role: str, ids: str) -> AssistantMessage | UserMessage | None:
+def reply_message(text: str, role: str, ids: str, calls: bool = True) -> AssistantMessage | UserMessage | None:
     """A sampled reply as upstream's message of `role` ("assistant" or "user"); None when nothing
-    but thinking or whitespace is left. `ids` prefixes the tool calls' ids."""
+    but thinking or whitespace is left. `ids` prefixes the tool calls' ids; `calls=False` (a side
+    without tools, to which upstream's LLM call offers none) reads any tool-call text as a message."""
     text = without_thinking(text)
-    bodies = _TOOL_CALL.findall(text)
+    bodies = _TOOL_CALL.findall(text) if calls else []
     content = (text.split("<tool_call>")[0] if bodies else text).strip() or None
     calls = [tool_call(body, f"{ids}.{i}", role) for i, body in enumerate(bodies)] or None
     if content is None and calls is None:
@@ -106,7 +99,7 @@ def world_model_context(domain_name: str, policy: str | None, tools: list[dict],
         f"A customer-service conversation ({domain_name}) between an agent, who acts by messages to the user "
         "or by tool calls, and a user.",
         f"# Policy\n{policy}" if policy else "",
-        f"# Tools\n{json.dumps(tools)}",
+        "# Tools\n" + "\n".join(tool_line(t) for t in tools),
         f"# User Information\n{known}",
         "# What to predict\nThe response the agent's action gets next: the user's message (User: ...) or the "
         "tools' replies (Tool (name): ...), where a tool reply is given as its JSON schema, every value replaced "
@@ -114,6 +107,15 @@ def world_model_context(domain_name: str, policy: str | None, tools: list[dict],
         "ongoing' (whether the conversation ends there).",
     ]
     return "\n\n".join(p for p in parts if p)
+
+
+def tool_line(schema: dict) -> str:
+    """One tool as `- name(arg: type, ...): description`: its OpenAI schema in a third of the tokens."""
+    function = schema["function"]
+    arguments = ", ".join(
+        f"{name}: {spec.get('type', 'object')}" for name, spec in function["parameters"]["properties"].items()
+    )
+    return f"- {function['name']}({arguments}): {function['description']}"
 
 
 def world_model_target(observation: str, tool: bool, done: bool) -> str:
@@ -266,13 +268,11 @@ class Tau2Env:
                                               self.agent_tools, self.task)  # fmt: skip
         self.orchestrator.initialize()
         yield from self._advance()
+        self.ended_at_reset = self._ending() if self.orchestrator.done else None
         return self._observation(self.orchestrator.trajectory)
 
     def _turn(self, action: str) -> Conversation:
         orchestrator, start = self.orchestrator, len(self.orchestrator.trajectory)
-        if orchestrator.done:  # the user left before the agent spoke: the conversation is scored as it stands
-            reward, final = self._score()
-            return Step("", reward, True, reward == 1.0, True, {"kind": "user", **final})
         message = reply_message(action, "assistant", f"call-{self.turns}")
         self.turns += 1
         if message is None:  # nothing but thinking: upstream refuses an empty message; the agent is asked again
@@ -303,7 +303,8 @@ class Tau2Env:
             if orchestrator.to_role == Role.USER:
                 reply = None
                 for _ in range(USER_RETRIES):
-                    reply = reply_message((yield self._user_prompt()), "user", f"user-{len(orchestrator.trajectory)}")
+                    prompt, ids = self._user_prompt(), f"user-{len(orchestrator.trajectory)}"
+                    reply = reply_message((yield prompt), "user", ids, calls=self.user_tools is not None)
                     if reply is not None:
                         break
                 if reply is None:
@@ -335,6 +336,17 @@ class Tau2Env:
             elif isinstance(m, UserMessage) and not m.is_tool_call():
                 lines.append(f"User: {m.content}")
         return "\n".join(lines)
+
+    def _ending(self) -> Step:
+        reward, final = self._score()
+        return Step("", reward, True, reward == 1.0, True, final)
+
+    def end(self) -> dict:
+        """Stop the conversation from outside (the rollout's cap on agent turns, which counts turns
+        without a message too) as upstream's step limit stops one; its final outcome."""
+        if not self.orchestrator.done:
+            self.orchestrator.done, self.orchestrator.termination_reason = True, TerminationReason.MAX_STEPS
+        return self._score()[1]
 
     def _score(self) -> tuple[float, dict]:
         """Upstream's evaluator on the conversation, as `run_task` calls it. Without a judge, NL
