@@ -129,9 +129,8 @@ def _play(
                 live[slot] = ep
         if not live:
             continue
-        order = sorted(live)
-        prompts = [
-            live[s].prompt
+        prompts = {
+            s: live[s].prompt
             or agent_messages(
                 live[s].start.role,
                 live[s].start.goal,
@@ -141,9 +140,17 @@ def _play(
                 agent.history,
                 numbered=agent.action_parse == "choice",
             )
-            for s in order
-        ]
-        completions = dict(zip(order, (c for [c] in generator.generate(prompts, 1, sampling))))
+            for s in sorted(live)
+        }
+        # a conversation that outgrew the model's context (tau2's whole-conversation prompt; vLLM has a
+        # hard limit) is ended there rather than failing the run
+        fits = getattr(generator, "fits", None)
+        capped = {
+            s: "context" for s in prompts if fits and live[s].prompt and not fits(prompts[s], sampling.max_new_tokens)
+        }
+        order = [s for s in prompts if s not in capped]
+        replies = generator.generate([prompts[s] for s in order], 1, sampling) if order else []
+        completions = dict(zip(order, (c for [c] in replies)))
         actions = {
             s: whole_reply(completions[s])
             if live[s].prompt
@@ -151,9 +158,9 @@ def _play(
             for s in order
         }
         outcomes = pool.step({s: a for s, a in actions.items() if a is not None})
-        capped, ended = [], {}
-        for slot, prompt in zip(order, prompts):
-            ep, action = live[slot], actions[slot]
+        ended = {}
+        for slot in order:
+            ep, action, prompt = live[slot], actions[slot], prompts[slot]
             feedback = EMPTY_REPLY if ep.prompt else NO_ACTION_FEEDBACK
             step = outcomes[slot].step if action is not None else Step(feedback, 0.0, False, False, False)
             ep.steps.append(
@@ -184,9 +191,10 @@ def _play(
             if step.done or step.won:
                 ended[slot] = step
             elif len(ep.steps) >= max_steps:
-                capped.append(slot)
-        # episodes cut by the turn cap: the environment ends them its own way (tau2 scores the conversation)
-        ended.update({slot: Step("", 0.0, True, False, True, final) for slot, final in pool.end(capped).items()})
+                capped[slot] = "turns"
+        # episodes cut here: the environment ends them its own way (tau2: as its step limit, and scores them)
+        for slot, final in pool.end(list(capped)).items():
+            ended[slot] = Step("", 0.0, True, False, True, {**final, "cut": capped[slot]})
         for slot, step in ended.items():
             out.append(_episode_record(live.pop(slot), won=step.won, final=step.info))
             finished += 1

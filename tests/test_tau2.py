@@ -334,8 +334,29 @@ def test_an_episode_cut_by_the_rollouts_turn_cap_is_ended_and_scored_by_upstream
     assert [(s["action"], s["valid"], s["next_observation"]) for s in episode["steps"]] == [
         (None, False, EMPTY_REPLY)
     ] * 2
-    assert episode["final"]["ended"] == "max_steps" and episode["final"]["user_simulator"] == "the recipe's model"
-    assert not episode["won"] and episode["final"]["reward_breakdown"] == {}
+    final = episode["final"]
+    assert final["ended"] == "max_steps" and final["cut"] == "turns" and final["user_simulator"] == "the recipe's model"
+    assert not episode["won"] and final["reward_breakdown"] == {}
+
+
+def test_a_conversation_that_outgrows_the_context_is_ended_not_failed(tmp_path, tau2_data):
+    """A generator that knows its context (vLLM's) says which prompts fit; a conversation whose next
+    prompt does not is ended and scored there, and the others go on."""
+    from rwml_lite.config import AgentSettings, Tau2Settings
+    from rwml_lite.rollout import episode_specs, run_episodes
+
+    class Bounded(ScriptedGenerator):
+        def fits(self, prompt, new_tokens):
+            return len(prompt) <= 3  # system, greeting, the user's first message
+
+    agent = Bounded(lambda prompt, i: "How can I help?")
+    user = ScriptedGenerator(lambda messages, i: "Hello.")
+    [episode] = run_episodes(
+        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
+        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 20, "collect", [user],
+    )  # fmt: skip
+    assert episode["num_steps"] == 1 and episode["final"]["cut"] == "context" and agent.calls == 1
+    assert episode["final"]["ended"] == "max_steps" and not episode["won"]
 
 
 def test_odd_replies_never_raise(tau2_data):

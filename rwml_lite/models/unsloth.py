@@ -144,6 +144,12 @@ class UnslothGenerator:
         self.model, self.tokenizer, self.settings, self.adapter = model, tokenizer, settings, adapter
         self.requests, self.live = requests, live
 
+    def fits(self, prompt: Messages, new_tokens: int) -> bool:
+        """Whether `prompt` and `new_tokens` more fit model.max_seq_length, vLLM's context: the rollout
+        ends a conversation that outgrew it (tau2) where `generate` would refuse the whole batch."""
+        ids = self.tokenizer(render_prompt(self.tokenizer, prompt), add_special_tokens=False)["input_ids"]
+        return len(ids) + new_tokens <= self.settings.max_seq_length
+
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         if getattr(self.model, "vllm_engine", None) is None:
             with self._adapter_in_slot():
