@@ -162,7 +162,11 @@ def _play(
         for slot in order:
             ep, action, prompt = live[slot], actions[slot], prompts[slot]
             feedback = EMPTY_REPLY if ep.prompt else NO_ACTION_FEEDBACK
-            step = outcomes[slot].step if action is not None else Step(feedback, 0.0, False, False, False)
+            step = (
+                outcomes[slot].step
+                if action is not None
+                else Step(feedback, 0.0, False, False, False, {"kind": "no_action"})
+            )
             ep.steps.append(
                 {
                     "observation": ep.observation,

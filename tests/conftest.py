@@ -168,7 +168,8 @@ def minilm():
 
 def tiny_recipe(folder: Path, model_dir: Path, stages: list[str] | None = None, **sections) -> Path:
     """A recipe for the tiny model on 3 twc games, small enough for a few CPU seconds per stage;
-    `stages` replaces the default ones (collect, build, filter, rwml, eval)."""
+    `stages` replaces the default ones (collect, build, filter, rwml, eval); each of `sections` updates
+    its section (an env section of another environment replaces the twc one)."""
     recipe = {
         "seed": 0,
         **({"stages": stages} if stages else {}),
@@ -201,6 +202,8 @@ def tiny_recipe(folder: Path, model_dir: Path, stages: list[str] | None = None, 
         "eval": {"num_tasks": 2, "runs": 1, "max_steps": 3, "temperature": 1.0},
     }
     for name, values in sections.items():
+        if name == "env" and values.get("name", "textworld_express") != "textworld_express":
+            recipe["env"] = {}  # another environment: the twc fields are not its fields
         recipe.setdefault(name, {}).update(values)
     path = folder / "recipe.yaml"
     path.write_text(yaml.safe_dump(recipe))

@@ -645,4 +645,7 @@ def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_q
         and "tasks from $TAU2_DATA_DIR" in report
     )
     episodes = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
-    assert len(episodes) == 4 and all(s["kind"] in ("user", "tool") for e in episodes for s in e["steps"])
+    steps = [s for e in episodes for s in e["steps"]]
+    # a reply with nothing but reasoning is a "no_action" turn: invalid, and no world-model triplet
+    assert len(episodes) == 4 and {s["kind"] for s in steps} <= {"user", "tool", "no_action"}
+    assert all(not s["valid"] for s in steps if s["kind"] == "no_action")
