@@ -28,7 +28,8 @@ import torch  # noqa: E402
 from rwml_lite.config import build_recipe  # noqa: E402
 from rwml_lite.models.hf import render_prompt  # noqa: E402
 from rwml_lite.plan import estimate  # noqa: E402
-from rwml_lite.prompts import rwml_messages  # noqa: E402
+from rwml_lite.prompts import rwml_messages, wm_sft_target  # noqa: E402
+from rwml_lite.schemas import TripletRecord  # noqa: E402
 from rwml_lite.records import read_jsonl  # noqa: E402
 from rwml_lite.reward import NextStateReward  # noqa: E402
 from rwml_lite.runfolder import RunFolder  # noqa: E402
@@ -44,11 +45,13 @@ ROLE = "You are an expert agent in the ALFRED embodied environment."
 OBSERVATION = "You arrive at countertop 1. On the countertop 1, you see a apple 2, a knife 1, and a mug 3."
 
 
-def triplets(count: int) -> list[dict]:
-    history = [(OBSERVATION, "go to countertop 1")] * 5
+def triplets(count: int) -> list[TripletRecord]:
+    history, goal = [(OBSERVATION, "go to countertop 1")] * 5, "put a clean mug in coffeemachine."
     return [
-        {"prompt": rwml_messages(ROLE, "put a clean mug in coffeemachine.", history, OBSERVATION, f"take mug {i} from countertop 1", 5),
-         "next_observation": f"You pick up the mug {i} from the countertop 1."}
+        TripletRecord(triplet_id=f"bench/{i}", episode_id="bench", goal=goal, history=history, observation=OBSERVATION,
+                      action=f"take mug {i} from countertop 1", next_observation=f"You pick up the mug {i} from the countertop 1.",
+                      prompt=rwml_messages(ROLE, goal, history, OBSERVATION, f"take mug {i} from countertop 1", 5),
+                      target=wm_sft_target(f"You pick up the mug {i} from the countertop 1."))
         for i in range(count)
     ]  # fmt: skip
 
@@ -59,7 +62,7 @@ def run(
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    prompt_tokens = max(len(tokenizer(render_prompt(tokenizer, t["prompt"]))["input_ids"]) for t in triplets(prompts))
+    prompt_tokens = max(len(tokenizer(render_prompt(tokenizer, t.prompt))["input_ids"]) for t in triplets(prompts))
     data = {
         "run": {"dir": str(work), "report_to": "none"},
         "model": {"name_or_path": str(model_dir), "backend": "unsloth", "load_in_4bit": True, "fast_inference": False,
@@ -118,7 +121,7 @@ def main() -> None:
         sys.exit("bench/gpu_peak.py measures GPU memory: run it on a machine with a CUDA GPU.")
 
     with tempfile.TemporaryDirectory() as tmp:
-        texts = [m["content"] for t in triplets(4) for m in t["prompt"]] + [t["next_observation"] for t in triplets(4)]
+        texts = [m["content"] for t in triplets(4) for m in t.prompt] + [t.next_observation for t in triplets(4)]
         tokenizer = chatml_tokenizer(texts * 20, vocab_size=args.vocab)
         model_dir = save(random_qwen3(tokenizer, **SHAPE), tokenizer, Path(tmp) / "model")
         embedder_dir = random_embedder(tokenizer, Path(tmp) / "embedder")

@@ -20,7 +20,7 @@ from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
 from rwml_lite.runfolder import RunFolder
-from rwml_lite.worldmodel import measure
+from rwml_lite.schemas import EpisodeRecord, TripletRecord
 
 
 def evaluate_variant(
@@ -28,7 +28,7 @@ def evaluate_variant(
     folder: RunFolder,
     variant: str,
     adapter: Path | None,
-    val_triplets: list[dict],
+    val_triplets: list[TripletRecord],
     reward: NextStateReward,
 ) -> dict:
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
@@ -64,31 +64,29 @@ def evaluate_variant(
     return result
 
 
-def task_success(episodes: list[dict], runs: int, splits: list[str]) -> dict:
+def task_success(episodes: list[EpisodeRecord], runs: int, splits: list[str]) -> dict:
     """Success % per split and over all games ("all"), each as per-run rates (the episode's `rollout`
     index is its run) with mean +- std; success % per task type; invalid-action rate; steps to success."""
-    types = sorted({ep["task_type"] for ep in episodes})
-    steps = sum(ep["num_steps"] for ep in episodes)
-    won_steps = [ep["num_steps"] for ep in episodes if ep["won"]]
+    types = sorted({ep.task_type for ep in episodes})
+    steps = sum(ep.num_steps for ep in episodes)
+    won_steps = [ep.num_steps for ep in episodes if ep.won]
     return {
         "success": {
-            **{split: _over_runs([ep for ep in episodes if ep["split"] == split], runs) for split in splits},
+            **{split: _over_runs([ep for ep in episodes if ep.split == split], runs) for split in splits},
             "all": _over_runs(episodes, runs),
         },
-        "success_by_type": {
-            t: _over_runs([ep for ep in episodes if ep["task_type"] == t], runs)["mean"] for t in types
-        },
-        "invalid_action_rate": 100.0 * sum(ep["num_invalid"] for ep in episodes) / max(steps, 1),
+        "success_by_type": {t: _over_runs([ep for ep in episodes if ep.task_type == t], runs)["mean"] for t in types},
+        "invalid_action_rate": 100.0 * sum(ep.num_invalid for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
-        "episodes_by_split": {split: sum(ep["split"] == split for ep in episodes) for split in splits},
+        "episodes_by_split": {split: sum(ep.split == split for ep in episodes) for split in splits},
         # tau2: tasks whose NL assertions no judge scored (their reward rests on the database)
-        "nl_unscored": sorted({ep["task_id"] for ep in episodes if ep.get("final", {}).get("nl_unscored")}),
+        "nl_unscored": sorted({ep.task_id for ep in episodes if ep.final.get("nl_unscored")}),
     }
 
 
-def _over_runs(episodes: list[dict], runs: int) -> dict:
-    per_run = [[ep["won"] for ep in episodes if ep["rollout"] == r] for r in range(runs)]
+def _over_runs(episodes: list[EpisodeRecord], runs: int) -> dict:
+    per_run = [[ep.won for ep in episodes if ep.rollout == r] for r in range(runs)]
     rates = [100.0 * sum(run) / len(run) for run in per_run if run]
     return {
         "per_run": rates,
@@ -98,19 +96,24 @@ def _over_runs(episodes: list[dict], runs: int) -> dict:
 
 
 def world_model_score(
-    generator: Generator, triplets: list[dict], reward: NextStateReward, samples: int, sampling: Sampling, out: Path
+    generator: Generator,
+    triplets: list[TripletRecord],
+    reward: NextStateReward,
+    samples: int,
+    sampling: Sampling,
+    out: Path,
 ) -> dict:
     """Mean reward of `samples` predictions per triplet, the hit rate, and the tag rate, overall and
     per target kind. A hit is a full reward by the triplet's measure: within tau_d of the real state
     in the embedding, or rounded ROUGE-L 1.0 (tau2's tool replies)."""
-    predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
+    predictions = generator.generate([t.prompt for t in triplets], samples, sampling)
     records, by_kind = [], {}
     for triplet, preds in zip(triplets, predictions):
-        kind = triplet.get("kind", "observation")
-        reals = [triplet["next_observation"]] * len(preds)
+        kind = triplet.kind
+        reals = [triplet.next_observation] * len(preds)
         triplet_sims = reward.similarities(preds, reals)
         # the cosines already give embedded rewards; only ROUGE-measured targets are scored another way
-        rouge = measure(triplet) == "rouge"
+        rouge = triplet.measure == "rouge"
         triplet_scores = (
             reward.score(preds, reals, ["rouge"] * len(preds)) if rouge else [reward.reward_of(s) for s in triplet_sims]
         )
@@ -121,9 +124,9 @@ def world_model_score(
         tally["tags"] += [s is not None for s in triplet_sims]
         records.append(
             {
-                "triplet_id": triplet["triplet_id"],
+                "triplet_id": triplet.triplet_id,
                 "kind": kind,
-                "real": triplet["next_observation"],
+                "real": triplet.next_observation,
                 "predictions": preds,
                 "similarities": triplet_sims,
                 "rewards": triplet_scores,

@@ -26,8 +26,9 @@ from rich.console import Console
 
 from rwml_lite.config import Recipe, get_dotted
 from rwml_lite.errors import RwmlError
-from rwml_lite.records import SCHEMA, atomic_write_json, atomic_write_text, read_jsonl, write_jsonl
+from rwml_lite.records import SCHEMA, atomic_write_json, atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.schemas import read_episodes, read_triplets, write_triplets
 
 console = Console(stderr=True)
 
@@ -119,22 +120,22 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
         "collect",
         users,
     )
-    steps = sum(ep["num_steps"] for ep in episodes)
-    invalid = sum(ep["num_invalid"] for ep in episodes)
+    steps = sum(ep.num_steps for ep in episodes)
+    invalid = sum(ep.num_invalid for ep in episodes)
     return {
         "episodes": len(episodes),
         "steps": steps,
         "invalid_steps": invalid,
-        "success_rate": 100.0 * sum(ep["won"] for ep in episodes) / len(episodes),
+        "success_rate": 100.0 * sum(ep.won for ep in episodes) / len(episodes),
     }
 
 
 def build(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.worldmodel import build_triplets, split_by_episode
 
-    episodes = read_jsonl(folder.rollouts)
+    episodes = read_episodes(folder.rollouts)
     triplets, dropped = build_triplets(episodes, recipe.worldmodel.history)
-    with_triplets = len({t["episode_id"] for t in triplets})
+    with_triplets = len({t.episode_id for t in triplets})
     if with_triplets < 2:
         raise RwmlError(
             f"{folder.rollouts} holds {len(episodes)} episodes but only {with_triplets} of them have a valid step "
@@ -143,8 +144,8 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
             f"collect.temperature, use a stronger model, or set agent.action_parse=mention for a tiny one."
         )
     train, val = split_by_episode(triplets, recipe.worldmodel.val_fraction, recipe.seed)
-    write_jsonl(folder.wm("train.jsonl"), train)
-    write_jsonl(folder.wm("val.jsonl"), val)
+    write_triplets(folder.wm("train.jsonl"), train)
+    write_triplets(folder.wm("val.jsonl"), val)
     return {
         "triplets": len(triplets),
         "invalid_dropped": dropped,
@@ -160,7 +161,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.worldmodel import find_easy, subsample_easy
 
     f, prefill = recipe.worldmodel.filter, recipe.worldmodel.prefill
-    train, val = read_jsonl(folder.wm("train.jsonl")), read_jsonl(folder.wm("val.jsonl"))
+    train, val = read_triplets(folder.wm("train.jsonl")), read_triplets(folder.wm("val.jsonl"))
     if f.enabled:
         adapter = train_next_state_sft(recipe, val, folder)
         generator = backend(recipe.model).generator(recipe.model, adapter)
@@ -179,7 +180,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
         "kept": len(kept),
         "filter_enabled": f.enabled,
     }
-    write_jsonl(folder.wm("rwml.jsonl"), kept)
+    write_triplets(folder.wm("rwml.jsonl"), kept)
     atomic_write_json(folder.wm("filter.json"), stats)
     return stats
 
@@ -188,7 +189,7 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.reward import NextStateReward
     from rwml_lite.train.grpo import train_rwml
 
-    kept = read_jsonl(folder.wm("rwml.jsonl"))
+    kept = read_triplets(folder.wm("rwml.jsonl"))
     if not kept:
         raise RwmlError(
             f"{folder.wm('rwml.jsonl')} is empty: the filter kept no triplet. Raise worldmodel.filter.keep_easy_p or collect more."
@@ -211,7 +212,7 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
 def wm_sft(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.train.sft import train_wm_sft
 
-    kept = read_jsonl(folder.wm("rwml.jsonl"))
+    kept = read_triplets(folder.wm("rwml.jsonl"))
     adapter = train_wm_sft(recipe, kept, folder)
     logs = [m for m in read_jsonl(folder.metrics("wm_sft")) if "loss" in m]
     return {"adapter": str(adapter), "triplets": len(kept), "final_loss": logs[-1]["loss"] if logs else None}
@@ -244,7 +245,7 @@ def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.report import write_report
     from rwml_lite.reward import NextStateReward
 
-    val = read_jsonl(folder.wm("val.jsonl"))
+    val = read_triplets(folder.wm("val.jsonl"))
     # scores whole turns (the generator returns the prefill); judge-trained policies are measured
     # like every other, by the embedding
     settings = recipe.reward.model_copy(update={"kind": "binary"}) if recipe.reward.judged else recipe.reward

@@ -33,7 +33,8 @@ from rwml_lite.envs import Step
 from rwml_lite.envs.pool import EnvPool, Start
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import Messages, agent_messages, parse_action, whole_reply
-from rwml_lite.records import JsonlAppender, iter_jsonl
+from rwml_lite.records import JsonlAppender
+from rwml_lite.schemas import EpisodeRecord, StepRecord, append_episode, read_episodes
 
 #: Recorded as the outcome of a turn without an action (the environment is not stepped, and the
 #: agent sees the same observation again, after a history entry "(no action)").
@@ -71,7 +72,7 @@ class _Live:
     admissible: list[str] | None
     prompt: Messages | None  # the environment's own agent prompt (tau2), else None
     history: list[tuple[str, str]] = field(default_factory=list)
-    steps: list[dict] = field(default_factory=list)
+    steps: list[StepRecord] = field(default_factory=list)
 
 
 def run_episodes(
@@ -87,13 +88,13 @@ def run_episodes(
     keep_prompts: bool = False,
     pool: EnvPool | None = None,
     progress: Progress | None = None,
-) -> list[dict]:
+) -> list[EpisodeRecord]:
     """Play every spec not yet in `path`, appending each episode as it ends; returns all episodes.
     `users` play the customer in tau2 conversations; `keep_prompts` stores each turn's prompt
     messages in its step (what the policy stage trains on). A caller that plays many batches (the
     policy stage) passes its own `pool`, whose environments then live across calls, and its own
     `progress` display, in which this call shows a line while it runs."""
-    done_ids = {ep["episode_id"] for ep in iter_jsonl(path)} if path.exists() else set()
+    done_ids = {ep.episode_id for ep in read_episodes(path)} if path.exists() else set()
     pending = deque(s for s in specs if s.episode_id not in done_ids)
     if pending:
         with contextlib.ExitStack() as stack:
@@ -108,7 +109,7 @@ def run_episodes(
             if progress is not None:
                 progress.remove_task(task)
     wanted = {s.episode_id for s in specs}
-    return [ep for ep in iter_jsonl(path) if ep["episode_id"] in wanted]
+    return [ep for ep in read_episodes(path) if ep.episode_id in wanted]
 
 
 def _play(
@@ -123,7 +124,7 @@ def _play(
         for slot, start in pool.reset({slot: (spec.task_id, spec.seed) for slot, spec in starting.items()}).items():
             ep = _Live(starting[slot], start, start.observation, start.admissible, start.prompt)
             if start.ended is not None:  # over before the agent acted (a tau2 user who leaves at once)
-                out.append(_episode_record(ep, won=start.ended.won, final=start.ended.info))
+                append_episode(out, _episode_record(ep, won=start.ended.won, final=start.ended.info))
                 finished, won = finished + 1, won + start.ended.won
             else:
                 live[slot] = ep
@@ -168,21 +169,21 @@ def _play(
                 else Step(feedback, 0.0, False, False, False, {"kind": "no_action"})
             )
             ep.steps.append(
-                {
-                    "observation": ep.observation,
-                    "completion": completions[slot],
-                    "action": action,
-                    "next_observation": step.observation,
-                    "valid": step.valid,
-                    "kind": step.info.get("kind", "observation"),
+                StepRecord(
+                    observation=ep.observation,
+                    completion=completions[slot],
+                    action=action,
+                    next_observation=step.observation,
+                    valid=step.valid,
+                    kind=step.info.get("kind", "observation"),
                     # how the world model's prediction of it is scored, and (tau2) what it predicts
-                    "measure": step.info.get("measure", "embedding"),
-                    **({"target": step.info["target"]} if "target" in step.info else {}),
-                    "reward": step.reward,
-                    "won": step.won,
-                    "truncated": getattr(completions[slot], "truncated", False),
-                    **({"prompt": prompt} if keep_prompts else {}),
-                }
+                    measure=step.info.get("measure", "embedding"),
+                    target=step.info.get("target"),
+                    reward=step.reward,
+                    won=step.won,
+                    truncated=getattr(completions[slot], "truncated", False),
+                    prompt=prompt if keep_prompts else None,
+                )
             )
             ep.history.append((ep.observation, action or "(no action)"))
             if action is not None:  # the environment only moved when it was given an action
@@ -200,7 +201,7 @@ def _play(
         for slot, final in pool.end(list(capped)).items():
             ended[slot] = Step("", 0.0, True, False, True, {**final, "cut": capped[slot]})
         for slot, step in ended.items():
-            out.append(_episode_record(live.pop(slot), won=step.won, final=step.info))
+            append_episode(out, _episode_record(live.pop(slot), won=step.won, final=step.info))
             finished += 1
             won += step.won
         rate = steps_taken / max(time.monotonic() - started, 1e-9)
@@ -209,23 +210,21 @@ def _play(
     return task
 
 
-def _episode_record(ep: _Live, won: bool, final: dict) -> dict:
+def _episode_record(ep: _Live, won: bool, final: dict) -> EpisodeRecord:
     """`final`: what the environment said at the end (tau2: the score's parts, how it ended)."""
-    return {
-        "role": ep.start.role,
-        "episode_id": ep.spec.episode_id,
-        "task_id": ep.spec.task_id,
-        "split": ep.spec.split,
-        "task_type": ep.start.task_type,
-        "rollout": ep.spec.rollout,
-        "goal": ep.start.goal,
-        "world_goal": ep.start.world_goal,
-        "steps": ep.steps,
-        "won": won,
-        "num_steps": len(ep.steps),
-        "num_invalid": sum(not s["valid"] for s in ep.steps),
-        "final": {k: v for k, v in final.items() if k not in STEP_FIELDS},
-    }
+    return EpisodeRecord(
+        role=ep.start.role,
+        episode_id=ep.spec.episode_id,
+        task_id=ep.spec.task_id,
+        split=ep.spec.split,
+        task_type=ep.start.task_type,
+        rollout=ep.spec.rollout,
+        goal=ep.start.goal,
+        world_goal=ep.start.world_goal,
+        steps=ep.steps,
+        won=won,
+        final={k: v for k, v in final.items() if k not in STEP_FIELDS},
+    )
 
 
 def progress_display() -> Progress:

@@ -20,9 +20,10 @@ from pathlib import Path
 from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
 from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
 from rwml_lite.pipeline import link_finished, run
-from rwml_lite.records import atomic_write_json, atomic_write_text, read_jsonl
+from rwml_lite.records import atomic_write_json, atomic_write_text
 from rwml_lite.report import PAPER
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.schemas import EpisodeRecord, read_episodes
 
 
 @dataclass(frozen=True)
@@ -114,7 +115,7 @@ def run_study(recipe: Recipe) -> RunFolder:
 
 def _result(recipe: Recipe, folder: RunFolder, policy: str) -> dict:
     evaluation = json.loads(folder.eval(f"{policy}.json").read_text())
-    episodes = read_jsonl(folder.eval(f"episodes_{policy}.jsonl"))
+    episodes = read_episodes(folder.eval(f"episodes_{policy}.jsonl"))
     return {
         "folder": str(folder.root),
         "columns": columns(recipe, episodes),
@@ -124,7 +125,7 @@ def _result(recipe: Recipe, folder: RunFolder, policy: str) -> dict:
     }
 
 
-def columns(recipe: Recipe, episodes: list[dict]) -> dict[str, dict]:
+def columns(recipe: Recipe, episodes: list[EpisodeRecord]) -> dict[str, dict]:
     """The paper's columns for the benchmark, each as per-run success % with mean and std:
     ALFWorld ID / OOD / AVG (2/3 ID + 1/3 OOD, as the paper's AVG fits), tau2 per domain and
     0.4 retail + 0.4 telecom + 0.2 airline (over the domains played), otherwise one per split."""
@@ -133,21 +134,21 @@ def columns(recipe: Recipe, episodes: list[dict]) -> dict[str, dict]:
     def per_run(keep) -> list[float]:
         rates = []
         for r in range(runs):
-            played = [ep["won"] for ep in episodes if ep["rollout"] == r and keep(ep)]
+            played = [ep.won for ep in episodes if ep.rollout == r and keep(ep)]
             rates.append(100.0 * sum(played) / len(played) if played else 0.0)
         return rates
 
     name = recipe.env.name
     if name == "alfworld" and {"valid_seen", "valid_unseen"} <= set(recipe.eval.splits):
-        seen, unseen = (per_run(lambda ep, s=s: ep["split"] == s) for s in ("valid_seen", "valid_unseen"))
+        seen, unseen = (per_run(lambda ep, s=s: ep.split == s) for s in ("valid_seen", "valid_unseen"))
         table = {"ID": seen, "OOD": unseen, "AVG": [2 / 3 * a + 1 / 3 * b for a, b in zip(seen, unseen)]}
     elif name == "tau2":
         domains = [d for d in ("retail", "telecom", "airline") if d in recipe.env.domains]
-        table = {d: per_run(lambda ep, d=d: ep["task_type"] == d) for d in domains}
+        table = {d: per_run(lambda ep, d=d: ep.task_type == d) for d in domains}
         total = sum(TAU2_WEIGHTS[d] for d in domains)
         table["AVG"] = [sum(TAU2_WEIGHTS[d] * table[d][r] for d in domains) / total for r in range(runs)]
     else:
-        table = {split: per_run(lambda ep, s=split: ep["split"] == s) for split in recipe.eval.splits}
+        table = {split: per_run(lambda ep, s=split: ep.split == s) for split in recipe.eval.splits}
     return {column: _spread(rates) for column, rates in table.items()}
 
 

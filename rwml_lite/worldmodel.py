@@ -18,72 +18,63 @@ import random
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import rwml_messages, wm_sft_target
 from rwml_lite.reward import NextStateReward
+from rwml_lite.schemas import EpisodeRecord, TripletRecord
 
 
-def build_triplets(episodes: list[dict], history: int) -> tuple[list[dict], int]:
+def build_triplets(episodes: list[EpisodeRecord], history: int) -> tuple[list[TripletRecord], int]:
     """(triplets of every valid step, number of invalid steps dropped)."""
     triplets, dropped = [], 0
     for ep in episodes:
         past: list[tuple[str, str]] = []
-        for t, step in enumerate(ep["steps"]):
-            if not step["valid"]:
+        for t, step in enumerate(ep.steps):
+            if not step.valid or step.action is None:
                 dropped += 1
                 continue
             window = past[-history:] if history else []
-            real = step.get("target", step["next_observation"])  # the environment's own target form (tau2)
+            real = step.world_target  # the environment's own target form (tau2)
             triplets.append(
-                {
-                    "triplet_id": f"{ep['episode_id']}/{t}",
-                    "episode_id": ep["episode_id"],
-                    "goal": ep.get("world_goal", ep["goal"]),
-                    "history": window,
-                    "observation": step["observation"],
-                    "action": step["action"],
-                    "next_observation": real,
-                    "kind": step.get("kind", "observation"),
-                    "measure": step.get("measure", "embedding"),
-                    "prompt": rwml_messages(
-                        ep["role"],
-                        ep.get("world_goal", ep["goal"]),
-                        window,
-                        step["observation"],
-                        step["action"],
-                        history,
-                    ),
-                    "target": wm_sft_target(real),
-                }
+                TripletRecord(
+                    triplet_id=f"{ep.episode_id}/{t}",
+                    episode_id=ep.episode_id,
+                    goal=ep.world_goal,
+                    history=window,
+                    observation=step.observation,
+                    action=step.action,
+                    next_observation=real,
+                    kind=step.kind,
+                    measure=step.measure,
+                    prompt=rwml_messages(ep.role, ep.world_goal, window, step.observation, step.action, history),
+                    target=wm_sft_target(real),
+                )
             )
-            past.append((step["observation"], step["action"]))
+            past.append((step.observation, step.action))
     return triplets, dropped
 
 
-def measure(triplet: dict) -> str:
-    """How predictions of this triplet are scored: "embedding" (cosine) or "rouge" (rounded ROUGE-L)."""
-    return triplet.get("measure", "embedding")
-
-
-def split_by_episode(triplets: list[dict], val_fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+def split_by_episode(
+    triplets: list[TripletRecord], val_fraction: float, seed: int
+) -> tuple[list[TripletRecord], list[TripletRecord]]:
     """(train, val): a seeded share of episodes, at least one when there are two or more, goes to val."""
-    episodes = sorted({t["episode_id"] for t in triplets})
+    episodes = sorted({t.episode_id for t in triplets})
     random.Random(seed).shuffle(episodes)
     n_val = min(max(1, math.ceil(val_fraction * len(episodes))), len(episodes) - 1) if len(episodes) > 1 else 0
     val_ids = set(episodes[:n_val])
-    return [t for t in triplets if t["episode_id"] not in val_ids], [t for t in triplets if t["episode_id"] in val_ids]
+    return [t for t in triplets if t.episode_id not in val_ids], [t for t in triplets if t.episode_id in val_ids]
 
 
 def find_easy(
-    triplets: list[dict], generator: Generator, sampling: Sampling, samples: int, strict: NextStateReward
+    triplets: list[TripletRecord], generator: Generator, sampling: Sampling, samples: int, strict: NextStateReward
 ) -> list[bool]:
     """True where at least one of `samples` predictions hits the real next observation at the strict threshold."""
-    predictions = generator.generate([t["prompt"] for t in triplets], samples, sampling)
+    predictions = generator.generate([t.prompt for t in triplets], samples, sampling)
     easy = []
     for triplet, preds in zip(triplets, predictions):
-        scores = strict.score(preds, [triplet["next_observation"]] * len(preds), [measure(triplet)] * len(preds))
+        scores = strict.score(preds, [triplet.next_observation] * len(preds), [triplet.measure] * len(preds))
         easy.append(max(scores) >= 1.0)
     return easy
 
 
-def subsample_easy(triplets: list[dict], easy: list[bool], keep_p: float, seed: int) -> list[dict]:
+def subsample_easy(triplets: list[TripletRecord], easy: list[bool], keep_p: float, seed: int) -> list[TripletRecord]:
     """Every hard triplet, and each easy one with probability `keep_p` (seeded)."""
     rng = random.Random(seed)
-    return [{**t, "easy": e} for t, e in zip(triplets, easy) if not e or rng.random() < keep_p]
+    return [t.model_copy(update={"easy": e}) for t, e in zip(triplets, easy) if not e or rng.random() < keep_p]

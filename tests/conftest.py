@@ -227,3 +227,25 @@ class ScriptedGenerator:
     def generate(self, prompts, n, sampling):
         self.calls += 1
         return [[sampling.prefill + self.reply(p, i) for i in range(n)] for p in prompts]
+
+
+def episode_record(episode_id: str, steps: list[dict], **fields):
+    """An episode as collect records it: its steps (each with defaults for what a test leaves out) and
+    placeholder task fields unless given."""
+    from rwml_lite.schemas import EpisodeRecord, StepRecord
+
+    base = {"task_id": episode_id.split("#")[0], "split": "train", "rollout": 0, "task_type": "task",
+            "role": "You are an agent.", "goal": "Tidy up.", "world_goal": "Tidy up.", "won": False}  # fmt: skip
+    step_defaults = {"completion": "", "observation": "", "next_observation": "", "action": None, "valid": True}
+    return EpisodeRecord(
+        episode_id=episode_id, steps=[StepRecord(**{**step_defaults, **s}) for s in steps], **{**base, **fields}
+    )
+
+
+def triplet_record(triplet_id: str, **fields):
+    """A world-model triplet with placeholder fields unless given."""
+    from rwml_lite.schemas import TripletRecord
+
+    base = {"episode_id": triplet_id.split("/")[0], "goal": "Tidy up.", "history": [], "observation": "",
+            "action": "look", "next_observation": "", "prompt": [{"role": "user", "content": triplet_id}], "target": ""}  # fmt: skip
+    return TripletRecord(triplet_id=triplet_id, **{**base, **fields})

@@ -14,8 +14,8 @@ from rwml_lite.envs.alfworld import NOTHING_HAPPENS, TASK_TYPES, games_root
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import Sampling
-from rwml_lite.records import read_jsonl
 from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
+from rwml_lite.schemas import read_episodes
 from rwml_lite.worldmodel import build_triplets
 
 ALFWORLD = ALFWorldSettings()
@@ -85,11 +85,11 @@ def test_unparseable_inadmissible_and_nothing_happens_are_invalid_and_the_episod
         tmp_path / "r.jsonl", episode_specs([task], "valid_seen", 1, 0), ALFWORLD,
         ScriptedGenerator(lambda p, i: next(replies)), Sampling(), AgentSettings(), 30, "t",
     )  # fmt: skip
-    steps = episode["steps"]
-    assert steps[0]["next_observation"] == NO_ACTION_FEEDBACK and not steps[0]["valid"]
-    assert steps[1]["next_observation"] == NOTHING_HAPPENS and not steps[1]["valid"]
-    assert all(s["valid"] for s in steps[2:]) and episode["won"] and episode["num_invalid"] == 2
-    assert episode["task_type"] == task.split("/")[1].split("-")[0] and episode["split"] == "valid_seen"
+    steps = episode.steps
+    assert steps[0].next_observation == NO_ACTION_FEEDBACK and not steps[0].valid
+    assert steps[1].next_observation == NOTHING_HAPPENS and not steps[1].valid
+    assert all(s.valid for s in steps[2:]) and episode.won and episode.num_invalid == 2
+    assert episode.task_type == task.split("/")[1].split("-")[0] and episode.split == "valid_seen"
 
 
 def test_collect_then_build_keeps_what_the_engine_returned(tmp_path, env):
@@ -103,13 +103,13 @@ def test_collect_then_build_keeps_what_the_engine_returned(tmp_path, env):
         path, episode_specs(tasks, "train", 1, 0), ALFWORLD, ScriptedGenerator(lambda p, i: next(replies)),
         Sampling(), AgentSettings(parallel_episodes=1), 30, "t",
     )  # fmt: skip
-    assert all(ep["won"] for ep in episodes)
+    assert all(ep.won for ep in episodes)
     triplets, dropped = build_triplets(episodes, history=5)
     assert dropped == 3 and len(triplets) == sum(len(walkthrough(t)) for t in tasks)
-    for ep in read_jsonl(path):  # replay each episode's valid actions on a fresh game
-        env.reset(ep["task_id"])
-        for triplet in (t for t in triplets if t["episode_id"] == ep["episode_id"]):
-            assert triplet["next_observation"] == env.step(triplet["action"]).observation
+    for ep in read_episodes(path):  # replay each episode's valid actions on a fresh game
+        env.reset(ep.task_id)
+        for triplet in (t for t in triplets if t.episode_id == ep.episode_id):
+            assert triplet.next_observation == env.step(triplet.action).observation
 
 
 def test_tiny_model_trains_end_to_end_on_real_games(tmp_path, tiny_qwen3, alfworld_data):

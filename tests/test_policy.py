@@ -10,7 +10,7 @@ import torch
 from safetensors.torch import load_file
 from test_resume import kill_when, start
 
-from conftest import GOAL, ScriptedGenerator, rwml_lite, tiny_recipe
+from conftest import GOAL, ScriptedGenerator, episode_record, rwml_lite, tiny_recipe
 from rwml_lite.config import AgentSettings, ModelSettings, TextWorldExpressSettings, load_recipe
 from rwml_lite.envs import make_env
 from rwml_lite.models import Sampling
@@ -40,8 +40,9 @@ def test_advantages_are_returns_normalised_within_the_group():
     assert group_advantages([1.0, 1.0, 1.0]) == [0.0, 0.0, 0.0]  # a group that did equally well teaches nothing
     assert group_advantages([0.9] * 8) == [0.0] * 8  # exactly, not float noise that would still be trained
     assert group_advantages([1.0, 0.0, 0.0, 0.0], scale=False) == [0.75, -0.25, -0.25, -0.25]
-    assert episode_return({"won": True, "num_invalid": 2}, invalid_action_penalty=0.1) == pytest.approx(0.8)
-    assert episode_return({"won": False, "num_invalid": 3}, invalid_action_penalty=0.0) == 0.0
+    invalid = lambda n: [{"valid": False}] * n  # noqa: E731
+    assert episode_return(episode_record("t#0", invalid(2), won=True), invalid_action_penalty=0.1) == pytest.approx(0.8)
+    assert episode_return(episode_record("t#0", invalid(3)), invalid_action_penalty=0.0) == 0.0
 
 
 def test_a_scripted_group_gets_the_advantages_of_its_known_successes(tmp_path, java):
@@ -65,7 +66,7 @@ def test_a_scripted_group_gets_the_advantages_of_its_known_successes(tmp_path, j
         Alternating(None), Sampling(), AgentSettings(history=5, parallel_episodes=4), len(gold), "group",
         keep_prompts=True,
     )  # fmt: skip
-    won = {ep["episode_id"]: ep["won"] for ep in episodes}
+    won = {ep.episode_id: ep.won for ep in episodes}
     assert won == {"train-0#0": True, "train-0#1": False, "train-0#2": True, "train-0#3": False}
     turns, equal = step_turns(episodes, invalid_action_penalty=0.0)
     assert equal == 0 and len(turns) == 4 * len(gold)
@@ -114,8 +115,8 @@ def test_one_update_moves_the_lora_and_leaves_the_base_frozen(tiny_policy, tmp_p
     recipe = load_recipe(tiny_recipe(tmp_path, tmp_path, policy={"micro_batch_size": 2, "learning_rate": 0.01}))
     prompt = agent_messages(ROLE, GOAL, [], "You are in the kitchen.", ["look around", "inventory"], 1)
     steps = lambda reply: [{"prompt": prompt, "completion": reply, "truncated": False, "valid": True}]  # noqa: E731
-    episodes = [{"task_id": "train-0", "won": won, "num_invalid": 0, "steps": steps(r)}
-                for won, r in [(True, "<action>inventory</action>"), (False, "<action>look around</action>")]]  # fmt: skip
+    episodes = [episode_record(f"train-0#{i}", steps(r), won=won)
+                for i, (won, r) in enumerate([(True, "<action>inventory</action>"), (False, "<action>look around</action>")])]  # fmt: skip
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     assert lora and all("lora_" in n for n in lora)

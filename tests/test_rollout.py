@@ -34,13 +34,13 @@ def test_episodes_record_invalid_turns_and_continue(tmp_path, java):
         path, episode_specs(["train-0"], "train", 1, seed=0), SETTINGS, generator,
         Sampling(), AgentSettings(parallel_episodes=1), max_steps=5, label="test",
     )  # fmt: skip
-    steps = episode["steps"]
-    assert [s["valid"] for s in steps] == [False, False, True, False, False]
-    assert steps[0]["action"] is None and steps[0]["next_observation"] == NO_ACTION_FEEDBACK
-    assert steps[1]["action"] == "fly to the moon" and "not sure" in steps[1]["next_observation"]
+    steps = episode.steps
+    assert [s.valid for s in steps] == [False, False, True, False, False]
+    assert steps[0].action is None and steps[0].next_observation == NO_ACTION_FEEDBACK
+    assert steps[1].action == "fly to the moon" and "not sure" in steps[1].next_observation
     # the environment did not move on the unparseable turn: the next turn starts from the same observation
-    assert steps[1]["observation"] == steps[0]["observation"]
-    assert episode["num_invalid"] == 4 and episode["num_steps"] == 5 and not episode["won"]
+    assert steps[1].observation == steps[0].observation
+    assert episode.num_invalid == 4 and episode.num_steps == 5 and not episode.won
 
 
 def test_gold_policy_wins_and_resume_does_not_replay(tmp_path, java):
@@ -54,8 +54,8 @@ def test_gold_policy_wins_and_resume_does_not_replay(tmp_path, java):
     play = lambda gen: run_episodes(path, specs, SETTINGS, gen, Sampling(), AgentSettings(), 10, "t")  # noqa: E731
 
     [episode] = play(generator)
-    assert episode["won"] and episode["num_invalid"] == 0
-    assert episode["steps"][-1]["won"]
+    assert episode.won and episode.num_invalid == 0
+    assert episode.steps[-1].won
 
     idle = ScriptedGenerator(lambda prompt, i: "never asked")
     assert play(idle) == [episode]
@@ -68,9 +68,9 @@ def test_many_episodes_share_each_generate_call(tmp_path, java):
     episodes = run_episodes(
         tmp_path / "r.jsonl", specs, SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t"
     )
-    assert sorted(e["episode_id"] for e in episodes) == sorted(s.episode_id for s in specs)
+    assert sorted(e.episode_id for e in episodes) == sorted(s.episode_id for s in specs)
     assert generator.calls == 3  # 6 episodes x 3 steps, all live together
-    assert {(e["split"], e["task_type"]) for e in episodes} == {("train", "twc")}
+    assert {(e.split, e.task_type) for e in episodes} == {("train", "twc")}
 
 
 def test_worker_processes_play_the_same_episodes(tmp_path, java):
@@ -90,4 +90,4 @@ def test_worker_processes_play_the_same_episodes(tmp_path, java):
         3,
         "t",
     )
-    assert [e["steps"] for e in local] == [e["steps"] for e in pooled]
+    assert [e.steps for e in local] == [e.steps for e in pooled]

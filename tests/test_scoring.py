@@ -11,7 +11,7 @@ import json
 
 import pytest
 
-from conftest import ScriptedGenerator, tiny_recipe
+from conftest import ScriptedGenerator, tiny_recipe, triplet_record
 from rwml_lite.config import load_recipe
 from rwml_lite.evaluate import world_model_score
 from rwml_lite.models import Sampling
@@ -24,23 +24,19 @@ REAL = "You open the wardrobe. It's empty inside."
 WRONG = "The sky is blue over the ocean."
 
 
-def triplet(i: int) -> dict:
-    return {
-        "triplet_id": f"e/{i}",
-        "prompt": [{"role": "user", "content": f"#{i}"}],
-        "next_observation": f"{REAL} ({i})",
-    }
+def triplet(i: int):
+    return triplet_record(f"e/{i}", prompt=[{"role": "user", "content": f"#{i}"}], next_observation=f"{REAL} ({i})")
 
 
 def answer_with_the_real_state(prompt, sample) -> str:
     """What the model writes after the prefill: the triplet's own real next observation."""
-    return triplet(int(prompt[-1]["content"][1:]))["next_observation"] + "</next_state>"
+    return triplet(int(prompt[-1]["content"][1:])).next_observation + "</next_state>"
 
 
 def test_grpo_scores_trls_completion_after_the_prefill(minilm):
     reward = NextStateReward(minilm, tau_d=0.2, prefill=PREFILL)
     completions = [answer_with_the_real_state([{"content": "#0"}], 0), WRONG + "</next_state>"]
-    assert reward(prompts=None, completions=completions, real_next_state=[triplet(0)["next_observation"]] * 2) == [
+    assert reward(prompts=None, completions=completions, real_next_state=[triplet(0).next_observation] * 2) == [
         1.0,
         0.0,
     ]
@@ -155,19 +151,10 @@ def test_hit_rates_are_reported_per_target_kind_with_each_kinds_measure(minilm, 
     (a user reply) when its cosine is within tau_d; the hit rates are reported per target kind."""
     tool_real, user_real = '{"order_id": "string", "status": "string"}', "User: Thanks, that is all."
     triplets = [
-        {
-            "triplet_id": "t",
-            "kind": "tool",
-            "measure": "rouge",
-            "prompt": [{"role": "user", "content": "#t"}],
-            "next_observation": tool_real,
-        },
-        {
-            "triplet_id": "u",
-            "kind": "user",
-            "prompt": [{"role": "user", "content": "#u"}],
-            "next_observation": user_real,
-        },
+        triplet_record(
+            "e/t", kind="tool", measure="rouge", prompt=[{"role": "user", "content": "#t"}], next_observation=tool_real
+        ),
+        triplet_record("e/u", kind="user", prompt=[{"role": "user", "content": "#u"}], next_observation=user_real),
     ]
     # the tool reply half right (ROUGE 0.6: no hit, though its cosine is close), the user reply exact
     answers = {"#t": '{"order_id": "string"}</next_state>', "#u": user_real + "</next_state>"}

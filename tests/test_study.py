@@ -10,7 +10,7 @@ import pytest
 import yaml
 from test_resume import kill_when, start
 
-from conftest import REPO, rwml_lite, tiny_recipe
+from conftest import REPO, episode_record, rwml_lite, tiny_recipe
 from rwml_lite.config import load_recipe
 from rwml_lite.pipeline import link_finished, stage_keys
 from rwml_lite.records import atomic_write_json
@@ -104,7 +104,7 @@ def test_the_alfworld_table_has_the_papers_columns_and_numbers_beside_ours(tmp_p
 
     def episodes(seen_wins: list[int], unseen_wins: list[int]) -> list[dict]:
         """4 games per split; run r wins the first seen_wins[r] / unseen_wins[r] of them"""
-        return [{"split": split, "rollout": r, "won": g < wins[r], "task_type": "pick"}
+        return [episode_record(f"{split}-{g}#{r}", [], split=split, rollout=r, won=g < wins[r], task_type="pick")
                 for split, wins in (("valid_seen", seen_wins), ("valid_unseen", unseen_wins))
                 for r in range(2) for g in range(4)]  # fmt: skip
 

@@ -313,10 +313,10 @@ def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names
     )  # fmt: skip
     assert sorted(batches) == [("A", 4), ("B", 4)]  # the openings: one call per user model
     for task in ("retail/0", "retail/1"):
-        played = [ep["final"]["user_simulator"] for ep in episodes if ep["task_id"] == task]
+        played = [ep.final["user_simulator"] for ep in episodes if ep.task_id == task]
         assert sorted(played) == ["A", "A", "B", "B"]
     # every user left at once: the episodes end at reset, scored as they stand, the agent never asked
-    assert agent.calls == 0 and all(ep["num_steps"] == 0 and ep["final"]["ended"] == "user_stop" for ep in episodes)
+    assert agent.calls == 0 and all(ep.num_steps == 0 and ep.final["ended"] == "user_stop" for ep in episodes)
 
 
 def test_an_episode_cut_by_the_rollouts_turn_cap_is_ended_and_scored_by_upstream(tmp_path, tau2_data):
@@ -331,12 +331,10 @@ def test_an_episode_cut_by_the_rollouts_turn_cap_is_ended_and_scored_by_upstream
         tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
         agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 2, "collect", [user],
     )  # fmt: skip
-    assert [(s["action"], s["valid"], s["next_observation"]) for s in episode["steps"]] == [
-        (None, False, EMPTY_REPLY)
-    ] * 2
-    final = episode["final"]
+    assert [(s.action, s.valid, s.next_observation) for s in episode.steps] == [(None, False, EMPTY_REPLY)] * 2
+    final = episode.final
     assert final["ended"] == "max_steps" and final["cut"] == "turns" and final["user_simulator"] == "the recipe's model"
-    assert not episode["won"] and final["reward_breakdown"] == {}
+    assert not episode.won and final["reward_breakdown"] == {}
 
 
 def test_a_conversation_that_outgrows_the_context_is_ended_not_failed(tmp_path, tau2_data):
@@ -355,8 +353,8 @@ def test_a_conversation_that_outgrows_the_context_is_ended_not_failed(tmp_path, 
         tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
         agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 20, "collect", [user],
     )  # fmt: skip
-    assert episode["num_steps"] == 1 and episode["final"]["cut"] == "context" and agent.calls == 1
-    assert episode["final"]["ended"] == "max_steps" and not episode["won"]
+    assert episode.num_steps == 1 and episode.final["cut"] == "context" and agent.calls == 1
+    assert episode.final["ended"] == "max_steps" and not episode.won
 
 
 def test_odd_replies_never_raise(tau2_data):
@@ -581,12 +579,12 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
         agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 10, "collect", [user], keep_prompts=True,
     )  # fmt: skip
     [episode] = episodes
-    assert [s["kind"] for s in episode["steps"]] == ["tool", "user"] and all(s["valid"] for s in episode["steps"])
+    assert [s.kind for s in episode.steps] == ["tool", "user"] and all(s.valid for s in episode.steps)
     # the action is the reply without its reasoning; the completion (what the policy stage trains) keeps it
-    assert episode["steps"][1]["action"] == "Your order was delivered."
-    assert episode["steps"][1]["completion"] == "<think>tell</think>Your order was delivered."
-    assert episode["final"]["ended"] == "user_stop" and episode["final"]["reward_basis"] == ["DB", "NL_ASSERTION"]
-    first, second = (s["prompt"] for s in episode["steps"])
+    assert episode.steps[1].action == "Your order was delivered."
+    assert episode.steps[1].completion == "<think>tell</think>Your order was delivered."
+    assert episode.final["ended"] == "user_stop" and episode.final["reward_basis"] == ["DB", "NL_ASSERTION"]
+    first, second = (s.prompt for s in episode.steps)
     assert (
         first[-1] == {"role": "user", "content": "I want to know where my order is."}
         and "<policy>" in first[0]["content"]
@@ -594,15 +592,15 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     assert second[-2]["tool_calls"][0]["function"]["name"] == "get_order_details" and second[-1]["role"] == "tool"
     triplets, dropped = build_triplets(episodes, history=2)
     tool, said = triplets
-    assert tool["kind"] == "tool" and tool["measure"] == "rouge" and said["measure"] == "embedding"
-    reply, status = tool["next_observation"].rsplit("\n", 1)
+    assert tool.kind == "tool" and tool.measure == "rouge" and said.measure == "embedding"
+    reply, status = tool.next_observation.rsplit("\n", 1)
     assert reply.startswith("Tool (get_order_details): {") and status == "Task status: ongoing"
     masked = json.loads(reply.partition("): ")[2])
     assert masked["order_id"] == "string" and masked["items"][0]["price"] == "number"  # structure kept, values gone
-    assert "#W4817420" in episode["steps"][0]["next_observation"] and "#W4817420" not in tool["next_observation"]
-    assert said["kind"] == "user" and said["next_observation"] == "User: Thanks! ###STOP###\nTask status: done"
+    assert "#W4817420" in episode.steps[0].next_observation and "#W4817420" not in tool.next_observation
+    assert said.kind == "user" and said.next_observation == "User: Thanks! ###STOP###\nTask status: done"
     # the world-model prompt: the policy, the tools and the customer's profile facts, not their intent
-    prompt = tool["prompt"][1]["content"]
+    prompt = tool.prompt[1]["content"]
     scenario = domain("retail").task("0").user_scenario.instructions
     assert "# Policy\n# Retail agent policy" in prompt and "\n- calculate(expression: string): Calculate" in prompt
     assert f"# User Information\n{scenario.known_info}" in prompt and scenario.reason_for_call not in prompt

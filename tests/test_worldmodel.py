@@ -2,20 +2,17 @@
 
 from __future__ import annotations
 
-from conftest import ScriptedGenerator
+from conftest import ScriptedGenerator, episode_record, triplet_record
 from rwml_lite.models import Sampling
 from rwml_lite.prompts import extract_next_state
 from rwml_lite.reward import NextStateReward
 from rwml_lite.worldmodel import build_triplets, find_easy, split_by_episode, subsample_easy
 
 
-def episode(eid: str, steps: list[tuple[str, str | None, str, bool]]) -> dict:
-    return {
-        "episode_id": eid,
-        "role": "You are an agent.",
-        "goal": "Tidy up.",
-        "steps": [{"observation": o, "action": a, "next_observation": n, "valid": v} for o, a, n, v in steps],
-    }
+def episode(eid: str, steps: list[tuple[str, str | None, str, bool]]):
+    return episode_record(
+        eid, [{"observation": o, "action": a, "next_observation": n, "valid": v} for o, a, n, v in steps]
+    )
 
 
 def test_triplets_keep_valid_steps_with_a_window_of_valid_history():
@@ -28,27 +25,29 @@ def test_triplets_keep_valid_steps_with_a_window_of_valid_history():
     ])  # fmt: skip
     triplets, dropped = build_triplets([ep], history=1)
     assert dropped == 2
-    assert [t["action"] for t in triplets] == ["take shirt", "open wardrobe", "put shirt in wardrobe"]
-    assert triplets[1]["history"] == [("room", "take shirt")]
-    assert triplets[2]["history"] == [("You take the shirt.", "open wardrobe")]  # H = 1
-    assert triplets[2]["target"] == "<think> </think><next_state>You put the shirt in the wardrobe.</next_state>"
-    prompt = triplets[2]["prompt"][-1]["content"]
+    assert [t.action for t in triplets] == ["take shirt", "open wardrobe", "put shirt in wardrobe"]
+    assert triplets[1].history == [("room", "take shirt")]
+    assert triplets[2].history == [("You take the shirt.", "open wardrobe")]  # H = 1
+    assert triplets[2].target == "<think> </think><next_state>You put the shirt in the wardrobe.</next_state>"
+    prompt = triplets[2].prompt[-1]["content"]
     assert "Potential action: put shirt in wardrobe" in prompt and "<next_state>" in prompt
     assert "room" not in prompt  # outside the window
 
 
 def test_split_is_by_episode_and_seeded():
-    triplets = [{"episode_id": f"e{i}", "triplet_id": f"e{i}/{t}"} for i in range(20) for t in range(3)]
+    triplets = [triplet_record(f"e{i}/{t}") for i in range(20) for t in range(3)]
     train, val = split_by_episode(triplets, 0.1, seed=0)
     assert len(val) == 6 and len(train) == 54
-    assert not {t["episode_id"] for t in train} & {t["episode_id"] for t in val}
+    assert not {t.episode_id for t in train} & {t.episode_id for t in val}
     assert split_by_episode(triplets, 0.1, seed=0) == (train, val)
     assert split_by_episode(triplets, 0.1, seed=1) != (train, val)
 
 
 def test_filter_marks_easy_when_at_least_one_sample_hits(minilm):
     triplets = [
-        {"prompt": [{"role": "user", "content": f"#{i}"}], "next_observation": f"You take the item number {i}."}
+        triplet_record(
+            f"e/{i}", prompt=[{"role": "user", "content": f"#{i}"}], next_observation=f"You take the item number {i}."
+        )
         for i in range(4)
     ]
 
@@ -66,14 +65,14 @@ def test_filter_marks_easy_when_at_least_one_sample_hits(minilm):
 
 
 def test_keep_probability_of_easy_triplets_is_seeded():
-    triplets = [{"triplet_id": str(i)} for i in range(400)]
+    triplets = [triplet_record(f"e/{i}") for i in range(400)]
     easy = [i % 2 == 0 for i in range(400)]  # 200 easy, 200 hard
     kept = subsample_easy(triplets, easy, keep_p=0.1, seed=0)
-    kept_easy = [t for t in kept if t["easy"]]
+    kept_easy = [t for t in kept if t.easy]
     assert len(kept) - len(kept_easy) == 200  # every hard triplet stays
     assert 8 <= len(kept_easy) <= 35  # ~20 of 200
     assert subsample_easy(triplets, easy, 0.1, seed=0) == kept
-    assert len([t for t in subsample_easy(triplets, easy, 0.0, seed=0) if t["easy"]]) == 0
+    assert len([t for t in subsample_easy(triplets, easy, 0.0, seed=0) if t.easy]) == 0
     assert len(subsample_easy(triplets, easy, 1.0, seed=0)) == 400
 
 

@@ -17,8 +17,8 @@ from rwml_lite.config import Recipe
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.schemas import TripletRecord
 from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
-from rwml_lite.worldmodel import measure
 
 #: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
 GRPO_FIELDS = {
@@ -73,18 +73,18 @@ def grpo_arguments(recipe: Recipe, folder: RunFolder) -> dict:
     }
 
 
-def train_rwml(recipe: Recipe, triplets: list[dict], reward, folder: RunFolder) -> Path:
+def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: RunFolder) -> Path:
     """Train the LoRA adapter, resuming from the last checkpoint; returns the final adapter folder.
     `reward`: a TRL reward function, NextStateReward or (the ablation) JudgeReward."""
     g, prefill = recipe.grpo, recipe.worldmodel.prefill
     model, tokenizer, peft_config = backend(recipe.model).trainable_policy(recipe.model, recipe.seed)
     rows = [
         {
-            "prompt": render_prompt(tokenizer, t["prompt"], prefill),
-            "real_next_state": t["next_observation"],
-            "measure": measure(t),
-            "observation": t["observation"],  # what an LLM judge reward sees beside the prediction
-            "action": t["action"],
+            "prompt": render_prompt(tokenizer, t.prompt, prefill),
+            "real_next_state": t.next_observation,
+            "measure": t.measure,
+            "observation": t.observation,  # what an LLM judge reward sees beside the prediction
+            "action": t.action,
         }
         for t in triplets
     ]

@@ -41,6 +41,7 @@ from rwml_lite.models import Sampling, backend, user_simulators
 from rwml_lite.records import JsonlAppender, iter_jsonl
 from rwml_lite.rollout import EpisodeSpec, progress_display, run_episodes
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.schemas import EpisodeRecord
 from rwml_lite.train.common import save_adapter
 from rwml_lite.train.turns import completion_tokens, encode_turns, episode_return, step_turns, turn_loss
 
@@ -121,7 +122,7 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     return save_adapter(model.save_pretrained, folder.adapter("policy"))
 
 
-def _update(model, tokenizer, optimizer, scheduler, episodes: list[dict], recipe: Recipe, device) -> dict:
+def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord], recipe: Recipe, device) -> dict:
     """One optimizer step on every turn of the step's episodes; returns the step's metrics."""
     p = recipe.policy
     turns, zero_std = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group")
@@ -142,13 +143,13 @@ def _update(model, tokenizer, optimizer, scheduler, episodes: list[dict], recipe
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
-    steps = [s for ep in episodes for s in ep["steps"]]
+    steps = [s for ep in episodes for s in ep.steps]
     return {
-        "success": 100.0 * statistics.fmean(ep["won"] for ep in episodes),
+        "success": 100.0 * statistics.fmean(ep.won for ep in episodes),
         "reward": statistics.fmean(episode_return(ep, p.invalid_action_penalty) for ep in episodes),
-        "invalid_rate": 100.0 * sum(not s["valid"] for s in steps) / max(len(steps), 1),
+        "invalid_rate": 100.0 * sum(not s.valid for s in steps) / max(len(steps), 1),
         "episode_length": len(steps) / len(episodes),
-        "zero_std_groups": zero_std / len({ep["task_id"] for ep in episodes}),
+        "zero_std_groups": zero_std / len({ep.task_id for ep in episodes}),
         "turns": len(turns),
         "turns_trained": len(trained),
         "loss": loss,

@@ -19,6 +19,7 @@ from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.prompts import wm_sft_messages
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.schemas import TripletRecord
 from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
 
 #: SFT stage -> the recipe section of its settings
@@ -62,22 +63,22 @@ def sft_arguments(recipe: Recipe, folder: RunFolder, stage: str = "filter") -> d
     }
 
 
-def train_next_state_sft(recipe: Recipe, triplets: list[dict], folder: RunFolder) -> Path:
+def train_next_state_sft(recipe: Recipe, triplets: list[TripletRecord], folder: RunFolder) -> Path:
     """The filter model: a LoRA trained on the validation triplets' targets behind the RWML prompt."""
-    return _train(recipe, [t["prompt"] for t in triplets], triplets, folder, "filter")
+    return _train(recipe, [t.prompt for t in triplets], triplets, folder, "filter")
 
 
-def train_wm_sft(recipe: Recipe, triplets: list[dict], folder: RunFolder) -> Path:
+def train_wm_sft(recipe: Recipe, triplets: list[TripletRecord], folder: RunFolder) -> Path:
     """The WM SFT baseline: a LoRA trained on the kept triplets behind the no-reasoning prompt."""
-    return _train(recipe, [wm_sft_messages(t["prompt"]) for t in triplets], triplets, folder, "wm_sft")
+    return _train(recipe, [wm_sft_messages(t.prompt) for t in triplets], triplets, folder, "wm_sft")
 
 
-def _train(recipe: Recipe, prompts: list, triplets: list[dict], folder: RunFolder, stage: str) -> Path:
+def _train(recipe: Recipe, prompts: list, triplets: list[TripletRecord], folder: RunFolder, stage: str) -> Path:
     """Train a LoRA on the triplets' WM-SFT targets after `prompts`; returns the saved adapter's folder."""
     prefill = recipe.worldmodel.prefill
     model, tokenizer, peft_config = backend(recipe.model).trainable_policy(recipe.model, recipe.seed)
     rows = [
-        {"prompt": render_prompt(tokenizer, prompt, prefill), "completion": t["target"].removeprefix(prefill)}
+        {"prompt": render_prompt(tokenizer, prompt, prefill), "completion": t.target.removeprefix(prefill)}
         for prompt, t in zip(prompts, triplets)
     ]
     check_lengths(

@@ -19,15 +19,16 @@ from trl.trainer.utils import selective_log_softmax
 
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.prompts import Messages
+from rwml_lite.schemas import EpisodeRecord
 
 #: Added to a group's return std before dividing (TRL's GRPO uses the same), so a group whose
 #: returns barely differ does not blow its advantages up.
 STD_EPSILON = 1e-4
 
 
-def episode_return(episode: dict, invalid_action_penalty: float) -> float:
+def episode_return(episode: EpisodeRecord, invalid_action_penalty: float) -> float:
     """Task success (1 or 0) minus the penalty for each invalid action of the episode (gamma = 1)."""
-    return float(episode["won"]) - invalid_action_penalty * episode["num_invalid"]
+    return float(episode.won) - invalid_action_penalty * episode.num_invalid
 
 
 def group_advantages(returns: list[float], scale: bool = True) -> list[float]:
@@ -50,17 +51,19 @@ class Turn:
     advantage: float
 
 
-def episode_turns(episode: dict, advantage: float) -> list[Turn]:
+def episode_turns(episode: EpisodeRecord, advantage: float) -> list[Turn]:
     """Every agent turn of an episode recorded with `keep_prompts`, each with the episode's advantage."""
-    return [Turn(s["prompt"], s["completion"], s.get("truncated", False), advantage) for s in episode["steps"]]
+    return [Turn(s.prompt, s.completion, s.truncated, advantage) for s in episode.steps]
 
 
-def step_turns(episodes: list[dict], invalid_action_penalty: float, scale: bool = True) -> tuple[list[Turn], int]:
+def step_turns(
+    episodes: list[EpisodeRecord], invalid_action_penalty: float, scale: bool = True
+) -> tuple[list[Turn], int]:
     """Every agent turn of a step's episodes with its advantage, and how many groups had equal
     returns. A group is the episodes of one task (the step plays each task once, G times)."""
-    groups: dict[str, list[dict]] = {}
+    groups: dict[str, list[EpisodeRecord]] = {}
     for ep in episodes:
-        groups.setdefault(ep["task_id"], []).append(ep)
+        groups.setdefault(ep.task_id, []).append(ep)
     turns, equal = [], 0
     for group in groups.values():
         returns = [episode_return(ep, invalid_action_penalty) for ep in group]
