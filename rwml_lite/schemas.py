@@ -11,8 +11,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, computed_field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, computed_field
 
+from rwml_lite.errors import RwmlError
 from rwml_lite.records import SCHEMA, JsonlAppender, iter_jsonl, write_jsonl
 
 
@@ -92,7 +93,7 @@ def _without_computed(line: dict) -> dict:
 
 
 def read_episodes(path: Path) -> list[EpisodeRecord]:
-    return [EpisodeRecord.model_validate(_without_computed(line)) for line in iter_jsonl(path)]
+    return _read(path, lambda line: EpisodeRecord.model_validate(_without_computed(line)))
 
 
 def append_episode(out: JsonlAppender, episode: EpisodeRecord) -> None:
@@ -100,7 +101,24 @@ def append_episode(out: JsonlAppender, episode: EpisodeRecord) -> None:
 
 
 def read_triplets(path: Path) -> list[TripletRecord]:
-    return [TripletRecord.model_validate(line) for line in iter_jsonl(path)]
+    return _read(path, TripletRecord.model_validate)
+
+
+def _read(path: Path, parse) -> list:
+    """Every record of `path`; one that does not fit its model (a file of another version, edited by
+    hand) is a clear error naming the file, the line and the field, not a traceback."""
+    records = []
+    for number, line in enumerate(iter_jsonl(path), 1):
+        try:
+            records.append(parse(line))
+        except ValidationError as e:
+            problem = e.errors()[0]
+            field = ".".join(map(str, problem["loc"]))
+            raise RwmlError(
+                f"{path}, line {number}: `{field}`: {problem['msg']}. The file was written by another version of "
+                f"rwml-lite or edited; rerun the stage that writes it (`rwml-lite train RECIPE --redo STAGE`)."
+            ) from None
+    return records
 
 
 def write_triplets(path: Path, triplets: list[TripletRecord]) -> int:
