@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rwml_lite.errors import RwmlError
+from rwml_lite.throughput import GPU_GBS, PCIE_GBS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 recipes_app = typer.Typer(help="List the shipped recipes, or show one with every field described.")
@@ -133,10 +134,18 @@ def plan(
     anchors: Annotated[
         bool, typer.Option(help="Also print the estimate's error against published and measured peaks.")
     ] = False,
+    pcie_gbs: Annotated[
+        float,
+        typer.Option(help="Host-to-GPU copy rate in GB/s (PCIe 3.0 x16 ~12, 4.0 x16 ~25, 5.0 x16 ~50).", min=0.1),
+    ] = PCIE_GBS,
+    gpu_gbs: Annotated[
+        float, typer.Option(help="GPU memory bandwidth in GB/s (RTX 3090: 936, RTX 4090: 1008, H100: 3350).", min=1)
+    ] = GPU_GBS,
 ) -> None:
     import torch
 
     from rwml_lite.plan import anchor_errors, estimate, refusal, table
+    from rwml_lite.throughput import bandwidth, time_table
 
     loaded = _load(recipe, overrides)
     if gpu_gb is None and torch.cuda.is_available():
@@ -147,7 +156,7 @@ def plan(
             "No GPU here and the recipe's header names no size (`# Hardware: one 24 GB GPU`): pass --gpu-gb N."
         )
     estimated = estimate(loaded, gpu_gb or 0.0)
-    console.print(table(estimated, f"{_recipe_path(recipe).name}: GPU memory by phase (GiB)"))
+    console.print(table(estimated, f"{_recipe_path(recipe).name}: memory by phase (GiB)"))
     for note in estimated.notes:
         console.print(note, highlight=False)
     if gpu_gb is None:
@@ -161,6 +170,8 @@ def plan(
         )
         if not estimated.fits:
             console.print(refusal(estimated), highlight=False)
+    if loaded.model.backend == "unsloth":  # the GPU path: how long its stages take at these bandwidths
+        console.print(time_table(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs)))
     if anchors:
         rows = Table("anchor", "measured GiB", "estimate GiB", "error")
         for anchor, gib in anchor_errors():

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
 from rwml_lite.errors import RwmlError
 
@@ -83,7 +83,45 @@ class ModelSettings(Section):
         "tool calls and <think>) or a .jinja file; null = the model's. For tau2, whose prompts carry tools, with "
         "models whose template has no tool calls (SmolLM2).",
     )
+    offload_layers: int | Literal["auto"] | None = Field(
+        None,
+        description="unsloth without vLLM only: decoder layers whose frozen weights stay in pinned CPU RAM and are "
+        "copied to the GPU as each layer runs (Unsloth's block swap, for models larger than the GPU); 'auto' = as "
+        "few as Unsloth's planner finds a training step needs at load (it does not count the generation batch's KV "
+        "cache: prefer the count `rwml-lite plan` sizes); null or 0 = none. Every forward pass copies them across "
+        "PCIe, once per decode step of a batch: `rwml-lite plan` shows the bytes and the time.",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+
+    @field_validator("offload_layers", mode="before")
+    @classmethod
+    def _a_count_or_auto(cls, value: Any) -> Any:
+        if value is None or value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 0):
+            return value
+        raise ValueError("must be a number of layers (0 or more), 'auto', or null")
+
+    @model_validator(mode="after")
+    def _offloading_runs_on_unsloth_without_vllm(self) -> ModelSettings:
+        n = self.offload_layers
+        if not n:
+            return self
+        if self.backend != "unsloth":
+            raise ValueError(
+                f"model.offload_layers={n!r} is Unsloth's block swap, and model.backend is {self.backend!r}: set "
+                "model.backend=unsloth (a GPU), or drop model.offload_layers"
+            )
+        if self.fast_inference:
+            raise ValueError(
+                f"model.offload_layers={n!r} cannot run with model.fast_inference=true: vLLM would sample from the "
+                "weights Unsloth moved to CPU RAM (Unsloth refuses the pair). Set model.fast_inference=false to "
+                "sample with Unsloth's own generation on the offloaded model, or drop model.offload_layers"
+            )
+        if not self.gradient_checkpointing:
+            raise ValueError(
+                f"model.offload_layers={n!r} needs model.gradient_checkpointing=true: without it every offloaded "
+                "layer stays on the GPU until backward and nothing is saved"
+            )
+        return self
 
 
 class UserEndpoint(Section):
@@ -94,6 +132,8 @@ class UserEndpoint(Section):
 class _Env(Section):
     #: the splits the environment's tasks come in (collect.split, policy.split and eval.splits name them)
     SPLITS: ClassVar[tuple[str, ...]]
+    #: games per split where the benchmark fixes them (`plan`'s run time when num_tasks is null)
+    TASKS: ClassVar[dict[str, int]] = {}
     workers: int = Field(
         0, ge=0, description="Worker processes that step the environments in parallel (0 = step them in this process)."
     )
@@ -112,6 +152,7 @@ class ALFWorldSettings(_Env):
     """ALFWorld's text games (needs $ALFWORLD_DATA); valid_seen is the paper's ID split, valid_unseen OOD."""
 
     SPLITS = ("train", "valid_seen", "valid_unseen", "valid_train")
+    TASKS = {"train": 3553, "valid_seen": 140, "valid_unseen": 134, "valid_train": 200}
     name: Literal["alfworld"] = Field("alfworld", description="Environment: ALFWorld.")
 
 
@@ -669,12 +710,11 @@ def _explain(error: ValidationError, source: str) -> str:
             lines.append(
                 f"`{loc}.name` = {_env_name(value)!r} is not allowed; allowed values: {', '.join(ENVIRONMENTS)}."
             )
-        elif not loc:  # a check across sections names its fields itself
-            lines.append(err["msg"].removeprefix("Value error, ") + ".")
-        elif shown == ("env",):  # a check of the env section names its fields itself
+        elif not loc or (err["type"] == "value_error" and isinstance(value, dict)):
+            # a check across sections, or of a whole section, names its fields itself
             lines.append(err["msg"].removeprefix("Value error, ") + ".")
         else:
-            lines.append(f"`{loc}` = {value!r} is invalid: {err['msg']}.")
+            lines.append(f"`{loc}` = {value!r} is invalid: {err['msg'].removeprefix('Value error, ')}.")
     return f"Recipe {source} has {len(lines)} problem(s): " + " ".join(lines)
 
 

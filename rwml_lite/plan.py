@@ -1,4 +1,4 @@
-"""VRAM plan: what a recipe needs on one GPU, part by part, and whether it fits.
+"""Memory plan: what a recipe needs on one GPU (and in CPU RAM), part by part, and whether it fits.
 
 The run has phases that hold different things at once (those of the recipe's `stages`):
   generation (collect, filter predictions, GRPO groups, policy episodes, eval): weights + LoRA state + embedder + KV cache
@@ -22,13 +22,18 @@ exist (`ANCHORS`; `rwml-lite plan --anchors` prints the error of the estimate ag
 - KV cache: 2 x layers x kv_heads x head_dim x 2 bytes per token, for `generation_batch_size`
   sequences of `max_seq_length` tokens (without vLLM at least one GRPO step's batch x group); vLLM instead reserves `gpu_memory_utilization` of the GPU
   at start and fills what the weights leave with KV cache, so the plan counts that reservation.
+- offloaded layers (`model.offload_layers`, Unsloth's block swap): their frozen weights live in
+  pinned CPU RAM and the GPU keeps a pool of `BLOCK_SWAP_SLOTS` layers they are copied into as they
+  run; what crosses PCIe, and the time it costs, is `rwml_lite/throughput.py`'s.
+CPU RAM (unsloth backend): the offloaded layers, the layer inputs Unsloth's checkpointing keeps
+there for backward, and an allowance for the process itself.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from rwml_lite.config import Recipe, build_recipe
@@ -42,6 +47,11 @@ GIB = 1024**3
 CUDA_CONTEXT_GIB = 0.83
 ALLOCATOR_SLACK_GIB = 0.5
 VLLM_RUNTIME_GIB = 1.5  # vLLM's CUDA graphs, sampler and activation peak beside its KV cache
+#: GPU slots of Unsloth's block swap: the running layer + prefetch depth 2 (unsloth_zoo's fixed pool)
+BLOCK_SWAP_SLOTS = 3
+#: CPU RAM of the process itself (Python, torch, CUDA libraries, tokenizer, environments): a rough
+#: allowance, not yet measured on a GPU machine
+HOST_RUNTIME_GIB = 6.0
 
 #: Adam state bytes per trainable parameter
 OPTIMIZER_BYTES = {"adamw_torch": 8, "adamw_8bit": 2}
@@ -85,9 +95,13 @@ class Architecture:
         }
 
     @property
+    def layer_params(self) -> int:
+        """Parameters of one decoder layer's linear layers (and MoE router): what offloading moves."""
+        return sum(a * b * n for a, b, n in self.module_shapes().values()) + self.hidden * self.experts
+
+    @property
     def linear_params(self) -> int:
-        per_layer = sum(a * b * n for a, b, n in self.module_shapes().values()) + self.hidden * self.experts  # + router
-        return self.layers * per_layer
+        return self.layers * self.layer_params
 
     @property
     def embedding_params(self) -> int:
@@ -117,7 +131,7 @@ class Architecture:
 
     @classmethod
     def from_config(cls, c: dict) -> Architecture:
-        experts = c.get("num_experts", 0) or 0
+        experts = c.get("num_experts") or c.get("num_local_experts") or 0  # the Hub's configs; transformers 5 saves
         return cls(
             layers=c["num_hidden_layers"],
             hidden=c["hidden_size"],
@@ -184,9 +198,16 @@ class Plan:
     kv_sequences: int | None  # sequences of max_seq_length that vLLM's KV cache holds, if vLLM is used
     notes: list[str]
     remedies: dict[str, str]  # part -> the changes that would shrink it, of those the recipe has not made
+    host: set[str] = field(default_factory=set)  # the parts that live in CPU RAM, not on the GPU
+    offloaded_layers: int = 0  # decoder layers in CPU RAM (model.offload_layers, 'auto' resolved)
+    layer_bytes: float = 0.0  # bytes of one decoder layer's weights as loaded: what offloading copies
 
     def phase_gib(self, phase: str) -> float:
-        return sum(self.parts[p] for p in self.phases[phase])
+        return sum(self.parts[p] for p in self.phases[phase] if p not in self.host)
+
+    def host_gib(self, phase: str) -> float:
+        """CPU RAM the phase holds (0 where the plan counts none: the hf backend)."""
+        return sum(self.parts[p] for p in self.phases[phase] if p in self.host)
 
     @property
     def peak_phase(self) -> str:
@@ -202,13 +223,38 @@ class Plan:
 
 
 def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
+    """The plan of `recipe` on a GPU of `gpu_gib`. With model.offload_layers='auto' Unsloth picks the
+    count at load from the free memory; the plan takes the fewest layers with which the recipe fits."""
+    wanted = recipe.model.offload_layers or 0
+    if wanted != "auto":
+        return _estimate(recipe, gpu_gib, wanted)
+    layers = architecture(recipe.model.name_or_path).layers
+    plan = next(
+        (p for n in range(layers + 1) if (p := _estimate(recipe, gpu_gib, n)).fits),
+        _estimate(recipe, gpu_gib, layers),
+    )
+    plan.notes.append(
+        f"model.offload_layers='auto': Unsloth decides at load from the GPU's free memory; this plan assumes "
+        f"{plan.offloaded_layers}, the fewest with which the recipe fits {gpu_gib:.0f} GiB."
+    )
+    return plan
+
+
+def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
     m, g = recipe.model, recipe.grpo
     arch = architecture(m.name_or_path)
+    if offloaded > arch.layers:
+        raise RwmlError(
+            f"model.offload_layers={offloaded} but {m.name_or_path} has {arch.layers} decoder layers: offload at "
+            f"most {arch.layers}, or 'auto'."
+        )
     unsloth = m.backend == "unsloth"
     vllm = unsloth and m.fast_inference
     weight_dtype = "bfloat16" if m.dtype in ("auto", "bfloat16", "float16") else "float32"
     linear_bytes = BYTES["4bit"] if m.load_in_4bit else BYTES[weight_dtype]
-    weights = arch.linear_params * linear_bytes + arch.embedding_params * BYTES[weight_dtype]
+    layer_bytes = arch.layer_params * linear_bytes
+    slots = min(offloaded, BLOCK_SWAP_SLOTS)
+    weights = (arch.layers - offloaded + slots) * layer_bytes + arch.embedding_params * BYTES[weight_dtype]
     lora = arch.lora_params(m.lora.r, m.lora.target_modules, m.lora.last_layers)
     lora_state = lora * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (lora * 2 if vllm else 0)  # + vLLM's bf16 slot
 
@@ -241,7 +287,7 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     sequences = m.generation_batch_size if vllm else max(m.generation_batch_size, g.batch_size * g.group_size)
     kv = arch.kv_bytes_per_token * seq * sequences
     parts = {
-        "weights": weights / GIB,
+        "weights": weights / GIB,  # with offloading: the layers kept on the GPU + the swap's slots
         "LoRA + optimizer": lora_state / GIB,
         "embedder": embedder_gib,
         "CUDA context + allocator cache": CUDA_CONTEXT_GIB + ALLOCATOR_SLACK_GIB,
@@ -263,6 +309,12 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
         f"{m.name_or_path}: {arch.params / 1e9:.2f}B parameters, {'4-bit NF4' if m.load_in_4bit else weight_dtype} "
         f"linear layers; LoRA r={m.lora.r}: {lora / 1e6:.1f}M trainable parameters ({m.optimizer})."
     ]
+    if offloaded:
+        notes.append(
+            f"Offloading: {offloaded} of {arch.layers} decoder layers ({layer_bytes / GIB:.2f} GiB each) live in "
+            f"pinned CPU RAM; 'weights' counts the {arch.layers - offloaded} kept on the GPU, the embeddings and "
+            f"{slots} swap slots."
+        )
     common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
     # The engine sleeps through our trainers (standby, our default); transformers' generate frees its
     # cache when it returns.
@@ -302,8 +354,28 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     for phase, runs in ran.items():
         if not runs:
             del phases[phase]
+    host: set[str] = set()
+    if unsloth:  # CPU RAM: the process, the offloaded layers, Unsloth's checkpointed layer inputs
+        host_parts = {"CPU: runtime (rough)": HOST_RUNTIME_GIB}
+        if offloaded:
+            host_parts["CPU: offloaded layers (pinned)"] = offloaded * layer_bytes / GIB
+        for phase in phases:
+            phases[phase] += list(host_parts)
+        inputs = {
+            "filter SFT": f.batch_size,
+            "RWML GRPO": g.micro_batch_size,
+            "WM SFT": w.batch_size,
+            "Policy RL": p.micro_batch_size,
+        }
+        for phase, sequences in inputs.items():
+            if phase in phases and m.gradient_checkpointing:
+                name = f"CPU: {phase} layer inputs"
+                host_parts[name] = sequences * seq * arch.hidden * 2 * adapted / GIB
+                phases[phase].append(name)
+        parts.update(host_parts)
+        host = set(host_parts)
     parts = {k: v for k, v in parts.items() if any(k in held for held in phases.values())}
-    return Plan(gpu_gib, parts, phases, kv_sequences, notes, open_remedies(recipe))
+    return Plan(gpu_gib, parts, phases, kv_sequences, notes, open_remedies(recipe), host, offloaded, layer_bytes)
 
 
 def _never(recipe: Recipe) -> bool:
@@ -313,7 +385,13 @@ def _never(recipe: Recipe) -> bool:
 #: part -> the recipe changes that shrink it, each with a test of whether the recipe already made it;
 #: the refusal names only the changes still open.
 REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
-    "weights": [("model.load_in_4bit=true", lambda r: r.model.load_in_4bit)],
+    "weights": [
+        ("model.load_in_4bit=true", lambda r: r.model.load_in_4bit),
+        (
+            "model.offload_layers=N with model.fast_inference=false (slower: layers cross PCIe)",
+            lambda r: bool(r.model.offload_layers) or r.model.backend != "unsloth",
+        ),
+    ],
     "LoRA + optimizer": [
         ("a smaller model.lora.r", _never),
         ("model.optimizer=adamw_8bit", lambda r: r.model.optimizer == "adamw_8bit"),
@@ -456,16 +534,21 @@ ANCHORS = [
 
 
 def table(plan: Plan, title: str):
-    """A rich table: one row per part, one column per phase (the part's GiB where the phase holds it)."""
+    """A rich table: one row per part, one column per phase (the part's GiB where the phase holds it);
+    the GPU's parts and total first, then CPU RAM's."""
     from rich.table import Table
 
     out = Table("part", *plan.phases, title=title)
-    for part, gib in plan.parts.items():
-        out.add_row(part, *(f"{gib:.2f}" if part in held else "" for held in plan.phases.values()))
-    out.add_row(
-        "[bold]total[/bold]",
-        *(f"[bold]{plan.phase_gib(phase):.1f}[/bold]" for phase in plan.phases),
-    )
+
+    def rows(parts: list[str], total: str, gib: Callable[[str], float]) -> None:
+        for part in parts:
+            out.add_row(part, *(f"{plan.parts[part]:.2f}" if part in held else "" for held in plan.phases.values()))
+        out.add_row(f"[bold]{total}[/bold]", *(f"[bold]{gib(phase):.1f}[/bold]" for phase in plan.phases))
+
+    rows([p for p in plan.parts if p not in plan.host], "total GPU" if plan.host else "total", plan.phase_gib)
+    if plan.host:
+        out.add_section()
+        rows([p for p in plan.parts if p in plan.host], "total CPU RAM", plan.host_gib)
     return out
 
 

@@ -1,4 +1,4 @@
-"""Tiny random Qwen3 checkpoints built locally, for tests and benchmarks on machines without the Hub.
+"""Tiny random Qwen3 (dense and MoE) checkpoints built locally, for tests and benchmarks on machines without the Hub.
 
 A byte-level BPE tokenizer is trained on the caller's texts (so prompts tokenize compactly) and
 padded with filler tokens up to `vocab_size`, because the vocabulary sets the size of the logits,
@@ -50,6 +50,24 @@ def random_qwen3(tokenizer, hidden: int, layers: int, intermediate: int, heads: 
         tie_word_embeddings=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
     )  # fmt: skip
     return Qwen3ForCausalLM(config)
+
+
+def random_qwen3_moe(tokenizer, hidden: int, layers: int, heads: int, kv_heads: int, head_dim: int, experts: int,
+                     active: int, expert_intermediate: int):  # fmt: skip
+    """A randomly initialised Qwen3MoeForCausalLM (Qwen3-30B-A3B's architecture, every layer sparse):
+    `experts` MLPs of width `expert_intermediate` per layer, `active` of them run per token (seeded)."""
+    import torch
+    from transformers import Qwen3MoeConfig, Qwen3MoeForCausalLM
+
+    torch.manual_seed(0)
+    config = Qwen3MoeConfig(
+        vocab_size=len(tokenizer), hidden_size=hidden, num_hidden_layers=layers, num_attention_heads=heads,
+        num_key_value_heads=kv_heads, head_dim=head_dim, num_experts=experts, num_experts_per_tok=active,
+        moe_intermediate_size=expert_intermediate, intermediate_size=expert_intermediate, decoder_sparse_step=1,
+        mlp_only_layers=[], max_position_embeddings=4096, tie_word_embeddings=True,
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+    )  # fmt: skip
+    return Qwen3MoeForCausalLM(config)
 
 
 def save(model, tokenizer, folder: Path) -> Path:

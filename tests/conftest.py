@@ -159,6 +159,20 @@ def build_tiny_qwen3(folder: Path) -> Path:
     return save(model, tokenizer, folder)
 
 
+#: The tiny Qwen3-MoE's shapes, small enough to count by hand (tests/test_plan.py does).
+TINY_MOE = {"hidden": 64, "layers": 4, "heads": 4, "kv_heads": 2, "head_dim": 16, "experts": 8, "active": 2,
+            "expert_intermediate": 32}  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen3_moe(tmp_path_factory) -> Path:
+    """A random 4-layer Qwen3-MoE (8 experts, 2 active per token): Qwen3-30B-A3B's architecture in miniature."""
+    from rwml_lite.tiny import chatml_tokenizer, random_qwen3_moe, save
+
+    tokenizer = chatml_tokenizer([f"You are in the {room}. You see a {thing}." for room in ROOMS for thing in THINGS])
+    return save(random_qwen3_moe(tokenizer, **TINY_MOE), tokenizer, tmp_path_factory.mktemp("tiny-qwen3-moe"))
+
+
 @pytest.fixture(scope="session")
 def minilm():
     from rwml_lite.reward import Embedder

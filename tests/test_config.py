@@ -168,3 +168,23 @@ def test_a_recipe_extends_another_changing_only_what_it_sets(tmp_path):
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"extends": "r.yaml"}))
     with pytest.raises(RwmlError, match="leads back to itself"):
         load_recipe(child)
+
+
+def test_offloading_takes_a_layer_count_or_auto_and_only_where_unsloth_can_swap():
+    moe = REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml"
+    assert load_recipe(moe).model.offload_layers == 8
+    assert load_recipe(moe, ["model.offload_layers=auto"]).model.offload_layers == "auto"
+    assert load_recipe(moe, ["model.offload_layers=0"]).model.offload_layers == 0
+    for value in ("-1", "some", "true"):
+        with pytest.raises(
+            RwmlError, match=r"`model.offload_layers` = .* must be a number of layers \(0 or more\), 'auto'"
+        ):
+            load_recipe(moe, [f"model.offload_layers={value}"])
+    for overrides, says in [
+        (["model.fast_inference=true"], "model.offload_layers=8 cannot run with model.fast_inference=true.*Set model.fast_inference=false"),
+        (["model.gradient_checkpointing=false"], "model.offload_layers=8 needs model.gradient_checkpointing=true"),
+        (["model.backend=hf"], "model.offload_layers=8 is Unsloth's block swap, and model.backend is 'hf': set model.backend=unsloth"),
+    ]:  # fmt: skip
+        with pytest.raises(RwmlError, match=says):
+            load_recipe(moe, overrides)
+    assert load_recipe(moe, ["model.offload_layers=0", "model.fast_inference=true"]).model.fast_inference  # 0 = off

@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from conftest import REPO, rwml_lite
+from conftest import REPO, TINY_MOE, rwml_lite, tiny_recipe
 from rwml_lite.config import load_recipe
-from rwml_lite.plan import ANCHORS, KNOWN, architecture, estimate, refusal
+from rwml_lite.errors import RwmlError
+from rwml_lite.plan import ANCHORS, GIB, KNOWN, architecture, estimate, refusal
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 GPU_RECIPES = [p for p in RECIPES if re.search(r"\d+ GB GPU", p.read_text().splitlines()[1])]
@@ -42,11 +43,14 @@ def test_qwen3_8b_kv_cache_per_token():
 @pytest.mark.parametrize("path", GPU_RECIPES, ids=lambda p: p.stem)
 def test_every_gpu_recipe_fits_the_gpu_its_header_names(path):
     gpu_gb = float(re.search(r"(\d+) GB GPU", path.read_text().splitlines()[1]).group(1))
-    plan = estimate(load_recipe(path), gpu_gb)
+    recipe = load_recipe(path)
+    plan = estimate(recipe, gpu_gb)
     assert plan.fits, refusal(plan)
-    assert (
-        plan.kv_sequences is not None and plan.kv_sequences >= load_recipe(path).grpo.group_size
-    )  # a whole GRPO group at once
+    if recipe.model.fast_inference:  # a whole GRPO group in vLLM's KV cache at once
+        assert plan.kv_sequences is not None and plan.kv_sequences >= recipe.grpo.group_size
+    else:  # transformers' generate: the KV cache of a whole GRPO step (TRL samples it in one call)
+        kv = KNOWN[recipe.model.name_or_path].kv_bytes_per_token * recipe.model.max_seq_length
+        assert plan.parts["KV cache"] * GIB >= recipe.grpo.batch_size * recipe.grpo.group_size * kv
 
 
 def test_a_recipe_that_cannot_fit_is_refused_naming_the_fields_to_change():
@@ -145,3 +149,107 @@ def test_lora_in_the_last_layers_keeps_only_their_activations_and_adapters():
     arch = architecture(recipe.model.name_or_path)
     per_layer = recipe.grpo.micro_batch_size * recipe.model.max_seq_length * arch.activation_bytes_per_token_layer
     assert grpo["null"] - grpo[8] == pytest.approx(per_layer * (arch.layers - 8) / 1024**3)
+
+
+def _tiny_moe_plan(tmp_path, model_dir, offload_layers: int):
+    """The tiny Qwen3-MoE in bf16 on the offloaded path, 8 sequences per generate call, GRPO 2 x 4 in 2 micro batches."""
+    recipe = load_recipe(
+        tiny_recipe(
+            tmp_path,
+            model_dir,
+            ["collect", "build", "filter", "rwml", "eval"],
+            model={
+                "backend": "unsloth",
+                "fast_inference": False,
+                "load_in_4bit": False,
+                "dtype": "bfloat16",
+                "gradient_checkpointing": True,
+                "offload_layers": offload_layers,
+                "generation_batch_size": 8,
+            },
+            grpo={"batch_size": 2, "group_size": 4, "micro_batch_size": 4},
+        )  # fmt: skip
+    )
+    return recipe, estimate(recipe, 24)
+
+
+def test_a_tiny_moe_layer_counted_by_hand_matches_the_model_and_offloading_moves_it_to_cpu_ram(
+    tmp_path, tiny_qwen3_moe
+):
+    from transformers import AutoModelForCausalLM
+
+    h, e, i, heads, kv, d = (
+        TINY_MOE[k] for k in ("hidden", "experts", "expert_intermediate", "heads", "kv_heads", "head_dim")
+    )
+    by_hand = h * heads * d * 2 + h * kv * d * 2 + e * 3 * h * i + h * e  # q, o; k, v; experts (gate, up, down); router
+    assert by_hand == 61952
+    layer = AutoModelForCausalLM.from_pretrained(tiny_qwen3_moe).model.layers[0]
+    assert (
+        architecture(str(tiny_qwen3_moe)).layer_params
+        == by_hand
+        == sum(p.numel() for n, p in layer.named_parameters() if "norm" not in n)
+    )
+    layer_bytes = 2 * by_hand  # bf16
+    embeddings = architecture(str(tiny_qwen3_moe)).embedding_params * 2
+    gpu = {n: _tiny_moe_plan(tmp_path, tiny_qwen3_moe, n)[1] for n in (0, 2, 4)}
+    assert gpu[0].parts["weights"] * GIB == 4 * layer_bytes + embeddings
+    # Unsloth's swap keeps 3 layer slots on the GPU: offloading 2 of 4 layers saves nothing, 4 saves one layer
+    assert gpu[2].parts["weights"] * GIB == (2 + 2) * layer_bytes + embeddings
+    assert gpu[4].parts["weights"] * GIB == (0 + 3) * layer_bytes + embeddings
+    assert gpu[4].parts["CPU: offloaded layers (pinned)"] * GIB == 4 * layer_bytes
+    assert "CPU: offloaded layers (pinned)" not in gpu[0].parts
+    assert gpu[4].host_gib("RWML GRPO") > gpu[0].host_gib("RWML GRPO") > 0
+
+
+def test_pcie_bytes_and_tokens_per_second_of_the_offloaded_tiny_moe_worked_by_hand(tmp_path, tiny_qwen3_moe):
+    from rwml_lite.throughput import bandwidth, work
+
+    recipe, plan = _tiny_moe_plan(tmp_path, tiny_qwen3_moe, 2)
+    per_pass = 2 * 61952 * 2  # 2 offloaded layers of 61,952 bf16 parameters: 247,808 bytes per forward pass
+    b = bandwidth(recipe, plan, pcie_gbs=1.0, gpu_gbs=1e9)  # PCIe at 1 GB/s, GPU memory out of the way
+    assert b.offloaded_bytes == per_pass == 247_808
+    assert b.pcie_bytes_per_token(8) == per_pass / 8 == 30_976
+    assert b.tokens_per_second(8) == pytest.approx(8 / (per_pass / 1e9)) == pytest.approx(32_283.0, abs=0.1)
+    assert b.pcie_bound(8)
+    assert b.training_pcie_bytes(2) == 2 * 2 * per_pass  # forward + backward of each of 2 micro batches
+    generation, training = work(recipe, plan)
+    assert {job.stage: job.sequences for job in generation}["RWML GRPO"] == 2 * 4  # TRL samples a step at once
+    assert {job.stage: job.micro_batches for job in training}["RWML GRPO"] == 2
+    twice_as_fast = bandwidth(recipe, plan, pcie_gbs=2.0, gpu_gbs=1e9)
+    assert twice_as_fast.tokens_per_second(8) == pytest.approx(2 * b.tokens_per_second(8))
+    assert not bandwidth(recipe, plan, pcie_gbs=1.0, gpu_gbs=1e-3).pcie_bound(8)  # a slow GPU memory binds instead
+
+
+@pytest.mark.parametrize("size", [24, 48])
+def test_the_consumer_moe_recipes_fit_their_gpu_and_their_header_states_the_cpu_ram_the_plan_counts(size):
+    from rwml_lite.throughput import bandwidth, rows
+
+    path = REPO / f"recipes/alfworld_qwen3_30b_a3b_{size}gb.yaml"
+    recipe = load_recipe(path)
+    plan = estimate(recipe, size)
+    assert plan.fits, refusal(plan)
+    stated_ram = float(re.search(r"(\d+) GB of CPU RAM", path.read_text().splitlines()[1]).group(1))
+    assert 0 < max(plan.host_gib(phase) for phase in plan.phases) * GIB / 1e9 <= stated_ram
+    days = sum(r.hours for r in rows(bandwidth(recipe, plan))) / 24
+    assert days < 14  # sized for days, not months (at the default PCIe 4.0 and an RTX 3090's memory)
+    if size == 24:
+        assert plan.offloaded_layers == 8 and plan.parts["CPU: offloaded layers (pinned)"] > 2
+        assert all(r.bound == "PCIe" for r in rows(bandwidth(recipe, plan)))
+
+
+def test_auto_offloading_is_planned_as_the_fewest_layers_that_fit():
+    recipe = load_recipe(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml", ["model.offload_layers=auto"])
+    plan = estimate(recipe, 20)
+    n = plan.offloaded_layers
+    assert plan.fits and n > 0 and "this plan assumes" in plan.notes[-1]
+    fewer = load_recipe(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml", [f"model.offload_layers={n - 1}"])
+    assert not estimate(fewer, 20).fits
+    with pytest.raises(RwmlError, match="model.offload_layers=60 but Qwen/Qwen3-30B-A3B-Instruct-2507 has 48"):
+        estimate(load_recipe(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml", ["model.offload_layers=60"]), 24)
+
+
+def test_plan_prints_cpu_ram_and_the_time_at_the_pcie_rate_asked_for():
+    result = rwml_lite("plan", str(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml"), "--pcie-gbs", "12.5")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "total CPU RAM" in result.stdout and "CPU: offloaded layers (pinned)" in result.stdout
+    assert "Time at PCIe 12.5 GB/s" in result.stdout and "days)" in result.stdout

@@ -33,6 +33,32 @@ print(json.dumps({"loads": len(unsloth_backend._LOADED), "base_layer": type(mode
 """
 
 
+OFFLOAD_SCRIPT = """
+import json, sys
+import rwml_lite.models.unsloth as unsloth_backend
+from unsloth import FastLanguageModel
+from rwml_lite.config import load_recipe
+from rwml_lite.errors import RwmlError
+from rwml_lite.models import Sampling
+
+calls, loader = [], FastLanguageModel.from_pretrained
+def recorded(*args, **kwargs):
+    calls.append({k: v for k, v in kwargs.items() if isinstance(v, (int, float, str, bool, type(None)))})
+    return loader(*args, **kwargs)
+FastLanguageModel.from_pretrained = recorded
+
+outcomes = []
+for layers in (2, "auto"):
+    recipe = load_recipe(sys.argv[1], [f"model.offload_layers={layers}"])
+    try:
+        completion = unsloth_backend.generator(recipe.model).generate([[{"role": "user", "content": "hi"}]], 1, Sampling())
+        outcomes.append(["sampled", completion[0][0]])
+    except RwmlError as e:
+        outcomes.append(["refused", str(e)])
+print(json.dumps({"calls": calls, "outcomes": outcomes}))
+"""
+
+
 def run_pipeline_on_unsloth(recipe) -> subprocess.CompletedProcess:
     """Every stage of `train` with the unsloth backend, in one process, as the CLI runs them on a GPU
     (the CLI itself refuses the backend without one, see the last test)."""
@@ -137,3 +163,41 @@ def test_the_configs_the_trainers_resolved_are_kept_with_the_recipes_objective(u
     assert {k: sft[k] for k in ("weight_decay", "warmup_steps", "gradient_accumulation_steps", "per_device_train_batch_size")} == {
         "weight_decay": 0.0, "warmup_steps": 0.0, "gradient_accumulation_steps": 1, "per_device_train_batch_size": 4
     }  # fmt: skip
+
+
+def test_offloaded_layers_reach_unsloths_loader_and_a_machine_without_cuda_is_told_which_field(
+    tmp_path, tiny_qwen3_moe
+):
+    """The offloaded MoE path on a tiny Qwen3-MoE: model.offload_layers goes to Unsloth's from_pretrained as
+    offload_layers, beside 4-bit weights and no vLLM. Block swap copies over CUDA streams, so on this
+    machine Unsloth's CPU loader refuses it, and the user reads which field to drop."""
+    recipe = tiny_recipe(
+        tmp_path,
+        tiny_qwen3_moe,
+        model={
+            "backend": "unsloth",
+            "fast_inference": False,
+            "load_in_4bit": True,
+            "max_seq_length": 256,
+            "gradient_checkpointing": True,  # block swap needs it (the tiny recipe turns it off for CPU speed)
+        },
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", OFFLOAD_SCRIPT, str(recipe)], capture_output=True, text=True, cwd=REPO
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    assert [c["offload_layers"] for c in summary["calls"]] == [2, "auto"]
+    for call in summary["calls"]:
+        assert (call["model_name"], call["load_in_4bit"], call["fast_inference"]) == (str(tiny_qwen3_moe), True, False)
+        assert call["max_seq_length"] == 256
+    if torch.cuda.is_available():
+        assert [kind for kind, _ in summary["outcomes"]] == ["sampled", "sampled"]
+    else:
+        for kind, message in summary["outcomes"]:
+            assert kind == "refused"
+            assert "model.offload_layers (Unsloth's block swap) could not be set up here" in message
+            assert (
+                "needs a discrete NVIDIA or ROCm GPU" in message
+                and "offload_layers" in message.split("Unsloth said:")[1]
+            )

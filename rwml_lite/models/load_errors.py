@@ -23,6 +23,12 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: (pattern in the library's message, what to tell the user); the first match wins.
 RULES: list[tuple[str, str]] = [
     (
+        r"offload_layers",
+        "model.offload_layers (Unsloth's block swap) could not be set up here: it needs a discrete NVIDIA or ROCm "
+        "GPU, model.fast_inference=false, model.gradient_checkpointing=true, and 16-bit or 4-bit weights. Drop "
+        "model.offload_layers (or set it to 'auto', which loads every layer onto the GPU where swapping cannot run).",
+    ),
+    (
         r"vllm-bnb-plugin|bitsandbytes out of tree",
         "model.load_in_4bit with model.fast_inference needs vLLM's bitsandbytes plugin, which is not installed: "
         f"`pip install {BNB_PLUGIN}` (or `{GPU_INSTALL}`), or set model.fast_inference=false to sample with "

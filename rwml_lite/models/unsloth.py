@@ -9,7 +9,11 @@ runs and wakes to sample (`models/vllm_engine.py`); `prepare_backend` sets Unslo
 variables before this module is imported, and only for a vLLM recipe.
 
 Without vLLM (`fast_inference: false`, or Unsloth's CPU fallback in tests) sampling runs through
-transformers' `generate` on the same model, the adapter's weights loaded into the LoRA slot.
+transformers' `generate` on the same model, the adapter's weights loaded into the LoRA slot. That
+is also the path for a model larger than the GPU: with `model.offload_layers` Unsloth keeps those
+decoder layers' frozen weights in pinned CPU RAM and copies each to the GPU as it runs, in training
+and in generation alike, so trainer and sampler still share one copy and the LoRA being trained is
+the one sampled (vLLM cannot sample an offloaded model: it would read the emptied GPU tensors).
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def _load(settings: ModelSettings):
                 fast_inference=settings.fast_inference,
                 max_lora_rank=lora.r,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
+                offload_layers=settings.offload_layers or 0,  # block swap: these layers' weights in CPU RAM
                 local_files_only=Path(folder).exists(),
             )
             model = FastLanguageModel.get_peft_model(

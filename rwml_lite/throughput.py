@@ -1,0 +1,203 @@
+"""Time plan: how fast a recipe generates and how long its stages take where bandwidth sets the pace.
+
+A decode step of a batch of S sequences makes one token of each, and two copies bound it:
+- PCIe: every offloaded layer (`model.offload_layers`) crosses from pinned CPU RAM to the GPU once
+  per forward pass, whatever S is: `offloaded bytes` per step, `offloaded bytes / S` per token;
+- GPU memory: the step reads the resident weights it uses (an MoE only the experts its S x k routed
+  tokens pick, E x (1 - (1 - k/E)^S) of E when routing is uniform; embeddings are looked up, only the
+  output head is read) and the KV cache of the S sequences (half of max_seq_length each, on average).
+Unsloth prefetches the next layers while one computes, so a step lasts the longer of the two and
+tokens/s <= S / max(PCIe time, memory time). Sampling, Python and bitsandbytes' dequantization keep
+real generation below that bound (not yet measured on a GPU for this path). The token budgets are
+the recipe's upper bounds: every reply fills its budget, every episode runs to its step limit, every
+transition becomes a triplet (within ~2x for a thinking model that fails often). Their quotient is
+an estimate, neither floor nor ceiling, that tells a day from a month. Training copies the
+offloaded layers twice per micro batch (forward; backward with recompute); its compute time is
+not estimated.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from rwml_lite.config import Recipe
+from rwml_lite.plan import BYTES, GIB, Architecture, Plan, architecture
+
+#: Default PCIe rate: what pinned host-to-device copies reach on PCIe 4.0 x16 (RTX 3090/4090, A6000,
+#: L40S); PCIe 3.0 x16 gives about 12, PCIe 5.0 x16 about 50.
+PCIE_GBS = 25.0
+#: Default GPU memory bandwidth: an RTX 3090's (RTX 4090: 1008, A6000: 768, L40S: 864, A100 80GB:
+#: 2039, H100 SXM: 3350).
+GPU_GBS = 936.0
+
+
+@dataclass(frozen=True)
+class Generation:
+    """One kind of sampling a stage does: how many sequences decode at once and how many tokens in all."""
+
+    stage: str
+    sequences: int
+    tokens: int
+
+
+@dataclass(frozen=True)
+class Training:
+    """A training stage: optimizer steps and micro batches (forward + backward) per step."""
+
+    stage: str
+    steps: int
+    micro_batches: int
+
+
+@dataclass(frozen=True)
+class Bandwidth:
+    """The arithmetic of one recipe's plan at given PCIe and GPU memory rates (GB/s, 1e9 bytes)."""
+
+    arch: Architecture
+    plan: Plan
+    recipe: Recipe
+    pcie_gbs: float = PCIE_GBS
+    gpu_gbs: float = GPU_GBS
+
+    @property
+    def offloaded_bytes(self) -> float:
+        """Bytes that cross PCIe per forward pass: every offloaded layer, once."""
+        return self.plan.offloaded_layers * self.plan.layer_bytes
+
+    def pcie_bytes_per_token(self, sequences: int) -> float:
+        return self.offloaded_bytes / sequences
+
+    def memory_bytes_per_step(self, sequences: int) -> float:
+        """Bytes a decode step reads from GPU memory: the resident layers' weights it uses, the output
+        head, and the KV cache of `sequences` sequences half way through max_seq_length."""
+        a, m = self.arch, self.recipe.model
+        resident = a.layers - self.plan.offloaded_layers
+        linear = BYTES["4bit"] if m.load_in_4bit else BYTES["bfloat16"]
+        shapes = a.module_shapes()
+        attention = sum(
+            i * o for name, (i, o, _) in shapes.items() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
+        )
+        mlp = sum(i * o for name, (i, o, _) in shapes.items() if name in ("gate_proj", "up_proj", "down_proj"))
+        used = a.experts * (1 - (1 - a.active_experts / a.experts) ** sequences) if a.experts else 1
+        layer = (attention + used * mlp + a.hidden * a.experts) * linear
+        kv = sequences * (m.max_seq_length // 2) * a.kv_bytes_per_token
+        return resident * layer + a.vocab * a.hidden * BYTES["bfloat16"] + kv
+
+    def tokens_per_second(self, sequences: int) -> float:
+        """The bandwidth bound on generation: `sequences` tokens per decode step."""
+        pcie = self.offloaded_bytes / (self.pcie_gbs * 1e9)
+        memory = self.memory_bytes_per_step(sequences) / (self.gpu_gbs * 1e9)
+        return sequences / max(pcie, memory)
+
+    def pcie_bound(self, sequences: int) -> bool:
+        return self.offloaded_bytes / self.pcie_gbs > self.memory_bytes_per_step(sequences) / self.gpu_gbs
+
+    def training_pcie_bytes(self, micro_batches: int) -> float:
+        """Bytes over PCIe per optimizer step: the offloaded layers, twice per micro batch."""
+        return 2 * micro_batches * self.offloaded_bytes
+
+
+def work(recipe: Recipe, plan: Plan) -> tuple[list[Generation], list[Training]]:
+    """The sampling and training of the recipe's stages, at their budgets (see the module's docstring).
+    transformers' generate decodes model.generation_batch_size sequences at once (TRL's GRPO a whole
+    step, batch x group); vLLM takes every prompt of a call and decodes as many as its KV cache holds."""
+    m, a, c, f, g, w, p, e = (
+        recipe.model, recipe.agent, recipe.collect, recipe.worldmodel.filter, recipe.grpo, recipe.wm_sft,
+        recipe.policy, recipe.eval,
+    )  # fmt: skip
+    stages = recipe.stages
+    episodes = c.num_tasks * c.rollouts_per_task
+    triplets = episodes * c.max_steps  # every transition of every episode (the build keeps at most these)
+    at_once = m.generation_batch_size if plan.kv_sequences is None else max(plan.kv_sequences, 1)
+    agent_sequences = min(at_once, a.parallel_episodes)
+    generation, training = [], []
+    if "collect" in stages:
+        generation.append(Generation("collect", agent_sequences, episodes * c.max_steps * a.max_new_tokens))
+    if "filter" in stages and f.enabled:
+        generation.append(Generation("filter", at_once, triplets * f.samples * f.max_new_tokens))
+        training.append(Training("filter SFT", math.ceil(f.epochs * triplets / f.batch_size), 1))
+    if "rwml" in stages:
+        completions = g.batch_size * g.group_size
+        steps = g.max_steps if g.max_steps > 0 else math.ceil(g.epochs * triplets / g.batch_size)
+        sequences = completions if plan.kv_sequences is None else min(completions, at_once)
+        generation.append(Generation("RWML GRPO", sequences, steps * completions * g.max_completion_length))
+        training.append(Training("RWML GRPO", steps, math.ceil(completions / g.micro_batch_size)))
+    if "wm_sft" in stages:
+        training.append(Training("WM SFT", math.ceil(w.epochs * triplets / w.batch_size), 1))
+    if "policy" in stages:
+        turns = p.tasks_per_step * p.group_size * p.episode_max_steps
+        sequences = min(at_once, p.tasks_per_step * p.group_size)
+        generation.append(Generation("Policy RL", sequences, p.max_steps * turns * a.max_new_tokens))
+        training.append(Training("Policy RL", p.max_steps, math.ceil(turns / p.micro_batch_size)))
+    if "eval" in stages:
+        tasks = [e.num_tasks or recipe.env.TASKS.get(split) for split in e.splits]
+        if all(tasks):
+            per_policy = sum(tasks) * e.runs * e.max_steps * a.max_new_tokens
+            generation.append(Generation("eval", agent_sequences, len(recipe.evaluated_policies()) * per_policy))
+    return generation, training
+
+
+def bandwidth(recipe: Recipe, plan: Plan, pcie_gbs: float = PCIE_GBS, gpu_gbs: float = GPU_GBS) -> Bandwidth:
+    return Bandwidth(architecture(recipe.model.name_or_path), plan, recipe, pcie_gbs, gpu_gbs)
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the time table: a stage's sampling, or the PCIe copies of its training."""
+
+    stage: str
+    sequences: str
+    pcie_per_token: str
+    tokens_per_second: float | None
+    bound: str
+    tokens: int | None
+    hours: float
+
+
+def rows(b: Bandwidth) -> list[Row]:
+    """The time table's lines: every stage's sampling, then (offloading only) its training's copies."""
+    generation, training = work(b.recipe, b.plan)
+    out = []
+    for job in generation:
+        rate = b.tokens_per_second(job.sequences)
+        out.append(
+            Row(
+                job.stage,
+                str(job.sequences),
+                f"{b.pcie_bytes_per_token(job.sequences) / 2**20:.1f}",
+                rate,
+                "PCIe" if b.pcie_bound(job.sequences) else "GPU memory",
+                job.tokens,
+                job.tokens / rate / 3600,
+            )  # fmt: skip
+        )
+    for job in training if b.offloaded_bytes else ():
+        step = b.training_pcie_bytes(job.micro_batches)
+        hours = job.steps * step / (b.pcie_gbs * 1e9) / 3600
+        out.append(
+            Row(f"{job.stage} training", f"{job.steps} steps", f"{step / GIB:.1f} GiB/step", None, "PCIe", None, hours)
+        )
+    return out
+
+
+def time_table(b: Bandwidth):
+    """A rich table of `rows`, with the total below."""
+    from rich.table import Table
+
+    out = Table(
+        "stage", "sequences", "PCIe MiB/token", "tokens/s <=", "bound", "tokens", "hours",
+        title=f"Time at PCIe {b.pcie_gbs:g} GB/s (--pcie-gbs), GPU memory {b.gpu_gbs:g} GB/s (--gpu-gbs)",
+    )  # fmt: skip
+    lines = rows(b)
+    for r in lines:
+        out.add_row(
+            r.stage, r.sequences, r.pcie_per_token, "" if r.tokens_per_second is None else f"{r.tokens_per_second:,.0f}",
+            r.bound, "" if r.tokens is None else f"{r.tokens / 1e6:,.1f}M", f"{r.hours:,.1f}",
+        )  # fmt: skip
+    total = sum(r.hours for r in lines)
+    out.caption = (
+        f"{total:,.1f} hours ({total / 24:,.1f} days) where bandwidth sets the pace, at these token budgets; "
+        "compute (training, Python, dequantization) adds to it"
+    )
+    return out
