@@ -103,12 +103,26 @@ def _check_fits(loaded) -> None:
 
     if not torch.cuda.is_available():
         return
-    from rwml_lite.plan import estimate, refusal
+    from rwml_lite.plan import estimate, host_ram_warning, refusal
 
     gpu_gib = torch.cuda.get_device_properties(0).total_memory / 1024**3
     plan = estimate(loaded, gpu_gib)
     if not plan.fits:
         raise RwmlError(refusal(plan))
+    ram = _memory_info()
+    warning = host_ram_warning(plan, ram["MemAvailable"], ram["MemTotal"]) if ram else None
+    if warning:
+        console.print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+
+
+def _memory_info() -> dict[str, float] | None:
+    """/proc/meminfo in GiB (Linux, where GPU runs happen); None elsewhere."""
+    try:
+        lines = Path("/proc/meminfo").read_text().splitlines()
+    except OSError:
+        return None
+    fields = (line.split(":", 1) for line in lines)
+    return {name: int(value.split()[0]) / 1024**2 for name, value in fields}  # kB
 
 
 def _stated_gpu_gib(path: Path) -> float | None:
@@ -145,7 +159,7 @@ def plan(
     import torch
 
     from rwml_lite.plan import anchor_errors, estimate, refusal, table
-    from rwml_lite.throughput import bandwidth, time_table
+    from rwml_lite.throughput import bandwidth, time_tables
 
     loaded = _load(recipe, overrides)
     if gpu_gb is None and torch.cuda.is_available():
@@ -171,7 +185,8 @@ def plan(
         if not estimated.fits:
             console.print(refusal(estimated), highlight=False)
     if loaded.model.backend == "unsloth":  # the GPU path: how long its stages take at these bandwidths
-        console.print(time_table(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs)))
+        for times in time_tables(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs)):
+            console.print(times)
     if anchors:
         rows = Table("anchor", "measured GiB", "estimate GiB", "error")
         for anchor, gib in anchor_errors():

@@ -724,8 +724,9 @@ def _explain(error: ValidationError, source: str) -> str:
                 f"`{loc}.name` = {_env_name(value)!r} is not allowed; allowed values: {', '.join(ENVIRONMENTS)}."
             )
         elif not loc or (err["type"] == "value_error" and isinstance(value, dict)):
-            # a check across sections, or of a whole section, names its fields itself
-            lines.append(err["msg"].removeprefix("Value error, ") + ".")
+            # a check across sections, or of a whole section: its message names the fields, or gets the section
+            said = err["msg"].removeprefix("Value error, ")
+            lines.append(said + "." if not loc or said.startswith(loc + ".") else f"`{loc}`: {said}.")
         else:
             lines.append(f"`{loc}` = {value!r} is invalid: {err['msg'].removeprefix('Value error, ')}.")
     return f"Recipe {source} has {len(lines)} problem(s): " + " ".join(lines)

@@ -49,6 +49,9 @@ ALLOCATOR_SLACK_GIB = 0.5
 VLLM_RUNTIME_GIB = 1.5  # vLLM's CUDA graphs, sampler and activation peak beside its KV cache
 #: GPU slots of Unsloth's block swap: the running layer + prefetch depth 2 (unsloth_zoo's fixed pool)
 BLOCK_SWAP_SLOTS = 3
+#: Bytes per parameter of a 4-bit layer that the swap moves: the packed NF4 data; the quantization
+#: scales stay on the GPU (unsloth_zoo's build_host_layers)
+NF4_DATA_BYTES = 0.5
 #: CPU RAM of the process itself (Python, torch, CUDA libraries, tokenizer, environments): a rough
 #: allowance, not yet measured on a GPU machine
 HOST_RUNTIME_GIB = 6.0
@@ -200,7 +203,8 @@ class Plan:
     remedies: dict[str, str]  # part -> the changes that would shrink it, of those the recipe has not made
     host: set[str] = field(default_factory=set)  # the parts that live in CPU RAM, not on the GPU
     offloaded_layers: int = 0  # decoder layers in CPU RAM (model.offload_layers, 'auto' resolved)
-    layer_bytes: float = 0.0  # bytes of one decoder layer's weights as loaded: what offloading copies
+    swapped_bytes: float = 0.0  # bytes of one offloaded layer in CPU RAM: what crosses PCIe each time it runs
+    linear_bytes: float = 2.0  # bytes per parameter of the linear layers as loaded (4-bit: NF4 + scales)
 
     def phase_gib(self, phase: str) -> float:
         return sum(self.parts[p] for p in self.phases[phase] if p not in self.host)
@@ -228,14 +232,15 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     wanted = recipe.model.offload_layers or 0
     if wanted != "auto":
         return _estimate(recipe, gpu_gib, wanted)
-    layers = architecture(recipe.model.name_or_path).layers
-    plan = next(
-        (p for n in range(layers + 1) if (p := _estimate(recipe, gpu_gib, n)).fits),
-        _estimate(recipe, gpu_gib, layers),
-    )
+    for n in range(architecture(recipe.model.name_or_path).layers + 1):
+        plan = _estimate(recipe, gpu_gib, n)
+        if plan.fits:
+            break
+    assumed = "the fewest with which the recipe fits" if plan.fits else "all of them, and the recipe still does not fit"
     plan.notes.append(
-        f"model.offload_layers='auto': Unsloth decides at load from the GPU's free memory; this plan assumes "
-        f"{plan.offloaded_layers}, the fewest with which the recipe fits {gpu_gib:.0f} GiB."
+        f"model.offload_layers='auto': Unsloth decides at load from the GPU's free memory, sized for a training "
+        f"step, not for the generation batch's KV cache; this plan assumes {plan.offloaded_layers}, {assumed} "
+        f"{gpu_gib:.0f} GiB."
     )
     return plan
 
@@ -253,8 +258,14 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
     weight_dtype = "bfloat16" if m.dtype in ("auto", "bfloat16", "float16") else "float32"
     linear_bytes = BYTES["4bit"] if m.load_in_4bit else BYTES[weight_dtype]
     layer_bytes = arch.layer_params * linear_bytes
+    swapped = arch.layer_params * (NF4_DATA_BYTES if m.load_in_4bit else linear_bytes)
     slots = min(offloaded, BLOCK_SWAP_SLOTS)
-    weights = (arch.layers - offloaded + slots) * layer_bytes + arch.embedding_params * BYTES[weight_dtype]
+    weights = (
+        (arch.layers - offloaded) * layer_bytes
+        + offloaded * (layer_bytes - swapped)  # an offloaded layer's scales stay
+        + slots * swapped
+        + arch.embedding_params * BYTES[weight_dtype]
+    )
     lora = arch.lora_params(m.lora.r, m.lora.target_modules, m.lora.last_layers)
     lora_state = lora * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (lora * 2 if vllm else 0)  # + vLLM's bf16 slot
 
@@ -311,11 +322,16 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
     ]
     if offloaded:
         notes.append(
-            f"Offloading: {offloaded} of {arch.layers} decoder layers ({layer_bytes / GIB:.2f} GiB each) live in "
-            f"pinned CPU RAM; 'weights' counts the {arch.layers - offloaded} kept on the GPU, the embeddings and "
-            f"{slots} swap slots."
+            f"Offloading: {offloaded} of {arch.layers} decoder layers ({swapped / GIB:.2f} GiB each) live in "
+            f"pinned CPU RAM; 'weights' counts the {arch.layers - offloaded} kept on the GPU, the embeddings, "
+            f"{slots} swap slots" + (" and the offloaded layers' quantization scales." if m.load_in_4bit else ".")
         )
+    if unsloth and m.load_in_4bit and arch.experts:
+        # Unsloth runs 4-bit experts by dequantizing the layer's whole stack to bf16 (its routed kernel
+        # avoids that only for small decode batches): a transient the size of one layer's experts.
+        parts["4-bit experts dequantized (one layer)"] = 3 * arch.experts * arch.hidden * arch.intermediate * 2 / GIB
     common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
+    common += [p for p in parts if p == "4-bit experts dequantized (one layer)"]
     # The engine sleeps through our trainers (standby, our default); transformers' generate frees its
     # cache when it returns.
     kv_through_training = vllm and not vllm_sleeps_while_training(m)
@@ -358,7 +374,7 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
     if unsloth:  # CPU RAM: the process, the offloaded layers, Unsloth's checkpointed layer inputs
         host_parts = {"CPU: runtime (rough)": HOST_RUNTIME_GIB}
         if offloaded:
-            host_parts["CPU: offloaded layers (pinned)"] = offloaded * layer_bytes / GIB
+            host_parts["CPU: offloaded layers (pinned)"] = offloaded * swapped / GIB
         for phase in phases:
             phases[phase] += list(host_parts)
         inputs = {
@@ -375,7 +391,9 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
         parts.update(host_parts)
         host = set(host_parts)
     parts = {k: v for k, v in parts.items() if any(k in held for held in phases.values())}
-    return Plan(gpu_gib, parts, phases, kv_sequences, notes, open_remedies(recipe), host, offloaded, layer_bytes)
+    return Plan(
+        gpu_gib, parts, phases, kv_sequences, notes, open_remedies(recipe), host, offloaded, swapped, linear_bytes
+    )
 
 
 def _never(recipe: Recipe) -> bool:
@@ -388,8 +406,8 @@ REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
     "weights": [
         ("model.load_in_4bit=true", lambda r: r.model.load_in_4bit),
         (
-            "model.offload_layers=N with model.fast_inference=false (slower: layers cross PCIe)",
-            lambda r: bool(r.model.offload_layers) or r.model.backend != "unsloth",
+            "more layers in model.offload_layers, with model.fast_inference=false (slower: layers cross PCIe)",
+            lambda r: r.model.backend != "unsloth" or r.model.offload_layers == "auto",
         ),
     ],
     "LoRA + optimizer": [
@@ -442,7 +460,8 @@ def open_remedies(recipe: Recipe) -> dict[str, str]:
 def refusal(plan: Plan) -> str:
     """One paragraph: why the recipe does not fit and which fields to change."""
     phase = plan.peak_phase
-    biggest = sorted(plan.phases[phase], key=lambda p: -plan.parts[p])[:3]
+    on_gpu = [p for p in plan.phases[phase] if p not in plan.host]
+    biggest = sorted(on_gpu, key=lambda p: -plan.parts[p])[:3]
     fixes = "; ".join(f"{p} ({plan.parts[p]:.1f} GiB): {plan.remedies[p]}" for p in biggest if plan.remedies.get(p))
     if plan.kv_sequences is not None and plan.kv_sequences < 1:
         weights = f", or {plan.remedies['weights']}" if plan.remedies["weights"] else ""
@@ -454,6 +473,28 @@ def refusal(plan: Plan) -> str:
     return (
         f"This recipe needs about {plan.peak_gib:.1f} GiB in its {phase} phase and the GPU has {plan.gpu_gib:.1f} GiB. "
         f"The largest parts and the fields that shrink them: {fixes}. `rwml-lite plan RECIPE` shows the whole breakdown."
+    )
+
+
+def host_ram_warning(plan: Plan, available_gib: float, total_gib: float) -> str | None:
+    """A warning when CPU RAM looks short for the plan's largest phase. Unsloth pins offloaded layers
+    only while max(4 GiB, 15 % of RAM) stays free (unsloth_zoo's block_swap); past that they stay
+    pageable and every copy crosses PCIe slower, and past the RAM itself the process is killed."""
+    if not plan.host:
+        return None
+    phase = max(plan.phases, key=plan.host_gib)
+    need = plan.host_gib(phase) + (max(4.0, 0.15 * total_gib) if plan.offloaded_layers else 0.0)
+    if available_gib >= need:
+        return None
+    return (
+        f"CPU RAM: the plan's {phase} phase holds about {plan.host_gib(phase):.1f} GiB in CPU RAM"
+        + (
+            f" (plus {need - plan.host_gib(phase):.1f} GiB Unsloth keeps free before pinning offloaded layers)"
+            if plan.offloaded_layers
+            else ""
+        )
+        + f" and {available_gib:.1f} GiB are available. Free memory, or lower model.offload_layers and the "
+        "batch sizes (`rwml-lite plan RECIPE` shows each part)."
     )
 
 

@@ -63,39 +63,64 @@ class Bandwidth:
     @property
     def offloaded_bytes(self) -> float:
         """Bytes that cross PCIe per forward pass: every offloaded layer, once."""
-        return self.plan.offloaded_layers * self.plan.layer_bytes
+        return self.plan.offloaded_layers * self.plan.swapped_bytes
 
     def pcie_bytes_per_token(self, sequences: int) -> float:
         return self.offloaded_bytes / sequences
 
+    def dequantizes_whole_stacks(self, sequences: int) -> bool:
+        """Whether a decode step of `sequences` runs Unsloth's 4-bit experts through the dequantized
+        stack: its routed NF4 kernel takes at most one (token, expert) slot per expert per call."""
+        m, a = self.recipe.model, self.arch
+        unsloth_hf = m.backend == "unsloth" and not m.fast_inference
+        return unsloth_hf and m.load_in_4bit and a.experts > 0 and sequences * a.active_experts > a.experts
+
     def memory_bytes_per_step(self, sequences: int) -> float:
-        """Bytes a decode step reads from GPU memory: the resident layers' weights it uses, the output
-        head, and the KV cache of `sequences` sequences half way through max_seq_length."""
+        """Bytes a decode step moves in GPU memory: the resident layers' weights it uses (the experts its
+        tokens route to, or for whole dequantized stacks the 4-bit stack read, its bf16 copy written and
+        read), the output head, and the KV cache of `sequences` sequences half way through max_seq_length."""
         a, m = self.arch, self.recipe.model
-        resident = a.layers - self.plan.offloaded_layers
-        linear = BYTES["4bit"] if m.load_in_4bit else BYTES["bfloat16"]
         shapes = a.module_shapes()
-        attention = sum(
-            i * o for name, (i, o, _) in shapes.items() if name.endswith(("q_proj", "k_proj", "v_proj", "o_proj"))
-        )
-        mlp = sum(i * o for name, (i, o, _) in shapes.items() if name in ("gate_proj", "up_proj", "down_proj"))
-        used = a.experts * (1 - (1 - a.active_experts / a.experts) ** sequences) if a.experts else 1
-        layer = (attention + used * mlp + a.hidden * a.experts) * linear
+        attention = sum(shapes[n][0] * shapes[n][1] for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+        expert = sum(shapes[n][0] * shapes[n][1] for n in ("gate_proj", "up_proj", "down_proj"))
+        linear = self.plan.linear_bytes
+        if self.dequantizes_whole_stacks(sequences):
+            experts = a.experts * expert * (linear + 2 * BYTES["bfloat16"])
+        else:
+            used = a.experts * (1 - (1 - a.active_experts / a.experts) ** sequences) if a.experts else 1
+            experts = used * expert * linear
+        layer = (attention + a.hidden * a.experts) * linear + experts
         kv = sequences * (m.max_seq_length // 2) * a.kv_bytes_per_token
-        return resident * layer + a.vocab * a.hidden * BYTES["bfloat16"] + kv
+        return (a.layers - self.plan.offloaded_layers) * layer + a.vocab * a.hidden * BYTES["bfloat16"] + kv
+
+    def step_seconds(self, sequences: int) -> tuple[float, float]:
+        """(PCIe, GPU memory) seconds of one decode step: copies overlap compute, the longer one sets it."""
+        return self.offloaded_bytes / (self.pcie_gbs * 1e9), self.memory_bytes_per_step(sequences) / (
+            self.gpu_gbs * 1e9
+        )
 
     def tokens_per_second(self, sequences: int) -> float:
         """The bandwidth bound on generation: `sequences` tokens per decode step."""
-        pcie = self.offloaded_bytes / (self.pcie_gbs * 1e9)
-        memory = self.memory_bytes_per_step(sequences) / (self.gpu_gbs * 1e9)
-        return sequences / max(pcie, memory)
+        return sequences / max(self.step_seconds(sequences))
 
     def pcie_bound(self, sequences: int) -> bool:
-        return self.offloaded_bytes / self.pcie_gbs > self.memory_bytes_per_step(sequences) / self.gpu_gbs
+        pcie, memory = self.step_seconds(sequences)
+        return pcie > memory
+
+    def copies_per_micro_batch(self) -> int:
+        """Offloaded layers copied by one training micro batch: each once in forward; in backward those
+        with LoRA above them (backward stops at the lowest adapted layer) except the last two, which
+        the swap keeps through the turn (unsloth_zoo's block_swap, placement "spread")."""
+        n, layers = self.plan.offloaded_layers, self.arch.layers
+        if not n:
+            return 0
+        swapped = [(k + 1) * layers // n - 1 for k in range(n)]  # Unsloth's spread placement
+        lowest_adapted = layers - min(layers, self.recipe.model.lora.last_layers or layers)
+        return n + max(sum(i >= lowest_adapted for i in swapped) - 2, 0)
 
     def training_pcie_bytes(self, micro_batches: int) -> float:
-        """Bytes over PCIe per optimizer step: the offloaded layers, twice per micro batch."""
-        return 2 * micro_batches * self.offloaded_bytes
+        """Bytes over PCIe per optimizer step of `micro_batches` micro batches."""
+        return micro_batches * self.copies_per_micro_batch() * self.plan.swapped_bytes
 
 
 def work(recipe: Recipe, plan: Plan) -> tuple[list[Generation], list[Training]]:
@@ -115,13 +140,16 @@ def work(recipe: Recipe, plan: Plan) -> tuple[list[Generation], list[Training]]:
 
     episodes = c.num_tasks * c.rollouts_per_task
     triplets = episodes * turns(c.max_steps)  # every transition of every episode (the build keeps at most these)
-    at_once = m.generation_batch_size if plan.kv_sequences is None else max(plan.kv_sequences, 1)
+    # vLLM's KV cache holds kv_sequences at full length; pages come as tokens do, so about twice as many
+    # at the average half length decode together
+    at_once = m.generation_batch_size if plan.kv_sequences is None else max(2 * plan.kv_sequences, 1)
     agent_sequences = min(at_once, a.parallel_episodes)
     generation, training = [], []
     if "collect" in stages:
         generation.append(Generation("collect", agent_sequences, triplets * a.max_new_tokens))
     if "filter" in stages and f.enabled:
-        generation.append(Generation("filter", at_once, triplets * f.samples * f.max_new_tokens))
+        filter_at_once = at_once if plan.kv_sequences is not None else max(1, at_once // f.samples) * f.samples
+        generation.append(Generation("filter", filter_at_once, triplets * f.samples * f.max_new_tokens))
         training.append(Training("filter SFT", math.ceil(f.epochs * triplets / f.batch_size), 1))
     if "rwml" in stages:
         completions = g.batch_size * g.group_size
@@ -149,61 +177,83 @@ def bandwidth(recipe: Recipe, plan: Plan, pcie_gbs: float = PCIE_GBS, gpu_gbs: f
 
 
 @dataclass(frozen=True)
-class Row:
-    """One line of the time table: a stage's sampling, or the PCIe copies of its training."""
+class Sampled:
+    """A stage's sampling: sequences per decode step, the tokens/s bound and what sets it, tokens, hours."""
 
     stage: str
-    sequences: str
-    pcie_per_token: str
-    tokens_per_second: float | None
+    sequences: int
+    tokens_per_second: float
     bound: str
-    tokens: int | None
+    tokens: int
     hours: float
 
 
-def rows(b: Bandwidth) -> list[Row]:
-    """The time table's lines: every stage's sampling, then (offloading only) its training's copies."""
+@dataclass(frozen=True)
+class Copied:
+    """A training stage's PCIe copies of the offloaded layers: steps, bytes per step, hours."""
+
+    stage: str
+    steps: int
+    bytes_per_step: float
+    hours: float
+
+
+def estimates(b: Bandwidth) -> tuple[list[Sampled], list[Copied]]:
+    """Every stage's sampling, and (offloading only) its training's copies."""
     generation, training = work(b.recipe, b.plan)
-    out = []
-    for job in generation:
-        rate = b.tokens_per_second(job.sequences)
-        out.append(
-            Row(
-                job.stage,
-                str(job.sequences),
-                f"{b.pcie_bytes_per_token(job.sequences) / 2**20:.1f}",
-                rate,
-                "PCIe" if b.pcie_bound(job.sequences) else "GPU memory",
-                job.tokens,
-                job.tokens / rate / 3600,
-            )  # fmt: skip
-        )
-    for job in training if b.offloaded_bytes else ():
-        step = b.training_pcie_bytes(job.micro_batches)
-        hours = job.steps * step / (b.pcie_gbs * 1e9) / 3600
-        out.append(
-            Row(f"{job.stage} training", f"{job.steps} steps", f"{step / GIB:.1f} GiB/step", None, "PCIe", None, hours)
-        )
-    return out
+    sampled = [
+        Sampled(
+            job.stage,
+            job.sequences,
+            (rate := b.tokens_per_second(job.sequences)),
+            "PCIe" if b.pcie_bound(job.sequences) else "GPU memory",
+            job.tokens,
+            job.tokens / rate / 3600,
+        )  # fmt: skip
+        for job in generation
+    ]
+    copied = [
+        Copied(job.stage, job.steps, (step := b.training_pcie_bytes(job.micro_batches)), job.steps * step / (b.pcie_gbs * 1e9) / 3600)
+        for job in training
+        if b.offloaded_bytes
+    ]  # fmt: skip
+    return sampled, copied
 
 
-def time_table(b: Bandwidth):
-    """A rich table of `rows`, with the total below."""
+def total_hours(b: Bandwidth) -> float:
+    sampled, copied = estimates(b)
+    return sum(x.hours for x in sampled) + sum(x.hours for x in copied)
+
+
+def time_tables(b: Bandwidth) -> list:
+    """Rich tables: the stages' sampling (with the total below), and with offloading the training copies."""
     from rich.table import Table
 
-    out = Table(
-        "stage", "sequences", "PCIe MiB/token", "tokens/s <=", "bound", "tokens", "hours",
-        title=f"Time at PCIe {b.pcie_gbs:g} GB/s (--pcie-gbs), GPU memory {b.gpu_gbs:g} GB/s (--gpu-gbs)",
-    )  # fmt: skip
-    lines = rows(b)
-    for r in lines:
-        out.add_row(
-            r.stage, r.sequences, r.pcie_per_token, "" if r.tokens_per_second is None else f"{r.tokens_per_second:,.0f}",
-            r.bound, "" if r.tokens is None else f"{r.tokens / 1e6:,.1f}M", f"{r.hours:,.1f}",
+    sampled, copied = estimates(b)
+    tables = [
+        Table(
+            "stage",
+            "sequences / step",
+            "PCIe MiB / token",
+            "tokens/s <=",
+            "bound",
+            "tokens",
+            "hours",
+            title=f"Sampling at PCIe {b.pcie_gbs:g} GB/s (--pcie-gbs), GPU memory {b.gpu_gbs:g} GB/s (--gpu-gbs)",
         )  # fmt: skip
-    total = sum(r.hours for r in lines)
-    out.caption = (
+    ]
+    for x in sampled:
+        tables[0].add_row(
+            x.stage, str(x.sequences), f"{b.pcie_bytes_per_token(x.sequences) / 2**20:.1f}",
+            f"{x.tokens_per_second:,.0f}", x.bound, f"{x.tokens / 1e6:,.1f}M", f"{x.hours:,.1f}",
+        )  # fmt: skip
+    if copied:
+        tables.append(Table("training stage", "steps", "PCIe GiB / step", "hours", title="Training's PCIe copies"))
+        for x in copied:
+            tables[1].add_row(x.stage, str(x.steps), f"{x.bytes_per_step / GIB:.1f}", f"{x.hours:,.1f}")
+    total = total_hours(b)
+    tables[-1].caption = (
         f"{total:,.1f} hours ({total / 24:,.1f} days) where bandwidth sets the pace, at these token budgets; "
         "compute (training, Python, dequantization) adds to it"
     )
-    return out
+    return tables

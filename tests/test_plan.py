@@ -151,25 +151,14 @@ def test_lora_in_the_last_layers_keeps_only_their_activations_and_adapters():
     assert grpo["null"] - grpo[8] == pytest.approx(per_layer * (arch.layers - 8) / 1024**3)
 
 
-def _tiny_moe_plan(tmp_path, model_dir, offload_layers: int):
-    """The tiny Qwen3-MoE in bf16 on the offloaded path, 8 sequences per generate call, GRPO 2 x 4 in 2 micro batches."""
-    recipe = load_recipe(
-        tiny_recipe(
-            tmp_path,
-            model_dir,
-            ["collect", "build", "filter", "rwml", "eval"],
-            model={
-                "backend": "unsloth",
-                "fast_inference": False,
-                "load_in_4bit": False,
-                "dtype": "bfloat16",
-                "gradient_checkpointing": True,
-                "offload_layers": offload_layers,
-                "generation_batch_size": 8,
-            },
-            grpo={"batch_size": 2, "group_size": 4, "micro_batch_size": 4},
-        )  # fmt: skip
-    )
+def _tiny_moe_plan(tmp_path, model_dir, offload_layers: int, load_in_4bit: bool = False):
+    """The tiny Qwen3-MoE (bf16 unless asked) on the offloaded path, 8 sequences per generate call, GRPO 2 x 4
+    in 2 micro batches."""
+    model = {"backend": "unsloth", "fast_inference": False, "load_in_4bit": load_in_4bit, "dtype": "bfloat16",
+             "gradient_checkpointing": True, "offload_layers": offload_layers, "generation_batch_size": 8}  # fmt: skip
+    stages = ["collect", "build", "filter", "rwml", "eval"]
+    grpo = {"batch_size": 2, "group_size": 4, "micro_batch_size": 4}
+    recipe = load_recipe(tiny_recipe(tmp_path, model_dir, stages, model=model, grpo=grpo))
     return recipe, estimate(recipe, 24)
 
 
@@ -211,7 +200,10 @@ def test_pcie_bytes_and_tokens_per_second_of_the_offloaded_tiny_moe_worked_by_ha
     assert b.pcie_bytes_per_token(8) == per_pass / 8 == 30_976
     assert b.tokens_per_second(8) == pytest.approx(8 / (per_pass / 1e9)) == pytest.approx(32_283.0, abs=0.1)
     assert b.pcie_bound(8)
-    assert b.training_pcie_bytes(2) == 2 * 2 * per_pass  # forward + backward of each of 2 micro batches
+    # Unsloth spreads 2 of 4 layers as layers 1 and 3; backward re-fetches none: the swap keeps the last two
+    assert b.copies_per_micro_batch() == 2 and b.training_pcie_bytes(2) == 2 * per_pass
+    all_four = bandwidth(*_tiny_moe_plan(tmp_path, tiny_qwen3_moe, 4), pcie_gbs=1.0)
+    assert all_four.copies_per_micro_batch() == 4 + 2  # forward all 4, backward all but the last two
     generation, training = work(recipe, plan)
     assert {job.stage: job.sequences for job in generation}["RWML GRPO"] == 2 * 4  # TRL samples a step at once
     assert {job.stage: job.micro_batches for job in training}["RWML GRPO"] == 2
@@ -220,21 +212,47 @@ def test_pcie_bytes_and_tokens_per_second_of_the_offloaded_tiny_moe_worked_by_ha
     assert not bandwidth(recipe, plan, pcie_gbs=1.0, gpu_gbs=1e-3).pcie_bound(8)  # a slow GPU memory binds instead
 
 
+def test_gpu_memory_bytes_of_a_decode_step_worked_by_hand(tmp_path, tiny_qwen3_moe):
+    from rwml_lite.plan import BYTES
+    from rwml_lite.throughput import bandwidth
+
+    recipe, plan = _tiny_moe_plan(tmp_path, tiny_qwen3_moe, 2)
+    b = bandwidth(recipe, plan)
+    vocab = architecture(str(tiny_qwen3_moe)).vocab
+    kv_per_token = 2 * 4 * (2 * 16) * 2  # K and V, 4 layers, 2 heads of 16, bf16
+    kv = 2 * (recipe.model.max_seq_length // 2) * kv_per_token  # 2 sequences half way through
+    routed = 8 * (1 - (1 - 2 / 8) ** 2)  # experts that 2 tokens x 2 routes pick, uniform routing: 3.5 of 8
+    layer = (12288 + 64 * 8) * 2 + routed * 6144 * 2  # attention + router, the routed experts, bf16
+    assert b.memory_bytes_per_step(2) == pytest.approx(2 * layer + vocab * 64 * 2 + kv)  # 2 resident layers + head
+    # in 4-bit, Unsloth routes at most one (token, expert) slot per expert: 4 tokens x 2 = 8 slots fit the 8
+    # experts, 5 x 2 do not, and the step dequantizes each resident layer's whole stack (read NF4, write and read bf16)
+    quantized, qplan = _tiny_moe_plan(tmp_path, tiny_qwen3_moe, 0, load_in_4bit=True)
+    q = bandwidth(quantized, qplan)
+    assert not q.dequantizes_whole_stacks(4) and q.dequantizes_whole_stacks(5)
+    kv5 = 5 * (quantized.model.max_seq_length // 2) * kv_per_token
+    whole = 4 * ((12288 + 512) * BYTES["4bit"] + 8 * 6144 * (BYTES["4bit"] + 2 + 2))
+    assert q.memory_bytes_per_step(5) == pytest.approx(whole + vocab * 64 * 2 + kv5)
+
+
 @pytest.mark.parametrize("size", [24, 48])
 def test_the_consumer_moe_recipes_fit_their_gpu_and_their_header_states_the_cpu_ram_the_plan_counts(size):
-    from rwml_lite.throughput import bandwidth, rows
+    from rwml_lite.throughput import bandwidth, estimates, total_hours
 
     path = REPO / f"recipes/alfworld_qwen3_30b_a3b_{size}gb.yaml"
     recipe = load_recipe(path)
     plan = estimate(recipe, size)
     assert plan.fits, refusal(plan)
     stated_ram = float(re.search(r"(\d+) GB of CPU RAM", path.read_text().splitlines()[1]).group(1))
-    assert 0 < max(plan.host_gib(phase) for phase in plan.phases) * GIB / 1e9 <= stated_ram
-    days = sum(r.hours for r in rows(bandwidth(recipe, plan))) / 24
-    assert days < 14  # sized for days, not months (at the default PCIe 4.0 and an RTX 3090's memory)
-    if size == 24:
+    assert max(plan.host_gib(phase) for phase in plan.phases) * GIB / 1e9 <= stated_ram
+    b = bandwidth(recipe, plan)
+    assert total_hours(b) / 24 < 10  # sized for days, not months (at the default PCIe 4.0 and an RTX 3090's memory)
+    sampled, _ = estimates(b)
+    assert all(x.sequences <= 128 // 8 for x in sampled)  # Unsloth's routed 4-bit kernel: 128 experts, 8 per token
+    if size == 24:  # 8 layers offloaded: PCIe sets the pace of every stage's sampling
         assert plan.offloaded_layers == 8 and plan.parts["CPU: offloaded layers (pinned)"] > 2
-        assert all(r.bound == "PCIe" for r in rows(bandwidth(recipe, plan)))
+        assert {x.bound for x in sampled} == {"PCIe"}
+    else:
+        assert plan.offloaded_layers == 0 and {x.bound for x in sampled} == {"GPU memory"}
 
 
 def test_auto_offloading_is_planned_as_the_fewest_layers_that_fit():
@@ -244,6 +262,9 @@ def test_auto_offloading_is_planned_as_the_fewest_layers_that_fit():
     assert plan.fits and n > 0 and "this plan assumes" in plan.notes[-1]
     fewer = load_recipe(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml", [f"model.offload_layers={n - 1}"])
     assert not estimate(fewer, 20).fits
+    hopeless = estimate(recipe, 10)  # even all 48 layers in CPU RAM leave too little for the KV cache
+    assert not hopeless.fits and "all of them, and the recipe still does not fit" in hopeless.notes[-1]
+    assert "KV cache" in refusal(hopeless) and "CPU:" not in refusal(hopeless)  # the GPU's parts, not CPU RAM's
     with pytest.raises(RwmlError, match="model.offload_layers=60 but Qwen/Qwen3-30B-A3B-Instruct-2507 has 48"):
         estimate(load_recipe(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml", ["model.offload_layers=60"]), 24)
 
@@ -252,4 +273,17 @@ def test_plan_prints_cpu_ram_and_the_time_at_the_pcie_rate_asked_for():
     result = rwml_lite("plan", str(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml"), "--pcie-gbs", "12.5")
     assert result.returncode == 0, result.stderr[-2000:]
     assert "total CPU RAM" in result.stdout and "CPU: offloaded layers (pinned)" in result.stdout
-    assert "Time at PCIe 12.5 GB/s" in result.stdout and "days)" in result.stdout
+    assert "Sampling at PCIe 12.5 GB/s" in result.stdout and "Training's PCIe copies" in result.stdout
+    assert "days)" in result.stdout
+
+
+def test_short_cpu_ram_is_warned_of_with_what_unsloth_keeps_free_before_pinning():
+    from rwml_lite.plan import host_ram_warning
+
+    plan = estimate(load_recipe(REPO / "recipes/alfworld_qwen3_30b_a3b_24gb.yaml"), 24)
+    largest = max(plan.host_gib(phase) for phase in plan.phases)  # 10.6 GiB, the RWML GRPO phase
+    reserve = max(4.0, 0.15 * 32)  # Unsloth pins offloaded layers only while this much of 32 GiB stays free
+    assert host_ram_warning(plan, available_gib=largest + reserve + 0.1, total_gib=32) is None
+    warning = host_ram_warning(plan, available_gib=largest + reserve - 0.1, total_gib=32)
+    assert warning.startswith("CPU RAM: the plan's RWML GRPO phase holds about 10.6 GiB")
+    assert "plus 4.8 GiB Unsloth keeps free" in warning and "lower model.offload_layers" in warning

@@ -23,10 +23,18 @@ VLLM_LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 #: (pattern in the library's message, what to tell the user); the first match wins.
 RULES: list[tuple[str, str]] = [
     (
-        r"offload_layers",
-        "model.offload_layers (Unsloth's block swap) could not be set up here: it needs a discrete NVIDIA or ROCm "
-        "GPU, model.fast_inference=false, model.gradient_checkpointing=true, and 16-bit or 4-bit weights. Drop "
-        "model.offload_layers (or set it to 'auto', which loads every layer onto the GPU where swapping cannot run).",
+        r"does not fit in gpu memory",
+        "the weights do not fit the GPU: keep more decoder layers in CPU RAM with model.offload_layers (and "
+        "model.fast_inference=false; `rwml-lite plan RECIPE` sizes it and shows what crosses PCIe), set "
+        "model.load_in_4bit=true, or pick a smaller model.",
+    ),
+    (
+        r"from_pretrained\(offload_layers|offload_layers needs|offload_layers cannot|offload_layers has nothing|"
+        r"unexpected keyword argument 'offload_layers'",
+        "model.offload_layers (Unsloth's block swap) cannot run here: it copies layers over CUDA streams, so it "
+        "needs a discrete NVIDIA or ROCm GPU (Unsloth's CPU fallback does not take the argument), with "
+        "model.fast_inference=false, model.gradient_checkpointing=true and 16-bit or 4-bit weights. Drop "
+        "model.offload_layers, or run on such a GPU.",
     ),
     (
         r"vllm-bnb-plugin|bitsandbytes out of tree",

@@ -58,8 +58,10 @@ def _load(settings: ModelSettings):
                 fast_inference=settings.fast_inference,
                 max_lora_rank=lora.r,
                 gpu_memory_utilization=settings.gpu_memory_utilization,
-                offload_layers=settings.offload_layers or 0,  # block swap: these layers' weights in CPU RAM
                 local_files_only=Path(folder).exists(),
+                # block swap (these layers' weights in CPU RAM), passed only when asked: Unsloth's CPU
+                # fallback hands unknown arguments to transformers, which refuses them
+                **({"offload_layers": settings.offload_layers} if settings.offload_layers else {}),
             )
             model = FastLanguageModel.get_peft_model(
                 model,
