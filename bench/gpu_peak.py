@@ -59,6 +59,21 @@ def triplets(count: int) -> list[TripletRecord]:
 def run(
     model_dir: Path, embedder_dir: Path, work: Path, micro: int, completion: int, group: int, prompts: int, steps: int
 ) -> dict:
+    return measure_grpo(bench_recipe(model_dir, embedder_dir, work, micro, completion, group, prompts, steps), work)
+
+
+def bench_recipe(
+    model_dir: Path,
+    embedder_dir: Path,
+    work: Path,
+    micro: int,
+    completion: int,
+    group: int,
+    prompts: int,
+    steps: int,
+    model_fields: dict | None = None,
+):
+    """The recipe of one configuration; `model_fields` change its model section (bench/offload.py)."""
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -73,14 +88,23 @@ def run(
         "grpo": {"group_size": group, "batch_size": prompts, "micro_batch_size": micro, "max_steps": steps,
                  "max_completion_length": completion, "save_steps": 1000, "learning_rate": 1e-5},
     }  # fmt: skip
-    recipe = build_recipe(data, [], "bench")
+    data["model"].update(model_fields or {})
+    return build_recipe(data, [], "bench")
+
+
+def measure_grpo(recipe, work: Path) -> dict:
+    """Peak GPU memory and step times of the recipe's GRPO steps (grpo.max_steps), beside the plan's estimate."""
     from rwml_lite.train.grpo import train_rwml
+
+    g = recipe.grpo
+    micro, completion, group, prompts = g.micro_batch_size, g.max_completion_length, g.group_size, g.batch_size
+    prompt_tokens = recipe.model.max_seq_length - completion - 64
 
     reward = NextStateReward.from_settings(recipe.reward)
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
-    train_rwml(recipe, triplets(prompts * steps), reward, RunFolder(work))
+    train_rwml(recipe, triplets(prompts * g.max_steps), reward, RunFolder(work))
     seconds = time.perf_counter() - started
     free, total = torch.cuda.mem_get_info()
     context = (total - free - torch.cuda.memory_reserved()) / 2**30  # held outside PyTorch's allocator

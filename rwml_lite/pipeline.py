@@ -68,8 +68,8 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
 #: Fields that change how a stage runs (where, how fast, in how much memory) or which stages run,
 #: never what a stage writes.
 RESULT_NEUTRAL = (
-    "run.dir", "run.report_to", "model.gpu_memory_utilization", "model.gradient_checkpointing", "stages",
-    "study.variants",
+    "run.dir", "run.report_to", "model.gpu_memory_utilization", "model.gradient_checkpointing",
+    "model.offload_layers", "stages", "study.variants",
 )  # fmt: skip
 STAGES = list(DEPENDS_ON)
 
