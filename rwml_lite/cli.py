@@ -1,4 +1,4 @@
-"""The `rwml-lite` command: train, collect, eval, study, plan, recipes, doctor.
+"""The `rwml-lite` command: train, collect, eval, study, plan, recipes, export, doctor.
 
 Every command takes a recipe (a path, or the name of a shipped recipe) followed by optional
 `key.sub=value` overrides, e.g. `rwml-lite train demo_cpu grpo.max_steps=2 run.dir=runs/try`.
@@ -21,6 +21,8 @@ from rwml_lite.throughput import GPU_GBS, PCIE_GBS
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 recipes_app = typer.Typer(help="List the shipped recipes, or show one with every field described.")
 app.add_typer(recipes_app, name="recipes")
+export_app = typer.Typer(no_args_is_help=True, help="Hand a run's training set to another trainer.")
+app.add_typer(export_app, name="export")
 console = Console()
 
 RecipeArg = Annotated[
@@ -271,6 +273,22 @@ def recipes_show(recipe: RecipeArg, overrides: Overrides = None) -> None:
     for key, value, description in describe_fields(loaded):
         table.add_row(key, repr(value), description)
     console.print(table)
+
+
+@export_app.command(
+    "verl",
+    help="Write RUN_DIR's RWML triplets as verl parquet files, a compute_score over rwml-lite's reward and the "
+    "verl GRPO command line into the new folder OUT_DIR.",
+)
+@_friendly
+def export_verl(run_dir: Path, out_dir: Path) -> None:
+    from rwml_lite.verl_export import export
+
+    summary = export(run_dir, out_dir)
+    console.print(
+        f"verl {summary['verl_version']}: {summary['train_triplets']} training and {summary['val_triplets']} "
+        f"validation triplets in {out_dir}; run `bash {out_dir / 'train.sh'}` where verl and rwml-lite are installed."
+    )
 
 
 @app.command(help="Check Python, torch, GPU, Java, data folders and the pinned libraries.")
