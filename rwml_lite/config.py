@@ -43,6 +43,15 @@ class LoraSettings(Section):
         return None if self.last_layers is None else list(range(max(num_layers - self.last_layers, 0), num_layers))
 
 
+class ServerSettings(Section):
+    """A vLLM server on GPUs of its own (`trl vllm-serve` or `vllm serve --enable-lora`) that collect, the
+    filter and eval sample through, over its OpenAI-compatible API."""
+
+    url: str = Field(description="Base URL of the server, e.g. http://localhost:8000 (its API is at /v1).")
+    model: str | None = Field(None, description="The served model's name; null = model.name_or_path.")
+    timeout: float = Field(600.0, gt=0, description="Seconds to wait for one completion request.")
+
+
 class ModelSettings(Section):
     name_or_path: str = Field(
         description="Policy model: a Hub id, a local folder, a .gguf file, or pkg:PACKAGE/FILE "
@@ -91,7 +100,21 @@ class ModelSettings(Section):
         "cache: prefer the count `rwml-lite plan` sizes); null or 0 = none. Every forward pass copies them across "
         "PCIe, once per decode step of a batch: `rwml-lite plan` shows the bytes and the time.",
     )
+    server: ServerSettings | None = Field(
+        None,
+        description="hf backend only: sample collect, the filter and eval from this vLLM server instead of this "
+        "process (adapters are loaded there by path through /v1/load_lora_adapter); null = sample here.",
+    )
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+
+    @model_validator(mode="after")
+    def _a_server_serves_the_hf_backend(self) -> ModelSettings:
+        if self.server and self.backend != "hf":
+            raise ValueError(
+                "model.server samples from a vLLM server of its own, and model.backend=unsloth samples from the vLLM "
+                "engine that shares its trainer's weights in this process; set model.backend=hf, or drop model.server"
+            )
+        return self
 
     @field_validator("offload_layers", mode="before")
     @classmethod

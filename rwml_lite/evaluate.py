@@ -15,7 +15,7 @@ import torch
 
 from rwml_lite.config import Recipe
 from rwml_lite.envs import list_tasks
-from rwml_lite.models import Generator, Sampling, backend, user_simulators
+from rwml_lite.models import Generator, Sampling, sampler, user_simulators
 from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
@@ -33,7 +33,7 @@ def evaluate_variant(
 ) -> dict:
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
-    generator = backend(recipe.model).generator(recipe.model, adapter)
+    generator = sampler(recipe.model, adapter)
     users = user_simulators(recipe)
     torch.manual_seed(recipe.seed)
     specs = [

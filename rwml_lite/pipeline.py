@@ -47,6 +47,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
         "model.max_seq_length",
         "model.generation_batch_size",
         "model.chat_template",
+        "model.server",
         "env",
         "agent",
         "collect",
@@ -102,11 +103,11 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
 
 def collect(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.envs import list_tasks
-    from rwml_lite.models import Sampling, backend, user_simulators
+    from rwml_lite.models import Sampling, sampler, user_simulators
     from rwml_lite.rollout import episode_specs, run_episodes
 
     c = recipe.collect
-    generator = backend(recipe.model).generator(recipe.model)
+    generator = sampler(recipe.model)
     users = user_simulators(recipe)
     torch.manual_seed(recipe.seed)
     episodes = run_episodes(
@@ -155,7 +156,7 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
 
 
 def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
-    from rwml_lite.models import Sampling, backend
+    from rwml_lite.models import Sampling, sampler
     from rwml_lite.reward import NextStateReward
     from rwml_lite.train.sft import train_next_state_sft
     from rwml_lite.worldmodel import find_easy, subsample_easy
@@ -164,7 +165,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
     train, val = read_triplets(folder.wm("train.jsonl")), read_triplets(folder.wm("val.jsonl"))
     if f.enabled:
         adapter = train_next_state_sft(recipe, val, folder)
-        generator = backend(recipe.model).generator(recipe.model, adapter)
+        generator = sampler(recipe.model, adapter)
         strict = NextStateReward.from_settings(recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}))
         torch.manual_seed(recipe.seed)
         easy = find_easy(

@@ -8,6 +8,7 @@ because in CI every test must run.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -229,6 +230,53 @@ def rwml_lite(*args: str, **kwargs) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, "-m", "rwml_lite", *args], capture_output=True, text=True, cwd=REPO, **kwargs
     )
+
+
+class ChatServer:
+    """A real OpenAI-compatible HTTP server on localhost whose answer to each chat request is
+    `answer(body) -> message dict`; it keeps the request bodies, and accepts vLLM's
+    /v1/load_lora_adapter (kept too) unless `refuse_adapters`."""
+
+    def __init__(self, answer, refuse_adapters: bool = False):
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        seen = self.seen = []
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                seen.append((self.path, body))
+                if self.path.endswith("/load_lora_adapter"):
+                    self.send_response(400 if refuse_adapters else 200)
+                    self.end_headers()
+                    self.wfile.write(b"LoRA is not enabled" if refuse_adapters else b"Success")
+                    return
+                choices = [{"index": i, "message": {"role": "assistant", **answer(body)}, "finish_reason": "stop"}
+                           for i in range(body.get("n") or 1)]  # fmt: skip
+                reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                                    "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(reply.encode())
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.root = f"http://127.0.0.1:{self.server.server_port}"
+        self.url = self.root + "/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def chats(self) -> list[dict]:
+        return [body for path, body in self.seen if path.endswith("/chat/completions")]
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.server.shutdown()
 
 
 class ScriptedGenerator:

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from conftest import ScriptedGenerator
+from conftest import ChatServer, ScriptedGenerator
 from rwml_lite.models import Sampling
 
 DOMAINS = ["airline", "retail", "telecom"]
@@ -419,43 +419,6 @@ def test_the_user_simulators_thinking_is_off_and_never_reaches_the_agent_with_qw
 
 
 # ---------------------------------------------------------------- endpoints: the user and the NL judge
-
-
-class ChatServer:
-    """A real OpenAI-compatible HTTP server on localhost whose answer to each request is
-    `answer(body) -> message dict`; it keeps the request bodies."""
-
-    def __init__(self, answer):
-        import threading
-        from http.server import BaseHTTPRequestHandler, HTTPServer
-
-        seen = self.seen = []
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                seen.append((self.path, body))
-                choices = [{"index": i, "message": {"role": "assistant", **answer(body)}, "finish_reason": "stop"}
-                           for i in range(body.get("n") or 1)]  # fmt: skip
-                reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                                    "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(reply.encode())
-
-            def log_message(self, *args):
-                pass
-
-        self.server = HTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_port}/v1"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.server.shutdown()
 
 
 def test_an_endpoint_user_gets_its_tools_and_no_thinking_and_its_calls_come_back_as_qwen3_text(tau2_data):

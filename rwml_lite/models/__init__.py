@@ -62,6 +62,16 @@ def backend(settings: ModelSettings):
     return module
 
 
+def sampler(settings: ModelSettings, adapter=None) -> Generator:
+    """What collect, the filter and eval sample from: the recipe's vLLM server when it names one (the
+    adapter loaded there), else the backend's own generator over the base model or `adapter`."""
+    if settings.server is not None:
+        from rwml_lite.models.endpoint import served_generator
+
+        return served_generator(settings.server, settings.name_or_path, adapter)
+    return backend(settings).generator(settings, adapter)
+
+
 def prepare_backend(settings: ModelSettings) -> None:
     """Check the backend can run here and import it first: Unsloth patches transformers, TRL and
     PEFT when it is imported, so it must come before them, and its allocator variables before torch
@@ -164,4 +174,4 @@ def user_simulators(recipe) -> list[Generator] | None:
         from rwml_lite.models.endpoint import EndpointGenerator
 
         return [EndpointGenerator(e.url, e.model) for e in recipe.env.user_endpoints]
-    return [backend(recipe.model).generator(recipe.model)]
+    return [sampler(recipe.model)]
