@@ -234,8 +234,8 @@ def rwml_lite(*args: str, **kwargs) -> subprocess.CompletedProcess:
 
 class ChatServer:
     """A real OpenAI-compatible HTTP server on localhost whose answer to each chat request is
-    `answer(body) -> message dict`; it keeps the request bodies, and accepts vLLM's
-    /v1/load_lora_adapter (kept too) unless `refuse_adapters`."""
+    `answer(body) -> message dict` and to each completions request `answer(body) -> (text, finish_reason)`;
+    it keeps the request bodies, and accepts vLLM's /v1/load_lora_adapter (kept too) unless `refuse_adapters`."""
 
     def __init__(self, answer, refuse_adapters: bool = False):
         import threading
@@ -252,8 +252,12 @@ class ChatServer:
                     self.end_headers()
                     self.wfile.write(b"LoRA is not enabled" if refuse_adapters else b"Success")
                     return
-                choices = [{"index": i, "message": {"role": "assistant", **answer(body)}, "finish_reason": "stop"}
-                           for i in range(body.get("n") or 1)]  # fmt: skip
+                if self.path.endswith("/chat/completions"):
+                    choices = [{"index": i, "message": {"role": "assistant", **answer(body)}, "finish_reason": "stop"}
+                               for i in range(body.get("n") or 1)]  # fmt: skip
+                else:  # /v1/completions
+                    choices = [{"index": i, "text": text, "finish_reason": reason}
+                               for i, (text, reason) in enumerate(answer(body) for _ in range(body.get("n") or 1))]  # fmt: skip
                 reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                                     "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
                 self.send_response(200)
@@ -269,8 +273,8 @@ class ChatServer:
         self.url = self.root + "/v1"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
-    def chats(self) -> list[dict]:
-        return [body for path, body in self.seen if path.endswith("/chat/completions")]
+    def requests(self, endpoint: str = "/v1/completions") -> list[dict]:
+        return [body for path, body in self.seen if path == endpoint]
 
     def __enter__(self):
         return self

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
@@ -20,11 +22,15 @@ ROOM = "You arrive at countertop 1. On the countertop 1, you see a apple 2, a kn
 TOOL_REPLY = '{"reservation_id": "EHGLP3", "status": "cancelled", "refund": 327.0}'
 
 
+#: the CPU demo's recipe with what verl can carry: no prefill, LoRA in every layer, the paper's binary reward
+EXPORTABLE = ["reward.kind=binary", "worldmodel.prefill=''", "model.lora.last_layers=null"]
+
+
 def run_folder(tmp_path, *overrides: str):
-    """A run folder as the filter leaves it: the recipe (the CPU demo's, binary reward), 4 kept training
-    triplets (one a tau2 tool reply scored by ROUGE) and 2 held-out ones."""
+    """A run folder as the filter leaves it: the recipe, 4 kept training triplets (one a tau2 tool reply
+    scored by ROUGE) and 2 held-out ones."""
     run = tmp_path / "run"
-    recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", ["reward.kind=binary", f"run.dir={run}", *overrides])
+    recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", [*EXPORTABLE, f"run.dir={run}", *overrides])
     (run / "wm").mkdir(parents=True)
     (run / "recipe.yaml").write_text(yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     kept = [
@@ -72,10 +78,15 @@ def test_the_exported_compute_score_gives_next_state_rewards_own_scores(tmp_path
         (f"<next_state>{TOOL_REPLY}</next_state>", kept[3]),
         ('<next_state>{"reservation_id": "EHGLP3", "status": "active"}</next_state>', kept[3]),
     ]
-    exported = [
-        module.compute_score("rwml_lite/textworld_express", c, t.next_observation, {"measure": t.measure})
-        for c, t in cases
-    ]
+
+    def verl_call(case):  # as verl's naive reward manager calls it: by keyword, from a thread pool
+        completion, t = case
+        extra = {"measure": t.measure, "num_turns": 1, "rollout_reward_scores": {}}
+        return module.compute_score(data_source="rwml_lite/textworld_express", solution_str=completion,
+                                    ground_truth=t.next_observation, extra_info=extra)  # fmt: skip
+
+    with ThreadPoolExecutor(max_workers=len(cases)) as pool:
+        exported = list(pool.map(verl_call, cases))
     ours = NextStateReward.from_settings(recipe.reward).score(
         [c for c, _ in cases], [t.next_observation for _, t in cases], [t.measure for _, t in cases]
     )
@@ -95,12 +106,17 @@ def test_the_verl_command_carries_the_recipes_grpo_settings_and_the_export(tmp_p
         f"data.train_files={out.resolve()}/train.parquet", f"data.val_files={out.resolve()}/val.parquet",
         f"actor_rollout_ref.rollout.n={g.group_size}", f"actor_rollout_ref.actor.optim.lr={g.learning_rate}",
         f"data.train_batch_size={g.batch_size}", f"data.max_response_length={g.max_completion_length}",
-        f"trainer.total_epochs={g.epochs}", "trainer.total_training_steps=40",
+        f"trainer.total_epochs={math.ceil(g.epochs)}", "trainer.total_training_steps=40",
         f"reward.custom_reward_function.path={out.resolve()}/reward.py", "reward.custom_reward_function.name=compute_score",
-        f"actor_rollout_ref.model.path={recipe.model.name_or_path}", "actor_rollout_ref.actor.loss_agg_mode=token-mean",
+        "actor_rollout_ref.actor.loss_agg_mode=token-mean", f"trainer.save_freq={g.save_steps}",
+        f"actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu={g.micro_batch_size}",
+        f"actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu={g.micro_batch_size}",
     ]:  # fmt: skip
         assert setting in script, setting
     assert script.startswith("#!/usr/bin/env bash\n# verl 0.9.1")
+    # the demo's model is a GGUF file inside a package: verl gets the folder it converts to, by absolute path
+    model_path = next(line for line in script.splitlines() if "actor_rollout_ref.model.path=" in line)
+    assert model_path.split("=", 1)[1].rstrip(" \\").startswith("/")
 
 
 def test_an_export_is_refused_before_the_filter_ran_into_a_used_folder_or_with_a_judge(tmp_path):
@@ -114,8 +130,13 @@ def test_an_export_is_refused_before_the_filter_ran_into_a_used_folder_or_with_a
     (run / "wm/rwml.jsonl").unlink()
     with pytest.raises(RwmlError, match=r"rwml.jsonl does not exist.*Run the collect, build and filter stages"):
         export(run, tmp_path / "new")
-    judged, _, _ = run_folder(
-        tmp_path / "judged", "reward.kind=judge_binary", "reward.judge_endpoint=http://localhost:1/v1"
-    )
-    with pytest.raises(RwmlError, match="reward.kind='judge_binary' is an LLM judge"):
-        export(judged, tmp_path / "judged-out")
+    for name, overrides, says in [
+        ("judged", ["reward.kind=judge_binary", "reward.judge_endpoint=http://localhost:1/v1"], "reward.kind='judge_binary' is an LLM judge"),
+        ("prefilled", ["worldmodel.prefill=<next_state>"], "worldmodel.prefill='<next_state>' starts every answer here"),
+        ("batch-std", ["grpo.scale_rewards=batch"], "grpo.scale_rewards='batch' has no verl counterpart"),
+        ("big-steps", ["grpo.batch_size=8", "grpo.micro_batch_size=8"], "kept 4 triplets, fewer than one verl step of grpo.batch_size=8"),
+    ]:  # fmt: skip
+        refused, _, _ = run_folder(tmp_path / name, *overrides)
+        with pytest.raises(RwmlError, match=says):
+            export(refused, tmp_path / f"{name}-out")
+        assert not (tmp_path / f"{name}-out").exists()  # refused before anything was written

@@ -68,7 +68,7 @@ def sampler(settings: ModelSettings, adapter=None) -> Generator:
     if settings.server is not None:
         from rwml_lite.models.endpoint import served_generator
 
-        return served_generator(settings.server, settings.name_or_path, adapter)
+        return served_generator(settings, adapter)
     return backend(settings).generator(settings, adapter)
 
 

@@ -1,7 +1,8 @@
-"""A `Generator` over an OpenAI-compatible chat endpoint (vLLM's server, llama.cpp's, OpenAI's): what
-plays the customer in tau2 conversations when the recipe lists it in `env.user_endpoints`, and what
-the policy samples from when the recipe names a vLLM server (`model.server`). (The NL judge,
-`env.judge_endpoint`, is called by upstream's evaluator through litellm.)
+"""Generators over OpenAI-compatible servers. `EndpointGenerator` (chat API: vLLM's server, llama.cpp's,
+OpenAI's) plays the customer in tau2 conversations when the recipe lists it in `env.user_endpoints`;
+`ServedGenerator` (vLLM's completions API, prompts rendered here) is what the policy samples from when
+the recipe names a vLLM server (`model.server`). (The NL judge, `env.judge_endpoint`, is called by
+upstream's evaluator through litellm.)
 
 The prompts of one call go out together, one request each, so that the server batches them as a
 local generate call would; each request carries a seed from torch's generator (the stage seeds it)."""
@@ -23,18 +24,14 @@ from rwml_lite.prompts import Messages, template_args
 
 #: requests in flight at once; the server queues the rest
 MAX_CONCURRENT = 64
-USER_FIX = "or remove it from env.user_endpoints (an empty list lets the recipe's own model play the user)"
-SERVER_FIX = "or change model.server.url (null samples in this process)"
 
 
 class EndpointGenerator:
-    def __init__(self, base_url: str, model: str, timeout: float = 120.0, fix: str = USER_FIX):
-        """`fix`: what the error of a failing server tells the user to change (the recipe field that named it)."""
+    def __init__(self, base_url: str, model: str, timeout: float = 120.0):
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.model, self.timeout, self.fix = model, timeout, fix
+        self.model, self.timeout = model, timeout
         self.name = f"{model} at {base_url}"  # what episode records say played the user
-        key = os.environ.get("OPENAI_API_KEY")
-        self.headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.headers = _headers()
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
@@ -49,22 +46,17 @@ class EndpointGenerator:
             body["tools"] = options["tools"]
         if "enable_thinking" in options:  # vLLM passes these to the chat template
             body["chat_template_kwargs"] = {"enable_thinking": options["enable_thinking"]}
-        if sampling.prefill:  # the reply starts with it: vLLM continues a final assistant message
-            body["messages"] = [*messages, {"role": "assistant", "content": sampling.prefill}]
-            body.update(add_generation_prompt=False, continue_final_message=True)
         try:
             response = httpx.post(self.url, json=body, headers=self.headers, timeout=self.timeout)
             response.raise_for_status()
             choices = response.json()["choices"]
         except (httpx.HTTPError, KeyError, ValueError) as e:
             raise RwmlError(
-                f"The endpoint {self.url} (model {self.model!r}) failed: {e}. Check that the server runs and serves "
-                f"that model, {self.fix}."
+                f"The user endpoint {self.url} (env.user_endpoints, model {self.model!r}) failed: {e}. Check that the "
+                "server runs and serves that model, or remove it from env.user_endpoints (an empty list lets the "
+                "recipe's own model play the user)."
             ) from None
-        return [
-            Completion.of(sampling.prefill + _as_text(c["message"]), truncated=c.get("finish_reason") == "length")
-            for c in choices
-        ]
+        return [Completion.of(_as_text(c["message"]), truncated=c.get("finish_reason") == "length") for c in choices]
 
 
 def _as_text(message: dict) -> str:
@@ -77,26 +69,90 @@ def _as_text(message: dict) -> str:
     return "\n".join([message.get("content") or "", *calls]).strip() if calls else message.get("content") or ""
 
 
-def served_generator(server: ServerSettings, name_or_path: str, adapter: Path | None = None) -> EndpointGenerator:
-    """Sampling from the recipe's vLLM server: the served base model, or a saved LoRA adapter that the
-    server loads by path (vLLM's /v1/load_lora_adapter; the server runs with --enable-lora and
-    VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a machine that sees the run folder)."""
-    api = server.url.rstrip("/") + "/v1"
-    model = server.model or name_or_path
+class ServedGenerator:
+    """Sampling from the recipe's vLLM server: the prompt is rendered here, with the recipe's tokenizer and
+    chat template and the prefill appended, exactly as the local backends render it, and sent as text
+    to /v1/completions; the reply is parsed here too (actions, tool calls), so the server needs no chat
+    template, reasoning or tool-call parser of its own."""
+
+    def __init__(self, server: ServerSettings, settings, model: str):
+        from transformers import AutoTokenizer
+
+        from rwml_lite.models import use_chat_template
+        from rwml_lite.sources import checkpoint_folder
+
+        self.tokenizer = AutoTokenizer.from_pretrained(checkpoint_folder(settings.name_or_path))
+        use_chat_template(self.tokenizer, settings)
+        self.url, self.model, self.timeout = _api(server) + "/completions", model, server.timeout
+        self.headers = _headers()
+
+    def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
+        from rwml_lite.models.hf import render_prompt
+
+        if sampling.temperature == 0 and n > 1:
+            raise RwmlError(
+                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
+            )
+        texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
+        seeds = torch.randint(0, 2**31 - 1, (len(texts),)).tolist()
+        with httpx.Client(headers=self.headers, timeout=self.timeout) as client:
+            pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_CONCURRENT, len(texts))))
+            try:
+                return list(pool.map(lambda a: self._complete(client, *a, n, sampling), zip(texts, seeds)))
+            finally:
+                pool.shutdown(cancel_futures=True)  # after a failure, send nothing more
+
+    def _complete(self, client: httpx.Client, text: str, seed: int, n: int, sampling: Sampling) -> list[str]:
+        body = {"model": self.model, "prompt": text, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
+                "max_tokens": sampling.max_new_tokens, "seed": seed, "skip_special_tokens": True}  # fmt: skip
+        try:
+            response = client.post(self.url, json=body)
+            response.raise_for_status()
+            choices = [(c["text"], c.get("finish_reason")) for c in response.json()["choices"]]
+        except httpx.HTTPStatusError as e:
+            raise RwmlError(
+                f"The vLLM server {self.url} (model.server) refused a request for {self.model!r}: "
+                f"{e.response.status_code} {e.response.text[:300]}"
+            ) from None
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as e:
+            raise RwmlError(
+                f"The vLLM server {self.url} (model.server) failed: {e!r}. Check that it runs and serves {self.model!r}, "
+                "or set model.server to null to sample in this process."
+            ) from None
+        return [Completion.of(sampling.prefill + t, truncated=reason == "length") for t, reason in choices]
+
+
+def _api(server: ServerSettings) -> str:
+    """The server's API root: its URL with /v1, whether or not the recipe wrote it."""
+    return server.url.rstrip("/").removesuffix("/v1") + "/v1"
+
+
+def _headers() -> dict[str, str]:
+    key = os.environ.get("OPENAI_API_KEY")
+    return {"Authorization": f"Bearer {key}"} if key else {}
+
+
+def served_generator(settings, adapter: Path | None = None) -> ServedGenerator:
+    """Sampling from the recipe's vLLM server (`model.server`): the served base model, or a saved LoRA
+    adapter that the server loads by path (vLLM's /v1/load_lora_adapter; the server runs with
+    --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True and sees the run folder at the same path)."""
+    server = settings.server
+    model = server.model or settings.name_or_path
     if adapter is not None:
         adapter = Path(adapter).resolve()
-        model = (
-            f"rwml-lite:{adapter}:{(adapter / 'adapter_model.safetensors').stat().st_mtime_ns}"  # new file, new name
-        )
+        weights = next(iter(sorted(adapter.glob("adapter_model.*"))), None)
+        if weights is None:
+            raise RwmlError(f"{adapter} holds no adapter_model.safetensors: it is not a saved adapter.")
+        model = f"rwml-lite:{adapter}:{weights.stat().st_mtime_ns}"  # a new save is a new name
         try:
-            response = httpx.post(f"{api}/load_lora_adapter", json={"lora_name": model, "lora_path": str(adapter)},
-                                  timeout=server.timeout)  # fmt: skip
+            response = httpx.post(f"{_api(server)}/load_lora_adapter", json={"lora_name": model, "lora_path": str(adapter)},
+                                  headers=_headers(), timeout=server.timeout)  # fmt: skip
         except httpx.HTTPError as e:
-            raise RwmlError(f"The vLLM server {server.url} (model.server.url) could not be reached: {e}.") from None
+            raise RwmlError(f"The vLLM server {server.url} (model.server.url) could not be reached: {e!r}.") from None
         if response.status_code != 200 and "already been loaded" not in response.text:
             raise RwmlError(
                 f"The vLLM server {server.url} (model.server.url) did not load the adapter {adapter}: "
                 f"{response.status_code} {response.text[:300]}. Start it with --enable-lora, --max-lora-rank at least "
                 "model.lora.r, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a machine that sees the run folder."
             )
-    return EndpointGenerator(api, model, server.timeout, SERVER_FIX)
+    return ServedGenerator(server, settings, model)
