@@ -229,11 +229,11 @@ class Plan:
 def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     """The plan of `recipe` on a GPU of `gpu_gib`. With model.offload_layers='auto' Unsloth picks the
     count at load from the free memory; the plan takes the fewest layers with which the recipe fits."""
-    wanted = recipe.model.offload_layers or 0
+    arch, wanted = architecture(recipe.model.name_or_path), recipe.model.offload_layers or 0
     if wanted != "auto":
-        return _estimate(recipe, gpu_gib, wanted)
-    for n in range(architecture(recipe.model.name_or_path).layers + 1):
-        plan = _estimate(recipe, gpu_gib, n)
+        return _estimate(recipe, gpu_gib, wanted, arch)
+    for n in range(arch.layers + 1):
+        plan = _estimate(recipe, gpu_gib, n, arch)
         if plan.fits:
             break
     assumed = "the fewest with which the recipe fits" if plan.fits else "all of them, and the recipe still does not fit"
@@ -245,9 +245,8 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     return plan
 
 
-def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
+def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture) -> Plan:
     m, g = recipe.model, recipe.grpo
-    arch = architecture(m.name_or_path)
     if offloaded > arch.layers:
         raise RwmlError(
             f"model.offload_layers={offloaded} but {m.name_or_path} has {arch.layers} decoder layers: offload at "
@@ -326,12 +325,13 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int) -> Plan:
             f"pinned CPU RAM; 'weights' counts the {arch.layers - offloaded} kept on the GPU, the embeddings, "
             f"{slots} swap slots" + (" and the offloaded layers' quantization scales." if m.load_in_4bit else ".")
         )
+    common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
     if unsloth and m.load_in_4bit and arch.experts:
         # Unsloth runs 4-bit experts by dequantizing the layer's whole stack to bf16 (its routed kernel
         # avoids that only for small decode batches): a transient the size of one layer's experts.
-        parts["4-bit experts dequantized (one layer)"] = 3 * arch.experts * arch.hidden * arch.intermediate * 2 / GIB
-    common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
-    common += [p for p in parts if p == "4-bit experts dequantized (one layer)"]
+        dequantized = "4-bit experts dequantized (one layer)"
+        parts[dequantized] = 3 * arch.experts * arch.hidden * arch.intermediate * 2 / GIB
+        common.append(dequantized)
     # The engine sleeps through our trainers (standby, our default); transformers' generate frees its
     # cache when it returns.
     kv_through_training = vllm and not vllm_sleeps_while_training(m)

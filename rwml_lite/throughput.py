@@ -11,9 +11,9 @@ tokens/s <= S / max(PCIe time, memory time). Sampling, Python and bitsandbytes' 
 real generation below that bound (not yet measured on a GPU for this path). The token budgets are
 the recipe's upper bounds: every reply fills its budget, every episode runs to its step limit, every
 transition becomes a triplet (within ~2x for a thinking model that fails often). Their quotient is
-an estimate, neither floor nor ceiling, that tells a day from a month. Training copies the
-offloaded layers twice per micro batch (forward; backward with recompute); its compute time is
-not estimated.
+an estimate, neither floor nor ceiling, that tells a day from a month. A training micro batch
+copies the offloaded layers in forward and again in backward (`copies_per_micro_batch`); training's
+compute time is not estimated.
 """
 
 from __future__ import annotations
@@ -221,8 +221,7 @@ def estimates(b: Bandwidth) -> tuple[list[Sampled], list[Copied]]:
 
 
 def total_hours(b: Bandwidth) -> float:
-    sampled, copied = estimates(b)
-    return sum(x.hours for x in sampled) + sum(x.hours for x in copied)
+    return sum(x.hours for rows in estimates(b) for x in rows)
 
 
 def time_tables(b: Bandwidth) -> list:
@@ -251,7 +250,7 @@ def time_tables(b: Bandwidth) -> list:
         tables.append(Table("training stage", "steps", "PCIe GiB / step", "hours", title="Training's PCIe copies"))
         for x in copied:
             tables[1].add_row(x.stage, str(x.steps), f"{x.bytes_per_step / GIB:.1f}", f"{x.hours:,.1f}")
-    total = total_hours(b)
+    total = sum(x.hours for x in [*sampled, *copied])
     tables[-1].caption = (
         f"{total:,.1f} hours ({total / 24:,.1f} days) where bandwidth sets the pace, at these token budgets; "
         "compute (training, Python, dequantization) adds to it"

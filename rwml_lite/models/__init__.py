@@ -23,6 +23,13 @@ class Sampling:
     #: Text the assistant turn starts with; it is part of every returned completion.
     prefill: str = ""
 
+    def require_distinct(self, n: int) -> None:
+        """Refuse n > 1 samples under greedy decoding, which would all be the same."""
+        if self.temperature == 0 and n > 1:
+            raise RwmlError(
+                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
+            )
+
 
 class Completion(str):
     """A sampled reply (the text after the generation prompt) that remembers whether it was cut off

@@ -15,11 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
-import torch
 
 from rwml_lite.config import ServerSettings
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Completion, Sampling
+from rwml_lite.models import Completion, Sampling, vllm_engine
 from rwml_lite.prompts import Messages, template_args
 
 #: requests in flight at once; the server queues the rest
@@ -34,9 +33,7 @@ class EndpointGenerator:
         self.headers = _headers()
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
-        seeds = torch.randint(0, 2**31 - 1, (len(prompts),)).tolist()
-        with ThreadPoolExecutor(max_workers=max(1, min(MAX_CONCURRENT, len(prompts)))) as pool:
-            return list(pool.map(lambda args: self._complete(*args, n, sampling), zip(prompts, seeds)))
+        return _together(lambda prompt, seed: self._complete(prompt, seed, n, sampling), prompts)
 
     def _complete(self, prompt: Messages, seed: int, n: int, sampling: Sampling) -> list[str]:
         messages, options = template_args(prompt)
@@ -57,6 +54,16 @@ class EndpointGenerator:
                 "recipe's own model play the user)."
             ) from None
         return [Completion.of(_as_text(c["message"]), truncated=c.get("finish_reason") == "length") for c in choices]
+
+
+def _together(complete, prompts: list) -> list:
+    """`complete(prompt, seed)` for every prompt at once (the server batches what is in flight), in order,
+    each with a seed from torch's generator; after a failure nothing more is sent."""
+    pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_CONCURRENT, len(prompts))))
+    try:
+        return list(pool.map(complete, prompts, vllm_engine.request_seeds(len(prompts))))
+    finally:
+        pool.shutdown(cancel_futures=True)
 
 
 def _as_text(message: dict) -> str:
@@ -89,18 +96,10 @@ class ServedGenerator:
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
         from rwml_lite.models.hf import render_prompt
 
-        if sampling.temperature == 0 and n > 1:
-            raise RwmlError(
-                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
-            )
+        sampling.require_distinct(n)
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
-        seeds = torch.randint(0, 2**31 - 1, (len(texts),)).tolist()
         with httpx.Client(headers=self.headers, timeout=self.timeout) as client:
-            pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_CONCURRENT, len(texts))))
-            try:
-                return list(pool.map(lambda a: self._complete(client, *a, n, sampling), zip(texts, seeds)))
-            finally:
-                pool.shutdown(cancel_futures=True)  # after a failure, send nothing more
+            return _together(lambda text, seed: self._complete(client, text, seed, n, sampling), texts)
 
     def _complete(self, client: httpx.Client, text: str, seed: int, n: int, sampling: Sampling) -> list[str]:
         body = {"model": self.model, "prompt": text, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,

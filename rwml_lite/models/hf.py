@@ -143,10 +143,7 @@ class HFGenerator:
         tok.padding_side = "left"
         per_call = max(1, self.batch_size // n)
         greedy = sampling.temperature == 0
-        if greedy and n > 1:
-            raise RwmlError(
-                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
-            )
+        sampling.require_distinct(n)
         results: list[list[str]] = []
         was_training = self.model.training
         self.model.eval()

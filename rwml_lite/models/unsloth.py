@@ -31,7 +31,6 @@ from peft.tuners.lora import LoraLayer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from rwml_lite.config import ModelSettings  # noqa: E402
-from rwml_lite.errors import RwmlError  # noqa: E402
 from rwml_lite.models import Completion, Sampling, check_lengths, use_chat_template, vllm_engine  # noqa: E402
 from rwml_lite.models.hf import HFGenerator, render_prompt  # noqa: E402
 from rwml_lite.models.load_errors import explain_load_error  # noqa: E402
@@ -165,10 +164,7 @@ class UnslothGenerator:
                 )
         from vllm import SamplingParams
 
-        if sampling.temperature == 0 and n > 1:
-            raise RwmlError(
-                "Greedy decoding (temperature 0) gives identical samples; ask for n=1 or a temperature > 0."
-            )
+        sampling.require_distinct(n)
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
         check_lengths(self.settings, self.tokenizer, texts, sampling.max_new_tokens, "prompt")
         params = [
