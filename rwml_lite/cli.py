@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from rwml_lite.distributed import is_main
 from rwml_lite.errors import RwmlError
 from rwml_lite.throughput import GPU_GBS, PCIE_GBS
 
@@ -78,7 +79,7 @@ def _load(recipe: str, overrides: list[str] | None):
     from rwml_lite.config import load_recipe, recipe_warnings
 
     loaded = load_recipe(_recipe_path(recipe), overrides or [])
-    for warning in recipe_warnings(loaded):
+    for warning in recipe_warnings(loaded) if is_main() else []:
         Console(stderr=True).print(f"[bold yellow]warning:[/bold yellow] {warning}", highlight=False)
     return loaded
 
@@ -94,6 +95,8 @@ def _run(recipe: str, overrides: list[str] | None, stages: list[str] | None, red
     _check_fits(loaded)
     _quiet_libraries()
     folder = run(loaded, loaded.stages if stages is None else stages, redo)
+    if not is_main():  # under accelerate launch the main process says it
+        return
     if folder.report.exists():
         console.print(f"\nReport: {folder.report}")
     console.print(f"Run folder: {folder.root}")

@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
 
+from rwml_lite.distributed import world
 from rwml_lite.errors import RwmlError
 
 
@@ -589,6 +590,39 @@ class Recipe(Section):
             if name != "base" and name not in self.stages:
                 raise ValueError(
                     f"`eval.policies` names {name!r}, a stage that `stages` does not run; add it or drop it"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _splits_over_the_processes(self) -> Recipe:
+        """Under `accelerate launch` a batch size stays what one optimizer step sees, whatever the
+        number of processes, and is split among them; Unsloth's shared-weight path runs in one."""
+        n = world()
+        if n == 1:
+            return self
+        if self.model.backend == "unsloth":
+            raise ValueError(
+                f"model.backend=unsloth runs in one process, and this is one of {n} (accelerate launch): Unsloth's "
+                "vLLM engine shares the trainer's weights, which data parallelism upstream does not support. Set "
+                "model.backend=hf for several GPUs, or run `rwml-lite train` without accelerate on one GPU"
+            )
+        g = self.grpo
+        if "rwml" in self.stages and (g.batch_size * g.group_size) % (g.micro_batch_size * n):
+            raise ValueError(
+                f"grpo.micro_batch_size={g.micro_batch_size} on each of {n} processes must divide grpo.batch_size * "
+                f"grpo.group_size = {g.batch_size * g.group_size}, the completions of one optimizer step; pick a "
+                f"micro batch that does, or another number of processes"
+            )
+        f = self.worldmodel.filter
+        sft = [
+            ("worldmodel.filter", f, "filter" in self.stages and f.enabled),
+            ("wm_sft", self.wm_sft, "wm_sft" in self.stages),
+        ]
+        for section, settings, runs in sft:
+            if runs and settings.batch_size % n:
+                raise ValueError(
+                    f"{section}.batch_size={settings.batch_size} must be a multiple of the {n} processes, which take "
+                    f"an equal share of each batch; set {section}.batch_size={n * -(-settings.batch_size // n)}"
                 )
         return self
 

@@ -11,9 +11,8 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-import torch
-
 from rwml_lite.config import Recipe
+from rwml_lite.distributed import dealt, is_main, seed_sampling
 from rwml_lite.envs import list_tasks
 from rwml_lite.models import Generator, Sampling, sampler, user_simulators
 from rwml_lite.records import atomic_write_json, write_jsonl
@@ -35,7 +34,7 @@ def evaluate_variant(
     e = recipe.eval
     generator = sampler(recipe.model, adapter)
     users = user_simulators(recipe)
-    torch.manual_seed(recipe.seed)
+    seed_sampling(recipe.seed)
     specs = [
         spec
         for split in e.splits
@@ -60,7 +59,8 @@ def evaluate_variant(
         **task_success(episodes, e.runs, e.splits),
         **wm,
     }
-    atomic_write_json(folder.eval(f"{variant}.json"), result)
+    if is_main():
+        atomic_write_json(folder.eval(f"{variant}.json"), result)
     return result
 
 
@@ -106,7 +106,7 @@ def world_model_score(
     """Mean reward of `samples` predictions per triplet, the hit rate, and the tag rate, overall and
     per target kind. A hit is a full reward by the triplet's measure: within tau_d of the real state
     in the embedding, or rounded ROUGE-L 1.0 (tau2's tool replies)."""
-    predictions = generator.generate([t.prompt for t in triplets], samples, sampling)
+    predictions = dealt(lambda share: generator.generate([t.prompt for t in share], samples, sampling), triplets)
     records, by_kind = [], {}
     for triplet, preds in zip(triplets, predictions):
         kind = triplet.kind
@@ -133,7 +133,8 @@ def world_model_score(
                 "hits": hits,
             }
         )
-    write_jsonl(out, records)
+    if is_main():
+        write_jsonl(out, records)
 
     def rates(tally: dict) -> dict:
         n = max(len(tally["scores"]), 1)

@@ -20,11 +20,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
-import torch
 import yaml
 from rich.console import Console
 
 from rwml_lite.config import Recipe, get_dotted
+from rwml_lite.distributed import barrier, is_main, seed_sampling, shards
 from rwml_lite.errors import RwmlError
 from rwml_lite.records import SCHEMA, atomic_write_json, atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
@@ -77,7 +77,7 @@ STAGES = list(DEPENDS_ON)
 
 def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
     return {
-        "collect": [folder.rollouts],
+        "collect": [folder.rollouts, *shards(folder.rollouts)],
         "build": [folder.wm("train.jsonl"), folder.wm("val.jsonl")],
         "filter": [
             folder.wm("rwml.jsonl"),
@@ -109,7 +109,7 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
     c = recipe.collect
     generator = sampler(recipe.model)
     users = user_simulators(recipe)
-    torch.manual_seed(recipe.seed)
+    seed_sampling(recipe.seed)
     episodes = run_episodes(
         folder.rollouts,
         episode_specs(list_tasks(recipe.env, c.split, c.num_tasks), c.split, c.rollouts_per_task, recipe.seed),
@@ -132,6 +132,7 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
 
 
 def build(recipe: Recipe, folder: RunFolder) -> dict:
+    """Every process computes the same triplets (cheap, deterministic); the main one writes them."""
     from rwml_lite.worldmodel import build_triplets, split_by_episode
 
     episodes = read_episodes(folder.rollouts)
@@ -145,8 +146,9 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
             f"collect.temperature, use a stronger model, or set agent.action_parse=mention for a tiny one."
         )
     train, val = split_by_episode(triplets, recipe.worldmodel.val_fraction, recipe.seed)
-    write_triplets(folder.wm("train.jsonl"), train)
-    write_triplets(folder.wm("val.jsonl"), val)
+    if is_main():
+        write_triplets(folder.wm("train.jsonl"), train)
+        write_triplets(folder.wm("val.jsonl"), val)
     return {
         "triplets": len(triplets),
         "invalid_dropped": dropped,
@@ -167,7 +169,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
         adapter = train_next_state_sft(recipe, val, folder)
         generator = sampler(recipe.model, adapter)
         strict = NextStateReward.from_settings(recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}))
-        torch.manual_seed(recipe.seed)
+        seed_sampling(recipe.seed)
         easy = find_easy(
             train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict
         )
@@ -181,8 +183,9 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
         "kept": len(kept),
         "filter_enabled": f.enabled,
     }
-    write_triplets(folder.wm("rwml.jsonl"), kept)
-    atomic_write_json(folder.wm("filter.json"), stats)
+    if is_main():
+        write_triplets(folder.wm("rwml.jsonl"), kept)
+        atomic_write_json(folder.wm("filter.json"), stats)
     return stats
 
 
@@ -255,7 +258,8 @@ def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
         name: evaluate_variant(recipe, folder, name, adapter, val, reward)
         for name, adapter in evaluated(recipe, folder).items()
     }
-    write_report(recipe, folder, _read_manifest(folder), results)
+    if is_main():
+        write_report(recipe, folder, _read_manifest(folder), results)
     return {
         name: {
             "success": {split: round(v["mean"], 2) for split, v in r["success"].items()},
@@ -297,36 +301,50 @@ def stage_keys(recipe: Recipe) -> dict[str, str]:
 
 
 def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder:
-    """Run the given stages in order, skipping finished ones and resuming started ones."""
+    """Run the given stages in order, skipping finished ones and resuming started ones. Under
+    `accelerate launch` every process runs each stage (each doing its share) and the main process
+    alone writes the manifest; all of them finish a stage before any starts the next."""
     folder = RunFolder(Path(recipe.run.dir))
-    folder.root.mkdir(parents=True, exist_ok=True)
-    if redo:
-        _supersede(folder, redo)
+    if is_main():
+        folder.root.mkdir(parents=True, exist_ok=True)
+        if redo:
+            _supersede(folder, redo)
+    barrier()
     manifest = _read_manifest(folder)
     keys = stage_keys(recipe)
     for stage in stages:
         _check_same_config(folder, manifest, stage, keys[stage], recipe)
-    atomic_write_text(folder.recipe, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
+    if is_main():
+        atomic_write_text(folder.recipe, yaml.safe_dump(recipe.model_dump(mode="json"), sort_keys=False))
     for stage in stages:
         entry = manifest["stages"].get(stage)
         if entry and entry["status"] == "done" and not _newly_trained(recipe, folder, stage, entry):
-            console.print(f"[dim]= {stage}: already done, skipped ({_brief(entry['summary'])})[/dim]")
+            _say(f"[dim]= {stage}: already done, skipped ({_brief(entry['summary'])})[/dim]")
             continue
-        console.print(f"[bold]> {stage}[/bold]" + (" (resuming)" if entry else ""))
+        _say(f"[bold]> {stage}[/bold]" + (" (resuming)" if entry else ""))
         manifest["stages"][stage] = {
             "key": keys[stage],
             "config": stage_config(recipe, stage),
             "status": "running",
             "started": _now(),
         }
-        atomic_write_json(folder.manifest, manifest)
+        if is_main():
+            atomic_write_json(folder.manifest, manifest)
         started = time.monotonic()
         summary = RUNNERS[stage](recipe, folder)
+        barrier()
         seconds = round(time.monotonic() - started, 1)
         manifest["stages"][stage].update(status="done", finished=_now(), seconds=seconds, summary=summary)
-        atomic_write_json(folder.manifest, manifest)
-        console.print(f"[green]+ {stage}[/green] done in {seconds:.0f} s: {_brief(summary)}")
+        if is_main():
+            atomic_write_json(folder.manifest, manifest)
+        _say(f"[green]+ {stage}[/green] done in {seconds:.0f} s: {_brief(summary)}")
     return folder
+
+
+def _say(line: str) -> None:
+    """A progress line on the console, once (by the main process) however many processes run."""
+    if is_main():
+        console.print(line)
 
 
 def link_finished(sources: list[RunFolder], target: RunFolder, recipe: Recipe) -> list[str]:

@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from rwml_lite.config import RewardSettings
+from rwml_lite.distributed import local_device
 from rwml_lite.errors import RwmlError
 from rwml_lite.prompts import extract_next_state
 from rwml_lite.sources import resolve
@@ -33,7 +34,7 @@ class Embedder:
         from sentence_transformers import SentenceTransformer
 
         source = resolve(name_or_path)
-        device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        device = device or str(local_device())
         try:
             weights = _weights(precision, device)
             self.model = SentenceTransformer(

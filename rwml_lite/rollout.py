@@ -29,6 +29,7 @@ from rich.progress import (
 )
 
 from rwml_lite.config import AgentSettings, EnvSettings
+from rwml_lite.distributed import barrier, deal, is_main, shard, shards, world
 from rwml_lite.envs import Step
 from rwml_lite.envs.pool import EnvPool, Start
 from rwml_lite.models import Generator, Sampling
@@ -94,20 +95,24 @@ def run_episodes(
     messages in its step (what the policy stage trains on). A caller that plays many batches (the
     policy stage) passes its own `pool`, whose environments then live across calls, and its own
     `progress` display, in which this call shows a line while it runs."""
+    merge_shards(path)  # those a killed run of several processes left
     done_ids = {ep.episode_id for ep in read_episodes(path)} if path.exists() else set()
-    pending = deque(s for s in specs if s.episode_id not in done_ids)
+    pending = deque(deal([s for s in specs if s.episode_id not in done_ids]))
     if pending:
+        # one process: its bar counts every episode; several: each plays (and the main shows) its share
+        total, already = (len(specs), len(done_ids)) if world() == 1 else (len(pending), 0)
         with contextlib.ExitStack() as stack:
             pool = pool or stack.enter_context(EnvPool(env, max_steps, users=users))
             bar = progress or stack.enter_context(progress_display())
-            out = stack.enter_context(JsonlAppender(path))
+            out = stack.enter_context(JsonlAppender(path if world() == 1 else shard(path)))
             slots = min(agent.parallel_episodes, len(pending))
             task = _play(
-                pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, len(specs), len(done_ids),
+                pending, pool, slots, generator, sampling, agent, max_steps, out, bar, label, total, already,
                 keep_prompts,
             )  # fmt: skip
             if progress is not None:
                 progress.remove_task(task)
+    merge_shards(path)
     wanted = {s.episode_id for s in specs}
     return [ep for ep in read_episodes(path) if ep.episode_id in wanted]
 
@@ -210,6 +215,25 @@ def _play(
     return task
 
 
+def merge_shards(path: Path) -> None:
+    """Append to `path` the episodes of its per-process shard files that it lacks, then delete the
+    shards (the main process; the others wait). A kill between the two leaves shards whose episodes
+    `path` already holds: the next merge skips them."""
+    barrier()
+    parts = shards(path)
+    if is_main() and parts:
+        with JsonlAppender(path) as out:
+            have = {ep.episode_id for ep in read_episodes(path)} if path.exists() else set()
+            for part in parts:
+                for ep in read_episodes(part):
+                    if ep.episode_id not in have:
+                        have.add(ep.episode_id)
+                        append_episode(out, ep)
+        for part in parts:
+            part.unlink()
+    barrier()
+
+
 def _episode_record(ep: _Live, won: bool, final: dict) -> EpisodeRecord:
     """`final`: what the environment said at the end (tau2: the score's parts, how it ended)."""
     return EpisodeRecord(
@@ -233,4 +257,5 @@ def progress_display() -> Progress:
     return Progress(
         TextColumn("{task.description}"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
         TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[info]}"), console=Console(stderr=True),
+        disable=not is_main(),
     )  # fmt: skip

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
+from rwml_lite.distributed import barrier, is_main
 from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
 from rwml_lite.pipeline import link_finished, run
 from rwml_lite.records import atomic_write_json, atomic_write_text
@@ -105,11 +106,14 @@ def run_study(recipe: Recipe) -> RunFolder:
     results = {}
     for name in wanted:
         folder = RunFolder(Path(recipes[name].run.dir))
-        link_finished(finished, folder, recipes[name])
+        if is_main():  # under accelerate launch: the others wait for the links
+            link_finished(finished, folder, recipes[name])
+        barrier()
         run(recipes[name], recipes[name].stages)
         finished.append(folder)
         results[name] = _result(recipes[name], folder, SPECS[name].evaluated)
-    write_study(recipe, root, results)
+    if is_main():
+        write_study(recipe, root, results)
     return root
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 import random
 
+from rwml_lite.distributed import dealt
 from rwml_lite.models import Generator, Sampling
 from rwml_lite.prompts import rwml_messages, wm_sft_target
 from rwml_lite.reward import NextStateReward
@@ -65,13 +66,17 @@ def split_by_episode(
 def find_easy(
     triplets: list[TripletRecord], generator: Generator, sampling: Sampling, samples: int, strict: NextStateReward
 ) -> list[bool]:
-    """True where at least one of `samples` predictions hits the real next observation at the strict threshold."""
-    predictions = generator.generate([t.prompt for t in triplets], samples, sampling)
-    easy = []
-    for triplet, preds in zip(triplets, predictions):
-        scores = strict.score(preds, [triplet.next_observation] * len(preds), [triplet.measure] * len(preds))
-        easy.append(max(scores) >= 1.0)
-    return easy
+    """True where at least one of `samples` predictions hits the real next observation at the strict
+    threshold (each process of a multi-GPU run predicts and scores its share)."""
+
+    def easy(share: list[TripletRecord]) -> list[bool]:
+        predictions = generator.generate([t.prompt for t in share], samples, sampling)
+        return [
+            max(strict.score(preds, [t.next_observation] * len(preds), [t.measure] * len(preds))) >= 1.0
+            for t, preds in zip(share, predictions)
+        ]
+
+    return dealt(easy, triplets)
 
 
 def subsample_easy(triplets: list[TripletRecord], easy: list[bool], keep_p: float, seed: int) -> list[TripletRecord]:

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
-import os
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from conftest import REPO, rwml_lite, tiny_recipe
 from rwml_lite.records import read_jsonl
 
 
-def start(recipe: Path, command: str = "train") -> subprocess.Popen:
+def start(recipe: Path, command: str = "train", launcher: tuple[str, ...] = (sys.executable,)) -> subprocess.Popen:
+    """`python -m rwml_lite COMMAND RECIPE` (or under another `launcher`), logging to train.log beside the recipe."""
     log = open(recipe.parent / "train.log", "w")
-    return subprocess.Popen([sys.executable, "-m", "rwml_lite", command, str(recipe)], cwd=REPO, stdout=log, stderr=log)
+    return subprocess.Popen([*launcher, "-m", "rwml_lite", command, str(recipe)], cwd=REPO, stdout=log, stderr=log)
 
 
 def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
@@ -27,7 +29,10 @@ def kill_when(proc: subprocess.Popen, ready, timeout: float = 300) -> None:
         )
         assert time.monotonic() < deadline, "the kill point never came"
         time.sleep(0.02)
-    os.kill(proc.pid, signal.SIGKILL)
+    # the run and every process it started (torchrun puts its workers in sessions of their own), as a lost machine
+    for process in [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            process.kill()
     proc.wait()
 
 

@@ -13,14 +13,11 @@ import torch
 from rich.progress import track
 
 from rwml_lite.config import LoraSettings, ModelSettings
+from rwml_lite.distributed import local_device
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import Completion, Sampling, use_chat_template
 from rwml_lite.prompts import Messages, template_args
 from rwml_lite.sources import checkpoint_folder
-
-
-def device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_policy(settings: ModelSettings, adapter: Path | None = None):
@@ -46,7 +43,7 @@ def load_policy(settings: ModelSettings, adapter: Path | None = None):
             f"Use an instruct/chat model."
         )
     if not settings.load_in_4bit:  # bitsandbytes places quantized weights itself
-        model.to(device())
+        model.to(local_device())
     if adapter is not None:
         from peft import PeftModel
 
@@ -60,11 +57,11 @@ def _quantization(settings: ModelSettings) -> dict:
         return {}
     from transformers import BitsAndBytesConfig
 
-    compute = torch.bfloat16 if device().type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    compute = torch.bfloat16 if local_device().type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
     config = BitsAndBytesConfig(
         load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True, bnb_4bit_compute_dtype=compute
     )
-    return {"quantization_config": config, "device_map": {"": device()}}
+    return {"quantization_config": config, "device_map": {"": local_device()}}
 
 
 def generator(settings: ModelSettings, adapter: Path | None = None) -> HFGenerator:

@@ -10,6 +10,7 @@ from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from rwml_lite.config import Recipe, RunSettings
+from rwml_lite.distributed import barrier, is_main
 from rwml_lite.errors import RwmlError
 from rwml_lite.records import JsonlAppender, atomic_write_text
 
@@ -37,6 +38,8 @@ def trainer_args(recipe: Recipe) -> dict:
         "seed": recipe.seed,
         "optim": recipe.model.optimizer,
         "disable_tqdm": False,
+        # under accelerate (DDP): every LoRA weight takes part in each forward pass, so DDP need not search
+        "ddp_find_unused_parameters": False,
     }
 
 
@@ -76,7 +79,8 @@ def build_trainer(trainer_class, config_class, arguments: dict, recipe_fields: d
     # one readable line instead of tqdm plus every step's raw metrics dict (those go to the metrics file)
     trainer.remove_callback(ProgressCallback)
     trainer.add_callback(ConsoleProgress(Path(trainer.args.output_dir).name))
-    atomic_write_text(Path(trainer.args.output_dir) / TRAINER_CONFIG, trainer.args.to_json_string())
+    if is_main():
+        atomic_write_text(Path(trainer.args.output_dir) / TRAINER_CONFIG, trainer.args.to_json_string())
     return trainer
 
 
@@ -92,7 +96,7 @@ def _refuse_changes(who: str, config, arguments: dict, recipe_fields: dict[str, 
 
 def logging_callbacks(run: RunSettings, tensorboard_dir: Path, metrics_path: Path) -> list[TrainerCallback]:
     callbacks: list[TrainerCallback] = [JsonlMetrics(metrics_path)]
-    if run.report_to == "tensorboard":
+    if run.report_to == "tensorboard" and is_main():
         from torch.utils.tensorboard import SummaryWriter
         from transformers.integrations import TensorBoardCallback
 
@@ -152,13 +156,19 @@ class JsonlMetrics(TrainerCallback):
                 out.append({"step": state.global_step, **logs})
 
 
-def save_adapter(save, target: Path) -> Path:
+def save_adapter(save, target: Path, every_process: bool = True) -> Path:
     """Save the trained LoRA adapter next to the checkpoints, replacing an older one atomically;
-    `save(folder)` writes it (a trainer's `save_model`, a PEFT model's `save_pretrained`)."""
+    `save(folder)` writes it: a trainer's `save_model`, which every process calls (the main one
+    writes; under DeepSpeed ZeRO-3 the others hand it their parts), or a PEFT model's
+    `save_pretrained`, which only the main process calls (`every_process=False`)."""
     tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save(str(tmp))
-    if target.exists():
-        shutil.rmtree(target)
-    tmp.rename(target)
+    if is_main():
+        shutil.rmtree(tmp, ignore_errors=True)
+    if every_process or is_main():
+        save(str(tmp))
+    if is_main():
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    barrier()  # the others read the adapter next
     return target

@@ -14,6 +14,7 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from rwml_lite.config import Recipe
+from rwml_lite.distributed import world
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.runfolder import RunFolder
@@ -49,7 +50,8 @@ def grpo_arguments(recipe: Recipe, folder: RunFolder) -> dict:
         "output_dir": str(folder.checkpoints("rwml")),
         "num_generations": g.group_size,
         "per_device_train_batch_size": g.micro_batch_size,
-        "gradient_accumulation_steps": completions_per_step // g.micro_batch_size,
+        # each of the processes computes its share of a step's completions (the recipe checks they divide)
+        "gradient_accumulation_steps": completions_per_step // (g.micro_batch_size * world()),
         "learning_rate": g.learning_rate,
         "weight_decay": g.weight_decay,
         "warmup_steps": g.warmup_ratio,  # transformers 5: a value below 1 is the share of steps

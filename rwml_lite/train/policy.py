@@ -34,6 +34,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from rwml_lite.config import Recipe
+from rwml_lite.distributed import barrier, deal, is_main, seed_sampling, sum_over_processes
 from rwml_lite.envs import list_tasks
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
@@ -102,7 +103,7 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
         task = bar.task_ids[0]
         for step in range(done + 1, p.max_steps + 1):
             started = time.monotonic()
-            torch.manual_seed(recipe.seed * 100_003 + step)  # the step's samples, the same after a resume
+            seed_sampling(recipe.seed * 100_003 + step)  # the step's samples, the same after a resume
             episodes = run_episodes(
                 folder.policy_rollouts(step),
                 group_specs(step_tasks(tasks, step, p.tasks_per_step, recipe.seed), p.split, p.group_size, step,
@@ -116,29 +117,38 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
             metrics.update(step=step, rollout_time=rolled - started, step_time=time.monotonic() - started)
             log.write(metrics)
             bar.update(task, completed=step, info=log.summary())
-            if step % p.save_steps == 0 or step == p.max_steps:
+            if (step % p.save_steps == 0 or step == p.max_steps) and is_main():
                 _save_checkpoint(folder, step, model, optimizer, scheduler)
     log.close()
-    return save_adapter(model.save_pretrained, folder.adapter("policy"))
+    return save_adapter(model.save_pretrained, folder.adapter("policy"), every_process=False)
 
 
 def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord], recipe: Recipe, device) -> dict:
-    """One optimizer step on every turn of the step's episodes; returns the step's metrics."""
+    """One optimizer step on every turn of the step's episodes; returns the step's metrics. Under
+    accelerate every process holds all the episodes and back-propagates its share of the turns; the
+    gradients summed over the processes are then the one-process gradient (the loss divides by the
+    tokens of all turns), and each process takes the same optimizer step."""
     p = recipe.policy
     turns, zero_std = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group")
     normalizer = max(completion_tokens(tokenizer, turns), 1)
     # turns of a group that did equally well have advantage 0: they add nothing but to the normaliser
     trained = sorted((t for t in turns if t.advantage != 0.0), key=lambda t: len(str(t.prompt)) + len(t.completion))
-    loss = 0.0
+    loss = torch.zeros((), device=device)
     model.train()
     autocast = _autocast(recipe, device)
-    for i in range(0, len(trained), p.micro_batch_size):
-        batch = encode_turns(tokenizer, trained[i : i + p.micro_batch_size], device)
+    mine = deal(trained)
+    for i in range(0, len(mine), p.micro_batch_size):
+        batch = encode_turns(tokenizer, mine[i : i + p.micro_batch_size], device)
         with autocast:
             micro = turn_loss(model, batch, p.temperature, normalizer)
         micro.backward()
-        loss += micro.item()
+        loss += micro.detach().float()
     params = [q for q in model.parameters() if q.requires_grad]
+    if trained:
+        for q in params:  # a process whose share was empty adds zeros
+            if q.grad is None:
+                q.grad = torch.zeros_like(q)
+        sum_over_processes([q.grad for q in params] + [loss])
     grad_norm = float(torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)) if trained else 0.0
     optimizer.step()
     scheduler.step()
@@ -152,7 +162,7 @@ def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord
         "zero_std_groups": zero_std / len({ep.task_id for ep in episodes}),
         "turns": len(turns),
         "turns_trained": len(trained),
-        "loss": loss,
+        "loss": loss.item(),
         "grad_norm": grad_norm,
         "learning_rate": scheduler.get_last_lr()[0],
     }
@@ -207,6 +217,7 @@ def _resume(folder: RunFolder, model, optimizer, scheduler) -> int:
     move to superseded/ so that those steps are played again."""
     found = _checkpoints(folder)
     step = found[-1][0] if found else 0
+    barrier()  # every process read the same checkpoints before the main one moves any file
     if found:
         checkpoint = found[-1][1]
         set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
@@ -214,14 +225,14 @@ def _resume(folder: RunFolder, model, optimizer, scheduler) -> int:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
     rollouts = folder.policy_rollouts()
-    stale = (
-        [f for f in rollouts.glob("step-*.jsonl") if int(f.stem.split("-")[1]) > step + 1] if rollouts.exists() else []
-    )
-    if stale:
+    # step-N.jsonl and its per-process shards step-N.jsonl.rankR
+    stale = [f for f in rollouts.glob("step-*") if int(f.name.split(".")[0].split("-")[1]) > step + 1]
+    if stale and is_main():
         target = folder.root / "superseded" / f"policy_rollouts-after-step-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
         target.mkdir(parents=True)
         for f in stale:
             shutil.move(str(f), target / f.name)
+    barrier()
     return step
 
 
@@ -233,9 +244,11 @@ class _Log:
     numbers of the progress line."""
 
     def __init__(self, recipe: Recipe, folder: RunFolder):
-        self.out = JsonlAppender(folder.metrics("policy"))
         self.recent: list[dict] = []
-        self.writer = self.wandb = None
+        self.out = self.writer = self.wandb = None
+        if not is_main():  # the others hold the same numbers
+            return
+        self.out = JsonlAppender(folder.metrics("policy"))
         if recipe.run.report_to == "tensorboard":
             from torch.utils.tensorboard import SummaryWriter
 
@@ -247,7 +260,8 @@ class _Log:
             self.wandb = wandb.init(project="rwml-lite", name=f"{folder.root.name}/policy", id=run_id, resume="allow")
 
     def write(self, metrics: dict) -> None:
-        self.out.append(metrics)
+        if self.out is not None:
+            self.out.append(metrics)
         self.recent = (self.recent + [metrics])[-10:]
         step = metrics["step"]
         for name, value in metrics.items():
@@ -265,7 +279,8 @@ class _Log:
         )
 
     def close(self) -> None:
-        self.out.close()
+        if self.out is not None:
+            self.out.close()
         if self.writer is not None:
             self.writer.close()
         if self.wandb is not None:

@@ -15,6 +15,7 @@ from datasets import Dataset
 from trl import SFTConfig, SFTTrainer
 
 from rwml_lite.config import FilterSettings, Recipe, WmSftSettings
+from rwml_lite.distributed import world
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.prompts import wm_sft_messages
@@ -53,7 +54,7 @@ def sft_arguments(recipe: Recipe, folder: RunFolder, stage: str = "filter") -> d
         "learning_rate": settings.learning_rate,
         "weight_decay": settings.weight_decay,
         "warmup_steps": settings.warmup_ratio,  # transformers 5: a value below 1 is the share of steps
-        "per_device_train_batch_size": settings.batch_size,
+        "per_device_train_batch_size": settings.batch_size // world(),  # a share per process (the recipe checks)
         "gradient_accumulation_steps": 1,
         "max_length": recipe.model.max_seq_length,  # TRL's default (1024) would cut long prompts' targets off
         "logging_steps": 1,
