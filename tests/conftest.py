@@ -235,22 +235,32 @@ def rwml_lite(*args: str, **kwargs) -> subprocess.CompletedProcess:
 class ChatServer:
     """A real OpenAI-compatible HTTP server on localhost whose answer to each chat request is
     `answer(body) -> message dict` and to each completions request `answer(body) -> (text, finish_reason)`;
-    it keeps the request bodies, and accepts vLLM's /v1/load_lora_adapter (kept too) unless `refuse_adapters`."""
+    it keeps the request bodies, and accepts vLLM's /v1/load_lora_adapter (kept too, with the adapter's weights as
+    they were at load) unless `refuse_adapters`, and /v1/unload_lora_adapter."""
 
     def __init__(self, answer, refuse_adapters: bool = False):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
         seen = self.seen = []
+        weights = self.adapter_weights = {}  # lora_name -> its adapter_model.safetensors as loaded
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 seen.append((self.path, body))
                 if self.path.endswith("/load_lora_adapter"):
+                    if not refuse_adapters:  # read at load, as vLLM reads it
+                        weights[body["lora_name"]] = (
+                            Path(body["lora_path"]) / "adapter_model.safetensors"
+                        ).read_bytes()
                     self.send_response(400 if refuse_adapters else 200)
                     self.end_headers()
                     self.wfile.write(b"LoRA is not enabled" if refuse_adapters else b"Success")
+                    return
+                if self.path.endswith("/unload_lora_adapter"):
+                    self.send_response(200)
+                    self.end_headers()
                     return
                 if self.path.endswith("/chat/completions"):
                     choices = [{"index": i, "message": {"role": "assistant", **answer(body)}, "finish_reason": "stop"}

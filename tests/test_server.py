@@ -109,3 +109,34 @@ def test_a_saved_adapter_is_loaded_on_the_server_by_path_and_then_sampled_by_tha
 def test_a_server_is_refused_with_the_unsloth_backend_that_samples_in_process():
     with pytest.raises(RwmlError, match="model.server samples from a vLLM server of its own.*set model.backend=hf"):
         load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml", ["model.server.url=http://localhost:8000"])
+
+
+def test_the_policy_stage_samples_each_steps_lora_on_the_server(tmp_path, tiny_qwen3, java):
+    """Before each step the LoRA as trained so far is saved and loaded on the server under a new name, the
+    step's episodes are sampled by that name, and the previous step's adapter is unloaded."""
+    from safetensors.torch import load, load_file
+
+    from rwml_lite.pipeline import run
+
+    # half the replies are not actions: groups differ in invalid steps, so every step trains
+    reply = lambda body: ("<action>look around</action>" if body["seed"] % 2 else "I am not sure.", "stop")  # noqa: E731
+    policy = {"start": "base", "tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 3,
+              "learning_rate": 0.01, "micro_batch_size": 4, "save_steps": 1, "invalid_action_penalty": 0.1}  # fmt: skip
+    with ChatServer(reply) as server:
+        stages = ["collect", "build", "policy"]  # a recipe runs the policy stage after collect and build
+        recipe = tiny_recipe(tmp_path, tiny_qwen3, stages, model={"server": {"url": server.url}}, policy=policy,
+                             collect={"num_tasks": 2, "rollouts_per_task": 1, "max_steps": 3})  # fmt: skip
+        folder = run(load_recipe(recipe), stages)
+    live = folder.checkpoints("policy") / "live"
+    loads = server.requests("/v1/load_lora_adapter")
+    names = [body["lora_name"] for body in loads]
+    assert len(set(names)) == 2 and {body["lora_path"] for body in loads} == {str(live.resolve())}
+    assert [body["lora_name"] for body in server.requests("/v1/unload_lora_adapter")] == names  # none left behind
+    for step, name in enumerate(names, 1):
+        turns = sum(len(e["steps"]) for e in read_jsonl(folder.policy_rollouts(step)))
+        assert [body["model"] for body in server.requests()].count(name) == turns  # the step's sampler, each turn
+    first, second = (load(server.adapter_weights[name]) for name in names)
+    assert all(not w.any() for key, w in first.items() if "lora_B" in key)  # step 1: the fresh LoRA
+    after_step_1 = load_file(folder.checkpoints("policy") / "checkpoint-1/adapter_model.safetensors")
+    assert second.keys() == after_step_1.keys() and all(second[k].equal(after_step_1[k]) for k in second)
+    assert any(w.any() for key, w in second.items() if "lora_B" in key)  # step 2: the LoRA after step 1's update

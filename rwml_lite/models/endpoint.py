@@ -155,3 +155,19 @@ def served_generator(settings, adapter: Path | None = None) -> ServedGenerator:
                 "model.lora.r, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a machine that sees the run folder."
             )
     return ServedGenerator(server, settings, model)
+
+
+def unload_adapter(settings, name: str) -> None:
+    """Drop an adapter `served_generator` loaded (the policy stage loads one per step); one the server
+    no longer holds is fine."""
+    server = settings.server
+    try:
+        response = httpx.post(f"{_api(server)}/unload_lora_adapter", json={"lora_name": name}, headers=_headers(),
+                              timeout=server.timeout)  # fmt: skip
+    except httpx.HTTPError as e:
+        raise RwmlError(f"The vLLM server {server.url} (model.server.url) could not be reached: {e!r}.") from None
+    if response.status_code not in (200, 404):
+        raise RwmlError(
+            f"The vLLM server {server.url} (model.server.url) did not unload the adapter {name}: "
+            f"{response.status_code} {response.text[:300]}."
+        )

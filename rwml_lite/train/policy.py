@@ -95,7 +95,8 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     warmup = max(1, round(p.warmup_ratio * p.max_steps)) if p.warmup_ratio else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     done = _resume(folder, model, optimizer, scheduler)
-    generator = models.live_generator(model, tokenizer, recipe.model)
+    served = recipe.model.server is not None  # else sampled here, from the model being trained
+    generator = None if served else models.live_generator(model, tokenizer, recipe.model)
     users = user_simulators(recipe)
     sampling = Sampling(p.temperature, recipe.agent.max_new_tokens)
     log = _Log(recipe, folder)
@@ -103,6 +104,8 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
         task = bar.task_ids[0]
         for step in range(done + 1, p.max_steps + 1):
             started = time.monotonic()
+            if served:
+                generator = _serve(recipe, folder, model, generator)
             seed_sampling(recipe.seed * 100_003 + step)  # the step's samples, the same after a resume
             episodes = run_episodes(
                 folder.policy_rollouts(step),
@@ -120,7 +123,24 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
             if (step % p.save_steps == 0 or step == p.max_steps) and is_main():
                 _save_checkpoint(folder, step, model, optimizer, scheduler)
     log.close()
+    if served and generator is not None and is_main():
+        from rwml_lite.models.endpoint import unload_adapter
+
+        unload_adapter(recipe.model, generator.model)
     return save_adapter(model.save_pretrained, folder.adapter("policy"), every_process=False)
+
+
+def _serve(recipe: Recipe, folder: RunFolder, model, previous):
+    """Sampling from the recipe's vLLM server (model.server) with the LoRA as it is now: saved to
+    checkpoints/policy/live/ and loaded there by path under a new name; the previous step's is unloaded.
+    An adapter of a few MB crosses the filesystem instead of merged weights over NCCL, and the server
+    keeps its base model for eval."""
+    from rwml_lite.models.endpoint import served_generator, unload_adapter
+
+    live = save_adapter(model.save_pretrained, folder.checkpoints("policy") / "live", every_process=False)
+    if previous is not None and is_main():
+        unload_adapter(recipe.model, previous.model)
+    return served_generator(recipe.model, live)
 
 
 def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord], recipe: Recipe, device) -> dict:
