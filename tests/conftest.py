@@ -236,9 +236,10 @@ class ChatServer:
     """A real OpenAI-compatible HTTP server on localhost whose answer to each chat request is
     `answer(body) -> message dict` and to each completions request `answer(body) -> (text, finish_reason)`;
     it keeps the request bodies, and accepts vLLM's /v1/load_lora_adapter (kept too, with the adapter's weights as
-    they were at load) unless `refuse_adapters`, and /v1/unload_lora_adapter."""
+    they were at load) unless `refuse_adapters`, and /v1/unload_lora_adapter; asked for log-probs, it gives the
+    reply's tokens by `tokenize(text) -> ids`, each with log-prob -1."""
 
-    def __init__(self, answer, refuse_adapters: bool = False):
+    def __init__(self, answer, refuse_adapters: bool = False, tokenize=None):
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -268,6 +269,15 @@ class ChatServer:
                 else:  # /v1/completions
                     choices = [{"index": i, "text": text, "finish_reason": reason}
                                for i, (text, reason) in enumerate(answer(body) for _ in range(body.get("n") or 1))]  # fmt: skip
+                    if (
+                        body.get("logprobs") is not None
+                    ):  # the sampled tokens, as return_tokens_as_token_ids writes them
+                        for c in choices:
+                            ids = tokenize(c["text"])
+                            c["logprobs"] = {
+                                "tokens": [f"token_id:{i}" for i in ids],
+                                "token_logprobs": [-1.0] * len(ids),
+                            }
                 reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
                                     "choices": choices, "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})  # fmt: skip
                 self.send_response(200)

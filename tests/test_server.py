@@ -140,3 +140,43 @@ def test_the_policy_stage_samples_each_steps_lora_on_the_server(tmp_path, tiny_q
     after_step_1 = load_file(folder.checkpoints("policy") / "checkpoint-1/adapter_model.safetensors")
     assert second.keys() == after_step_1.keys() and all(second[k].equal(after_step_1[k]) for k in second)
     assert any(w.any() for key, w in second.items() if "lora_B" in key)  # step 2: the LoRA after step 1's update
+
+
+def test_rwml_samples_its_groups_on_the_server_from_each_steps_lora(tmp_path, tiny_qwen3, java):
+    """GRPO through TRL's rollout_func: each optimizer step's groups come from the server, sampled by the LoRA of
+    that step (saved and loaded by path), as token ids with their log-probs."""
+    from safetensors.torch import load, load_file
+    from transformers import AutoTokenizer
+
+    from rwml_lite.pipeline import run
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
+    end = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] + [end]  # noqa: E731
+
+    def reply(body):
+        if body.get("logprobs") is None:  # collect and the filter: an admissible action
+            return answer(body["prompt"]), "stop"
+        # GRPO: half the predictions have no tag (reward 0), half are tagged (1 at tau_d 1.0): every group trains
+        return ("<next_state>A room.</next_state>" if body["seed"] % 2 else "No idea."), "stop"
+
+    with ChatServer(reply, tokenize=tokenize) as server:
+        recipe = tiny_recipe(tmp_path, tiny_qwen3, ["collect", "build", "filter", "rwml"],
+                             model={"server": {"url": server.url}})  # fmt: skip
+        folder = run(load_recipe(recipe), ["collect", "build", "filter", "rwml"])
+    live = str((folder.checkpoints("rwml") / "live").resolve())
+    names = [body["lora_name"] for body in server.requests("/v1/load_lora_adapter") if body["lora_path"] == live]
+    assert len(set(names)) == 2  # one adapter per optimizer step (grpo.max_steps 2)
+    tagged = []  # per step: the share of its replies that carry the tag (odd seeds)
+    for name in names:
+        sampled = [body for body in server.requests() if body["model"] == name]
+        assert len(sampled) == 2 * 4 and all(b["logprobs"] == 0 and b["return_tokens_as_token_ids"] for b in sampled)
+        tagged.append(sum(b["seed"] % 2 for b in sampled) / len(sampled))
+    unloaded = [body["lora_name"] for body in server.requests("/v1/unload_lora_adapter")]
+    assert set(names) <= set(unloaded)
+    first, second = (load(server.adapter_weights[name]) for name in names)
+    assert all(not w.any() for key, w in first.items() if "lora_B" in key)  # step 1: the fresh LoRA
+    after_step_1 = load_file(folder.checkpoints("rwml") / "checkpoint-1/adapter_model.safetensors")
+    assert second.keys() == after_step_1.keys() and all(second[k].equal(after_step_1[k]) for k in second)
+    rewards = [m["reward"] for m in read_jsonl(folder.metrics("rwml")) if "reward" in m]
+    assert rewards == tagged  # GRPO scored the server's replies

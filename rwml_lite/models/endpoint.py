@@ -98,16 +98,38 @@ class ServedGenerator:
 
         sampling.require_distinct(n)
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
-        with httpx.Client(headers=self.headers, timeout=self.timeout) as client:
-            return _together(lambda text, seed: self._complete(client, text, seed, n, sampling), texts)
+        return [
+            [Completion.of(sampling.prefill + c["text"], truncated=c.get("finish_reason") == "length") for c in choices]
+            for choices in self._complete_all(texts, n, sampling, {})
+        ]
 
-    def _complete(self, client: httpx.Client, text: str, seed: int, n: int, sampling: Sampling) -> list[str]:
+    def sampled_tokens(self, texts: list[str], sampling: Sampling) -> dict[str, list]:
+        """One completion of each rendered prompt as TRL's GRPO `rollout_func` returns them: the prompt's and
+        the completion's token ids and each sampled token's log-prob (vLLM's `logprobs: 0`, the ids by
+        `return_tokens_as_token_ids`)."""
+        extra = {"logprobs": 0, "return_tokens_as_token_ids": True}
+        sampled = [choices[0]["logprobs"] for choices in self._complete_all(texts, 1, sampling, extra)]
+        return {
+            "prompt_ids": [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts],
+            "completion_ids": [[int(token.removeprefix("token_id:")) for token in s["tokens"]] for s in sampled],
+            "logprobs": [s["token_logprobs"] for s in sampled],
+        }
+
+    def _complete_all(self, texts: list[str], n: int, sampling: Sampling, extra: dict) -> list[list[dict]]:
+        with httpx.Client(headers=self.headers, timeout=self.timeout) as client:
+            return _together(lambda text, seed: self._complete(client, text, seed, n, sampling, extra), texts)
+
+    def _complete(
+        self, client: httpx.Client, text: str, seed: int, n: int, sampling: Sampling, extra: dict
+    ) -> list[dict]:
         body = {"model": self.model, "prompt": text, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "seed": seed, "skip_special_tokens": True}  # fmt: skip
+                "max_tokens": sampling.max_new_tokens, "seed": seed, "skip_special_tokens": True, **extra}  # fmt: skip
         try:
             response = client.post(self.url, json=body)
             response.raise_for_status()
-            choices = [(c["text"], c.get("finish_reason")) for c in response.json()["choices"]]
+            choices = response.json()["choices"]
+            if any("text" not in c for c in choices):
+                raise KeyError("text")
         except httpx.HTTPStatusError as e:
             raise RwmlError(
                 f"The vLLM server {self.url} (model.server) refused a request for {self.model!r}: "
@@ -118,7 +140,7 @@ class ServedGenerator:
                 f"The vLLM server {self.url} (model.server) failed: {e!r}. Check that it runs and serves {self.model!r}, "
                 "or set model.server to null to sample in this process."
             ) from None
-        return [Completion.of(sampling.prefill + t, truncated=reason == "length") for t, reason in choices]
+        return choices
 
 
 def _api(server: ServerSettings) -> str:
