@@ -138,6 +138,14 @@ def _stated_gpu_gib(path: Path) -> float | None:
     return float(found.group(1)) if found else None
 
 
+def _stated_processes(path: Path) -> int | None:
+    """The GPU count in a recipe's `# Hardware:` header ("8 x 141 GB GPU" -> 8): one process each."""
+    import re
+
+    found = re.search(r"(\d+)\s*x\s*\d+\s*GB GPU", _header(path).get("Hardware", "")) if path.is_file() else None
+    return int(found.group(1)) if found else None
+
+
 @app.command(
     help="Estimate the recipe's GPU memory, part by part and phase by phase, and whether it fits "
     "(exit status 1 when it does not)."
@@ -160,10 +168,22 @@ def plan(
     gpu_gbs: Annotated[
         float, typer.Option(help="GPU memory bandwidth in GB/s (RTX 3090: 936, RTX 4090: 1008, H100: 3350).", min=1)
     ] = GPU_GBS,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            help="Trainer processes, one GPU each (accelerate launch --num_processes; default: the recipe's "
+            "Hardware header, else 1); the plan is per GPU.",
+            min=1,
+        ),
+    ] = None,
+    server_gpu_gb: Annotated[
+        float | None,
+        typer.Option(help="With model.server: GPU memory of the vLLM server's GPU, to size its KV cache.", min=1),
+    ] = None,
 ) -> None:
     import torch
 
-    from rwml_lite.plan import anchor_errors, estimate, refusal, table
+    from rwml_lite.plan import anchor_errors, estimate, refusal, server_kv_sequences, table
     from rwml_lite.throughput import bandwidth, time_tables
 
     loaded = _load(recipe, overrides)
@@ -174,10 +194,19 @@ def plan(
         raise RwmlError(
             "No GPU here and the recipe's header names no size (`# Hardware: one 24 GB GPU`): pass --gpu-gb N."
         )
-    estimated = estimate(loaded, gpu_gb or 0.0)
-    console.print(table(estimated, f"{_recipe_path(recipe).name}: memory by phase (GiB)"))
+    processes = processes or _stated_processes(_recipe_path(recipe)) or 1
+    estimated = estimate(loaded, gpu_gb or 0.0, processes)
+    each = f" (each of {processes} GPUs)" if processes > 1 else ""
+    console.print(table(estimated, f"{_recipe_path(recipe).name}: memory by phase{each} (GiB)"))
     for note in estimated.notes:
         console.print(note, highlight=False)
+    if loaded.model.server and server_gpu_gb:
+        sequences = server_kv_sequences(loaded, server_gpu_gb)
+        console.print(
+            f"The vLLM server's {server_gpu_gb:.0f} GB GPU (at its default gpu_memory_utilization 0.9) holds the bf16 "
+            f"weights and KV cache for {sequences} sequences of {loaded.model.max_seq_length} tokens at once.",
+            highlight=False,
+        )
     if gpu_gb is None:
         console.print(
             f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase; the recipe is sized for a CPU: pass --gpu-gb N to check a GPU."

@@ -106,7 +106,28 @@ class ModelSettings(Section):
         description="hf backend only: sample collect, the filter and eval from this vLLM server instead of this "
         "process (adapters are loaded there by path through /v1/load_lora_adapter); null = sample here.",
     )
-    lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapter settings.")
+    lora: LoraSettings | None = Field(
+        default_factory=LoraSettings,
+        description="LoRA adapter settings; null = full fine-tuning (the paper's setting; hf backend, 16-bit weights): "
+        "every weight trains, and each trained stage saves a whole model where a LoRA stage saves its adapter.",
+    )
+
+    @model_validator(mode="after")
+    def _full_fine_tuning_trains_16_bit_weights_here(self) -> ModelSettings:
+        if self.lora is not None:
+            return self
+        conflicts = [
+            (self.backend == "unsloth", "model.backend=unsloth (its fast path shares LoRA weights with vLLM)"),
+            (self.load_in_4bit, "model.load_in_4bit (quantized weights do not train)"),
+            (self.server is not None, "model.server (only a LoRA adapter travels to the server, by path)"),
+        ]
+        if any(bad for bad, _ in conflicts):
+            raise ValueError(
+                "model.lora is null (full fine-tuning), which runs on the hf backend with 16-bit weights sampled in "
+                "this process; it cannot go with " + " or ".join(why for bad, why in conflicts if bad) + ". Set "
+                "model.lora to a LoRA section, or change those fields"
+            )
+        return self
 
     @model_validator(mode="after")
     def _a_server_serves_the_hf_backend(self) -> ModelSettings:

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rwml_lite.config import Recipe, build_recipe
+from rwml_lite.distributed import world
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import vllm_sleeps_while_training
 
@@ -226,14 +227,16 @@ class Plan:
         return self.peak_gib <= self.gpu_gib and (self.kv_sequences is None or self.kv_sequences >= 1)
 
 
-def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
-    """The plan of `recipe` on a GPU of `gpu_gib`. With model.offload_layers='auto' Unsloth picks the
+def estimate(recipe: Recipe, gpu_gib: float, processes: int | None = None) -> Plan:
+    """The plan of `recipe` on each GPU of `gpu_gib`, for `processes` trainer processes (one GPU each,
+    `accelerate launch`; default: this launch's). With model.offload_layers='auto' Unsloth picks the
     count at load from the free memory; the plan takes the fewest layers with which the recipe fits."""
+    processes = processes or world()
     arch, wanted = architecture(recipe.model.name_or_path), recipe.model.offload_layers or 0
     if wanted != "auto":
-        return _estimate(recipe, gpu_gib, wanted, arch)
+        return _estimate(recipe, gpu_gib, wanted, arch, processes)
     for n in range(arch.layers + 1):
-        plan = _estimate(recipe, gpu_gib, n, arch)
+        plan = _estimate(recipe, gpu_gib, n, arch, processes)
         if plan.fits:
             break
     assumed = "the fewest with which the recipe fits" if plan.fits else "all of them, and the recipe still does not fit"
@@ -245,7 +248,7 @@ def estimate(recipe: Recipe, gpu_gib: float) -> Plan:
     return plan
 
 
-def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture) -> Plan:
+def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture, processes: int = 1) -> Plan:
     m, g = recipe.model, recipe.grpo
     if offloaded > arch.layers:
         raise RwmlError(
@@ -265,8 +268,14 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         + slots * swapped
         + arch.embedding_params * BYTES[weight_dtype]
     )
-    lora = arch.lora_params(m.lora.r, m.lora.target_modules, m.lora.last_layers)
-    lora_state = lora * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (lora * 2 if vllm else 0)  # + vLLM's bf16 slot
+    trained = "LoRA + optimizer" if m.lora else "gradients + optimizer"
+    if m.lora is None:  # full fine-tuning: gradients in the weights' dtype, Adam's states too (8-bit: 2 bytes)
+        trainable = arch.params
+        states = 2 * BYTES[weight_dtype] if m.optimizer == "adamw_torch" else OPTIMIZER_BYTES[m.optimizer]
+        lora_state = trainable * (BYTES[weight_dtype] + states)
+    else:
+        trainable = arch.lora_params(m.lora.r, m.lora.target_modules, m.lora.last_layers)
+        lora_state = trainable * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (trainable * 2 if vllm else 0)  # + vLLM slot
 
     emb = recipe.reward
     try:
@@ -280,7 +289,8 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
     seq = m.max_seq_length
     per_layer = arch.activation_bytes_per_token_layer
 
-    adapted = min(arch.layers, m.lora.last_layers or arch.layers)  # backward stops at the lowest LoRA layer
+    last = m.lora.last_layers if m.lora else None
+    adapted = min(arch.layers, last or arch.layers)  # backward stops at the lowest LoRA layer
 
     def activations(sequences: int) -> float:
         tokens = sequences * seq
@@ -293,21 +303,28 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         return (1 if unsloth else sequences) * tokens_each * arch.vocab * 4 * 2  # fp32 log-probs and their gradient
 
     f, w, p = recipe.worldmodel.filter, recipe.wm_sft, recipe.policy
-    # Without vLLM, TRL samples a whole GRPO step (batch x group sequences) in one generate call.
-    sequences = m.generation_batch_size if vllm else max(m.generation_batch_size, g.batch_size * g.group_size)
-    kv = arch.kv_bytes_per_token * seq * sequences
+    # Without vLLM, TRL samples a process's share of a GRPO step (batch x group sequences) in one generate
+    # call; the SFT batches are split among the processes too (accelerate launch).
+    share = g.batch_size * g.group_size // processes
+    sequences = m.generation_batch_size if vllm else max(m.generation_batch_size, share)
+    # a server samples every stage; transformers' cache takes the weights' dtype (vLLM's: bf16)
+    kv = 0 if m.server else arch.kv_bytes_per_token * seq * sequences * (1 if vllm else BYTES[weight_dtype] / 2)
     parts = {
         "weights": weights / GIB,  # with offloading: the layers kept on the GPU + the swap's slots
-        "LoRA + optimizer": lora_state / GIB,
+        trained: lora_state / GIB,
         "embedder": embedder_gib,
         "CUDA context + allocator cache": CUDA_CONTEXT_GIB + ALLOCATOR_SLACK_GIB,
         "KV cache": kv / GIB,
-        "filter SFT activations + logits": (activations(f.batch_size) + logits(f.batch_size, seq)) / GIB,
+        "filter SFT activations + logits": (
+            activations(f.batch_size // processes) + logits(f.batch_size // processes, seq)
+        )
+        / GIB,
         "GRPO activations + logits": (
             activations(g.micro_batch_size) + logits(g.micro_batch_size, g.max_completion_length)
         )
         / GIB,
-        "WM SFT activations + logits": (activations(w.batch_size) + logits(w.batch_size, seq)) / GIB,
+        "WM SFT activations + logits": (activations(w.batch_size // processes) + logits(w.batch_size // processes, seq))
+        / GIB,
         # the policy stage's own loop takes log-probs of every reply token of a micro batch at once: the
         # model's bf16 logits, their fp32 copy, log-softmax and gradient, ~16 bytes per vocabulary entry
         "policy activations + logits": (
@@ -315,17 +332,29 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         )
         / GIB,
     }
+    tuned = "full fine-tuning:" if m.lora is None else f"LoRA r={m.lora.r}:"
     notes = [
         f"{m.name_or_path}: {arch.params / 1e9:.2f}B parameters, {'4-bit NF4' if m.load_in_4bit else weight_dtype} "
-        f"linear layers; LoRA r={m.lora.r}: {lora / 1e6:.1f}M trainable parameters ({m.optimizer})."
+        f"linear layers; {tuned} {trainable / 1e6:.1f}M trainable parameters ({m.optimizer})."
     ]
+    if processes > 1:
+        notes.append(
+            f"Per GPU of {processes} trainer processes (accelerate launch, DDP: each holds the whole model and its "
+            f"optimizer): the SFT batches and each GRPO step's {g.batch_size * g.group_size} sequences are split "
+            f"among them."
+        )
+    if m.server:
+        notes.append(
+            "model.server: every stage samples on the vLLM server's own GPUs (`rwml-lite plan --server-gpu-gb N` "
+            "sizes its KV cache); these GPUs hold no generation KV cache."
+        )
     if offloaded:
         notes.append(
             f"Offloading: {offloaded} of {arch.layers} decoder layers ({swapped / GIB:.2f} GiB each) live in "
             f"pinned CPU RAM; 'weights' counts the {arch.layers - offloaded} kept on the GPU, the embeddings, "
             f"{slots} swap slots" + (" and the offloaded layers' quantization scales." if m.load_in_4bit else ".")
         )
-    common = ["weights", "LoRA + optimizer", "embedder", "CUDA context + allocator cache"]
+    common = ["weights", trained, "embedder", "CUDA context + allocator cache"]
     if unsloth and m.load_in_4bit and arch.experts:
         # Unsloth runs 4-bit experts by dequantizing the layer's whole stack to bf16 (its routed kernel
         # avoids that only for small decode batches): a transient the size of one layer's experts.
@@ -353,10 +382,14 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
             )
         )
     training_extra = ["KV cache"] if kv_through_training else []
+    # PEFT's reference model is the base under the disabled adapter; full fine-tuning needs a copy
+    reference = ["reference model (GRPO beta > 0)"] if m.lora is None and g.beta > 0 else []
+    if reference:
+        parts[reference[0]] = parts["weights"]
     phases = {
         "generation": common + ["KV cache"],
         "filter SFT": common + ["filter SFT activations + logits"] + training_extra,
-        "RWML GRPO": common + ["GRPO activations + logits"] + training_extra,
+        "RWML GRPO": common + ["GRPO activations + logits"] + reference + training_extra,
         "WM SFT": common + ["WM SFT activations + logits"] + training_extra,
         # the policy stage scores episodes by task success: no embedder is loaded
         "Policy RL": [c for c in common if c != "embedder"] + ["policy activations + logits"] + training_extra,
@@ -414,6 +447,11 @@ REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
         ("a smaller model.lora.r", _never),
         ("model.optimizer=adamw_8bit", lambda r: r.model.optimizer == "adamw_8bit"),
     ],
+    "gradients + optimizer": [
+        ("model.optimizer=adamw_8bit", lambda r: r.model.optimizer == "adamw_8bit"),
+        ("a model.lora section (LoRA instead of full fine-tuning)", _never),
+    ],
+    "reference model (GRPO beta > 0)": [("grpo.beta=0", _never), ("a model.lora section", _never)],
     "embedder": [
         ("reward.precision=4bit", lambda r: r.reward.precision == "4bit"),
         ("a smaller reward.embedder", _never),
@@ -600,3 +638,13 @@ def anchor_errors() -> list[tuple[Anchor, float]]:
         plan = estimate(anchor.recipe(), anchor.gpu_gib)
         results.append((anchor, plan.peak_gib if anchor.phase == "peak" else plan.phase_gib(anchor.phase)))
     return results
+
+
+def server_kv_sequences(recipe: Recipe, gpu_gib: float, utilization: float = 0.9) -> int:
+    """Sequences of model.max_seq_length that the KV cache of a vLLM server (`model.server`) holds on a GPU
+    of `gpu_gib` at its default gpu_memory_utilization: what is left after the served bf16 weights, its
+    runtime, and a LoRA slot of the recipe's rank."""
+    arch, m = architecture(recipe.model.name_or_path), recipe.model
+    lora = arch.lora_params(m.lora.r, m.lora.target_modules) * 2 if m.lora else 0
+    budget = utilization * gpu_gib * GIB - arch.params * 2 - VLLM_RUNTIME_GIB * GIB - lora
+    return max(int(budget // (arch.kv_bytes_per_token * m.max_seq_length)), 0)

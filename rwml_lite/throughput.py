@@ -115,7 +115,8 @@ class Bandwidth:
         if not n:
             return 0
         swapped = [(k + 1) * layers // n - 1 for k in range(n)]  # Unsloth's spread placement
-        lowest_adapted = layers - min(layers, self.recipe.model.lora.last_layers or layers)
+        lora = self.recipe.model.lora
+        lowest_adapted = layers - min(layers, (lora.last_layers if lora else None) or layers)
         return n + max(sum(i >= lowest_adapted for i in swapped) - 2, 0)
 
     def training_pcie_bytes(self, micro_batches: int) -> float:

@@ -119,9 +119,6 @@ def command(recipe: Recipe, out: Path) -> list[str]:
         "data.max_response_length": g.max_completion_length,
         "data.seed": recipe.seed,
         "actor_rollout_ref.model.path": portable(m.name_or_path),
-        "actor_rollout_ref.model.lora_rank": m.lora.r,
-        "actor_rollout_ref.model.lora_alpha": m.lora.alpha,
-        "actor_rollout_ref.model.target_modules": "[" + ",".join(m.lora.target_modules) + "]",
         "actor_rollout_ref.actor.optim.lr": g.learning_rate,
         "actor_rollout_ref.actor.optim.weight_decay": g.weight_decay,
         "actor_rollout_ref.actor.optim.lr_warmup_steps_ratio": g.warmup_ratio,
@@ -148,6 +145,12 @@ def command(recipe: Recipe, out: Path) -> list[str]:
         "trainer.n_gpus_per_node": 8,
         "trainer.nnodes": 1,
     }  # fmt: skip
+    if m.lora is not None:  # else full fine-tuning, the paper's setting
+        overrides.update({
+            "actor_rollout_ref.model.lora_rank": m.lora.r,
+            "actor_rollout_ref.model.lora_alpha": m.lora.alpha,
+            "actor_rollout_ref.model.target_modules": "[" + ",".join(m.lora.target_modules) + "]",
+        })  # fmt: skip
     if g.loss_type == "dr_grpo":  # a constant divisor: verl would divide by each micro batch's longest reply
         overrides["actor_rollout_ref.actor.loss_scale_factor"] = g.max_completion_length
     if g.max_steps > 0:
@@ -176,7 +179,7 @@ def refusals(recipe: Recipe, train: list[TripletRecord], val: list[TripletRecord
     if g.scale_rewards == "batch":
         problems.append("grpo.scale_rewards='batch' has no verl counterpart (its GRPO scales by the group's std); "
                         "use group or none")  # fmt: skip
-    if recipe.model.lora.last_layers or recipe.model.lora.dropout:
+    if recipe.model.lora and (recipe.model.lora.last_layers or recipe.model.lora.dropout):
         problems.append("model.lora.last_layers and model.lora.dropout have no verl counterpart; leave them unset")
     if len(train) < g.batch_size:
         problems.append(

@@ -42,15 +42,19 @@ def test_qwen3_8b_kv_cache_per_token():
 
 @pytest.mark.parametrize("path", GPU_RECIPES, ids=lambda p: p.stem)
 def test_every_gpu_recipe_fits_the_gpu_its_header_names(path):
-    gpu_gb = float(re.search(r"(\d+) GB GPU", path.read_text().splitlines()[1]).group(1))
+    hardware = path.read_text().splitlines()[1]
+    gpu_gb = float(re.search(r"(\d+) GB GPU", hardware).group(1))
+    gpus = re.search(r"(\d+) x \d+ GB GPU", hardware)
+    processes = int(gpus.group(1)) if gpus else 1
     recipe = load_recipe(path)
-    plan = estimate(recipe, gpu_gb)
+    plan = estimate(recipe, gpu_gb, processes)
     assert plan.fits, refusal(plan)
     if recipe.model.fast_inference:  # a whole GRPO group in vLLM's KV cache at once
         assert plan.kv_sequences is not None and plan.kv_sequences >= recipe.grpo.group_size
-    else:  # transformers' generate: the KV cache of a whole GRPO step (TRL samples it in one call)
+    else:  # transformers' generate: the KV cache of a process's share of a GRPO step (TRL samples it in one call)
         kv = KNOWN[recipe.model.name_or_path].kv_bytes_per_token * recipe.model.max_seq_length
-        assert plan.parts["KV cache"] * GIB >= recipe.grpo.batch_size * recipe.grpo.group_size * kv
+        share = recipe.grpo.batch_size * recipe.grpo.group_size // processes
+        assert plan.parts["KV cache"] * GIB >= share * kv
 
 
 def test_a_recipe_that_cannot_fit_is_refused_naming_the_fields_to_change():
@@ -66,7 +70,8 @@ def test_plan_prints_a_breakdown_for_every_shipped_recipe():
     for path in RECIPES:
         result = rwml_lite("plan", str(path))
         assert result.returncode == 0, result.stderr[-2000:]
-        assert "weights" in result.stdout and "LoRA + optimizer" in result.stdout and "Peak" in result.stdout
+        trained = "LoRA + optimizer" if load_recipe(path).model.lora else "gradients + optimizer"  # full fine-tuning
+        assert "weights" in result.stdout and trained in result.stdout and "Peak" in result.stdout
         if path in GPU_RECIPES:
             assert "fits a" in result.stdout and "does not fit" not in result.stdout
 
@@ -287,3 +292,33 @@ def test_short_cpu_ram_is_warned_of_with_what_unsloth_keeps_free_before_pinning(
     warning = host_ram_warning(plan, available_gib=largest + reserve - 0.1, total_gib=32)
     assert warning.startswith("CPU RAM: the plan's RWML GRPO phase holds about 10.6 GiB")
     assert "plus 4.8 GiB Unsloth keeps free" in warning and "lower model.offload_layers" in warning
+
+
+def test_full_fine_tuning_counts_gradients_and_adam_per_weight_and_a_reference_copy_under_kl():
+    recipe = load_recipe(REPO / "recipes/alfworld_qwen2.5_7b_8gpu.yaml")  # float32 weights, AdamW
+    params = KNOWN["Qwen/Qwen2.5-7B-Instruct"].params
+    plan = estimate(recipe, 180, processes=8)
+    assert plan.parts["weights"] == pytest.approx(params * 4 / GIB)
+    assert plan.parts["gradients + optimizer"] == pytest.approx(params * (4 + 2 * 4) / GIB)  # float32 grads, 2 states
+    eight_bit = estimate(
+        load_recipe(REPO / "recipes/alfworld_qwen2.5_7b_8gpu.yaml", ["model.optimizer=adamw_8bit"]), 180, 8
+    )
+    assert eight_bit.parts["gradients + optimizer"] == pytest.approx(params * (4 + 2) / GIB)
+    bf16 = estimate(load_recipe(REPO / "recipes/alfworld_qwen2.5_7b_8gpu.yaml", ["model.dtype=bfloat16"]), 180, 8)
+    assert bf16.parts["gradients + optimizer"] == pytest.approx(params * (2 + 2 * 2) / GIB)
+    assert "reference model (GRPO beta > 0)" not in plan.parts  # beta 0: no reference model
+    kl = estimate(load_recipe(REPO / "recipes/alfworld_qwen2.5_7b_8gpu.yaml", ["grpo.beta=0.01"]), 180, 8)
+    assert kl.parts["reference model (GRPO beta > 0)"] == kl.parts["weights"]
+    assert "reference model (GRPO beta > 0)" in kl.phases["RWML GRPO"]
+
+
+def test_several_processes_each_hold_the_model_and_a_share_of_each_batch():
+    path = REPO / "recipes/alfworld_qwen2.5_7b_8gpu.yaml"
+    eight = estimate(load_recipe(path), 180, processes=8)
+    one_of_eight = estimate(load_recipe(path, ["worldmodel.filter.batch_size=1", "grpo.batch_size=4"]), 180, 1)
+    for part in ("weights", "gradients + optimizer", "filter SFT activations + logits", "KV cache"):
+        assert eight.parts[part] == pytest.approx(one_of_eight.parts[part]), part
+    kv = KNOWN["Qwen/Qwen2.5-7B-Instruct"].kv_bytes_per_token * 2048
+    assert eight.parts["KV cache"] == pytest.approx(32 * kv * 2 / GIB)  # 256 / 8 sequences, float32 cache
+    result = rwml_lite("plan", str(path))  # the header's 8 x 180 GB
+    assert "each of 8 GPUs" in result.stdout and "fits a 180 GB GPU" in result.stdout

@@ -25,9 +25,12 @@ def load_policy(settings: ModelSettings, adapter: Path | None = None):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = checkpoint_folder(settings.name_or_path)
+    whole = adapter is not None and not is_adapter(adapter)  # a stage trained by full fine-tuning
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
-        model = AutoModelForCausalLM.from_pretrained(folder, dtype=settings.dtype, **_quantization(settings))
+        model = AutoModelForCausalLM.from_pretrained(
+            adapter if whole else folder, dtype=settings.dtype, **_quantization(settings)
+        )
     except OSError as e:
         raise RwmlError(
             f"Could not load model `{settings.name_or_path}` (model.name_or_path): {e}. Use a Hub id "
@@ -44,12 +47,17 @@ def load_policy(settings: ModelSettings, adapter: Path | None = None):
         )
     if not settings.load_in_4bit:  # bitsandbytes places quantized weights itself
         model.to(local_device())
-    if adapter is not None:
+    if adapter is not None and not whole:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
     return model, tokenizer
+
+
+def is_adapter(folder: Path) -> bool:
+    """Whether a trained stage's folder holds a LoRA adapter (else the whole model: full fine-tuning)."""
+    return (Path(folder) / "adapter_config.json").exists()
 
 
 def _quantization(settings: ModelSettings) -> dict:
@@ -72,22 +80,28 @@ def generator(settings: ModelSettings, adapter: Path | None = None) -> HFGenerat
 
 def trainable_policy(settings: ModelSettings, seed: int):
     """(base model, tokenizer, LoRA config): the TRL trainer wraps the model in a fresh adapter,
-    before it seeds anything itself, so the generator is seeded here for that initialisation."""
+    before it seeds anything itself, so the generator is seeded here for that initialisation. With
+    full fine-tuning (model.lora null) the config is None and TRL trains every weight."""
     model, tokenizer = load_policy(settings)
     torch.manual_seed(seed)
-    return model, tokenizer, lora_config(settings.lora, model.config.num_hidden_layers)
+    return model, tokenizer, lora_config(settings.lora, model.config.num_hidden_layers) if settings.lora else None
 
 
 def policy_model(settings: ModelSettings, seed: int, adapter: Path | None = None):
     """(LoRA model, tokenizer) for the policy stage's own loop: the saved adapter at `adapter`
-    trained further, or a fresh LoRA initialised from `seed`."""
+    trained further, or a fresh LoRA initialised from `seed`; with full fine-tuning, the base model
+    or the trained stage's whole model at `adapter`, every weight trainable."""
     from peft import PeftModel, get_peft_model
 
-    model, tokenizer = load_policy(settings)
-    if adapter is None:
+    if settings.lora is None:
+        model, tokenizer = load_policy(settings, adapter)
+        model.requires_grad_(True)
+    elif adapter is None:
+        model, tokenizer = load_policy(settings)
         torch.manual_seed(seed)
         model = get_peft_model(model, lora_config(settings.lora, model.config.num_hidden_layers))
     else:
+        model, tokenizer = load_policy(settings)
         model = PeftModel.from_pretrained(model, str(adapter), is_trainable=True)
     if settings.gradient_checkpointing:
         model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})

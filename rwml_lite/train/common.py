@@ -28,8 +28,9 @@ def trainer_args(recipe: Recipe) -> dict:
                 "run.report_to is 'wandb' but wandb is not installed: `pip install 'rwml-lite[wandb]'`, or set run.report_to=tensorboard."
             ) from None
     cuda = torch.cuda.is_available()
-    # mixed precision follows the weights: Unsloth refuses bf16 training of float16 weights
-    bf16 = cuda and recipe.model.dtype in ("auto", "bfloat16") and torch.cuda.is_bf16_supported()
+    # mixed precision follows the weights: Unsloth refuses bf16 training of float16 weights; float32 weights
+    # (full fine-tuning's master copy, where bf16 weights would round a 1e-6 update away) train under bf16 autocast
+    bf16 = cuda and recipe.model.dtype != "float16" and torch.cuda.is_bf16_supported()
     return {
         "use_cpu": not cuda,
         "bf16": bf16,

@@ -231,6 +231,25 @@ def _save_checkpoint(folder: RunFolder, step: int, model, optimizer, scheduler, 
         shutil.rmtree(old)
 
 
+def _load_weights(model, checkpoint: Path) -> None:
+    """Put a checkpoint's trained weights into the model: its LoRA adapter, or (full fine-tuning) every
+    weight of the whole model saved there."""
+    adapter = checkpoint / "adapter_model.safetensors"
+    if adapter.exists():
+        set_peft_model_state_dict(model, load_file(str(adapter)))
+        return
+    state = {
+        name: tensor
+        for part in sorted(checkpoint.glob("model*.safetensors"))
+        for name, tensor in load_file(part).items()
+    }
+    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
+    if not state or unexpected:
+        raise RwmlError(
+            f"{checkpoint} does not hold this model's weights ({len(state)} tensors, unexpected: {unexpected[:3]})."
+        )
+
+
 def _resume(folder: RunFolder, model, optimizer, scheduler) -> int:
     """Load the last checkpoint into the model and optimizer; returns its step (0 without one).
     Episode files of steps after the next one were sampled by a policy that was never saved: they
@@ -240,7 +259,7 @@ def _resume(folder: RunFolder, model, optimizer, scheduler) -> int:
     barrier()  # every process read the same checkpoints before the main one moves any file
     if found:
         checkpoint = found[-1][1]
-        set_peft_model_state_dict(model, load_file(str(checkpoint / "adapter_model.safetensors")))
+        _load_weights(model, checkpoint)
         state = torch.load(checkpoint / STATE, weights_only=False)
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
