@@ -45,8 +45,8 @@ class LoraSettings(Section):
 
 
 class ServerSettings(Section):
-    """A vLLM server on GPUs of its own (`trl vllm-serve` or `vllm serve --enable-lora`) that collect, the
-    filter and eval sample through, over its OpenAI-compatible API."""
+    """A vLLM server on GPUs of its own (`vllm serve --enable-lora`, or `trl vllm-serve` with those flags) that
+    every stage samples through, over its OpenAI-compatible API."""
 
     url: str = Field(description="Base URL of the server, e.g. http://localhost:8000 (its API is at /v1).")
     model: str | None = Field(None, description="The served model's name; null = model.name_or_path.")
@@ -103,8 +103,9 @@ class ModelSettings(Section):
     )
     server: ServerSettings | None = Field(
         None,
-        description="hf backend only: sample collect, the filter and eval from this vLLM server instead of this "
-        "process (adapters are loaded there by path through /v1/load_lora_adapter); null = sample here.",
+        description="hf backend only: every stage samples from this vLLM server instead of this process (collect, "
+        "the filter and eval with the saved adapters, GRPO and the policy stage with the LoRA of each step, loaded "
+        "there by path through /v1/load_lora_adapter); null = sample here.",
     )
     lora: LoraSettings | None = Field(
         default_factory=LoraSettings,

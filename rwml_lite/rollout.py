@@ -6,7 +6,9 @@ prompts of all live episodes go to the generator together (where batching pays o
 their actions to an `EnvPool` together (where worker processes step the games side by side,
 `env.workers`). An episode is
 appended to its JSONL file the moment it ends, and episodes already in the file are skipped, so
-a killed run resumes without losing or repeating an episode.
+a killed run resumes without losing or repeating an episode. Under `accelerate launch` each process
+plays its share of the episodes into a shard file of its own, merged into the stage's file when all
+are done (`distributed.py`).
 """
 
 from __future__ import annotations

@@ -13,6 +13,10 @@ a multi-turn episode as one growing conversation, which is another prompt than t
 is evaluated with; Unsloth also rewrites that trainer's source on a GPU. The per-turn update of
 verl-agent fits in the functions below, the same on both backends.
 
+With `model.server` the step's episodes are sampled on the vLLM server, from the LoRA of that step
+loaded there by path. Under `accelerate launch` each process plays and back-propagates a share, and
+the gradients are summed (`_update`).
+
 A checkpoint (adapter, optimizer, scheduler, step) is written every `policy.save_steps`; a rerun
 resumes from the last one. The episodes of each step are kept in `policy_rollouts/step-N.jsonl`:
 those of the step after the checkpoint were sampled by the checkpointed policy and are reused,
