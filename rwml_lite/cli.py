@@ -279,7 +279,8 @@ def study(recipe: RecipeArg, overrides: Overrides = None) -> None:
     _check_fits(planned_recipe(loaded))  # the memory of every stage some variant runs
     _quiet_libraries()
     folder = run_study(loaded)
-    console.print(f"\nStudy: {folder.root / 'study.md'}")
+    if is_main():
+        console.print(f"\nStudy: {folder.root / 'study.md'}")
 
 
 @recipes_app.callback(invoke_without_command=True)

@@ -109,8 +109,9 @@ class ModelSettings(Section):
     )
     lora: LoraSettings | None = Field(
         default_factory=LoraSettings,
-        description="LoRA adapter settings; null = full fine-tuning (the paper's setting; hf backend, 16-bit weights): "
-        "every weight trains, and each trained stage saves a whole model where a LoRA stage saves its adapter.",
+        description="LoRA adapter settings; null = full fine-tuning (the paper's setting; hf backend, unquantized "
+        "weights): every weight trains, and each trained stage saves a whole model where a LoRA stage saves its "
+        "adapter.",
     )
 
     @model_validator(mode="after")
@@ -124,8 +125,8 @@ class ModelSettings(Section):
         ]
         if any(bad for bad, _ in conflicts):
             raise ValueError(
-                "model.lora is null (full fine-tuning), which runs on the hf backend with 16-bit weights sampled in "
-                "this process; it cannot go with " + " or ".join(why for bad, why in conflicts if bad) + ". Set "
+                "model.lora is null (full fine-tuning), which runs on the hf backend with unquantized weights sampled "
+                "in this process; it cannot go with " + " or ".join(why for bad, why in conflicts if bad) + ". Set "
                 "model.lora to a LoRA section, or change those fields"
             )
         return self

@@ -304,8 +304,11 @@ def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder
     """Run the given stages in order, skipping finished ones and resuming started ones. Under
     `accelerate launch` every process runs each stage (each doing its share) and the main process
     alone writes the manifest; all of them finish a stage before any starts the next."""
+    from rwml_lite.sources import checkpoint_folder
+
     folder = RunFolder(Path(recipe.run.dir))
     if is_main():
+        checkpoint_folder(recipe.model.name_or_path)  # a GGUF model is converted once, before the others read it
         folder.root.mkdir(parents=True, exist_ok=True)
         if redo:
             _supersede(folder, redo)

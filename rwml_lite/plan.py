@@ -386,13 +386,21 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
     reference = ["reference model (GRPO beta > 0)"] if m.lora is None and g.beta > 0 else []
     if reference:
         parts[reference[0]] = parts["weights"]
+    # DDP (TRL's trainers under accelerate) keeps its own gradient buckets beside .grad (accelerate's
+    # default gradient_as_bucket_view=False); the policy loop sums .grad itself
+    buckets = ["DDP gradient buckets"] if processes > 1 else []
+    if buckets:
+        parts[buckets[0]] = trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
+    training_extra += buckets
     phases = {
         "generation": common + ["KV cache"],
         "filter SFT": common + ["filter SFT activations + logits"] + training_extra,
         "RWML GRPO": common + ["GRPO activations + logits"] + reference + training_extra,
         "WM SFT": common + ["WM SFT activations + logits"] + training_extra,
         # the policy stage scores episodes by task success: no embedder is loaded
-        "Policy RL": [c for c in common if c != "embedder"] + ["policy activations + logits"] + training_extra,
+        "Policy RL": [c for c in common if c != "embedder"]
+        + ["policy activations + logits"]
+        + [e for e in training_extra if e not in buckets],
     }
     ran = {
         "filter SFT": "filter" in recipe.stages and recipe.worldmodel.filter.enabled,
@@ -452,6 +460,7 @@ REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
         ("a model.lora section (LoRA instead of full fine-tuning)", _never),
     ],
     "reference model (GRPO beta > 0)": [("grpo.beta=0", _never), ("a model.lora section", _never)],
+    "DDP gradient buckets": [("a model.lora section", lambda r: r.model.lora is not None)],
     "embedder": [
         ("reward.precision=4bit", lambda r: r.reward.precision == "4bit"),
         ("a smaller reward.embedder", _never),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import yaml
 
@@ -23,8 +25,14 @@ def test_shipped_recipe_validates_and_opens_with_launch_command_and_hardware(pat
     assert isinstance(recipe, Recipe)
     header = path.read_text().splitlines()[:2]
     command = "study" if path.stem.startswith("study_") else "train"
-    assert header[0] == f"# Launch: rwml-lite {command} recipes/{path.name}"
     assert header[1].startswith("# Hardware: ")
+    several = re.fullmatch(
+        r"# Launch: accelerate launch --multi_gpu --num_processes (\d+) -m rwml_lite (.*)", header[0]
+    )
+    if several:  # one process per GPU, as many as the hardware line names
+        assert f"{several.group(1)} x " in header[1] and several.group(2) == f"{command} recipes/{path.name}"
+    else:
+        assert header[0] == f"# Launch: rwml-lite {command} recipes/{path.name}"
 
 
 def test_every_field_has_a_description():

@@ -17,12 +17,17 @@ from pathlib import Path
 import httpx
 
 from rwml_lite.config import ServerSettings
+from rwml_lite.distributed import barrier, is_main
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import Completion, Sampling, vllm_engine
 from rwml_lite.prompts import Messages, template_args
 
 #: requests in flight at once; the server queues the rest
 MAX_CONCURRENT = 64
+#: Sampling as the local backends sample (temperature and top_p only): vLLM would otherwise take top_k,
+#: min_p and a repetition penalty from the model's generation_config.json; the rendered prompt already
+#: holds its special tokens (a BOS added again would change it).
+NEUTRAL = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "add_special_tokens": False}
 
 
 class EndpointGenerator:
@@ -123,7 +128,7 @@ class ServedGenerator:
         self, client: httpx.Client, text: str, seed: int, n: int, sampling: Sampling, extra: dict
     ) -> list[dict]:
         body = {"model": self.model, "prompt": text, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "seed": seed, "skip_special_tokens": True, **extra}  # fmt: skip
+                "max_tokens": sampling.max_new_tokens, "seed": seed, "skip_special_tokens": True, **NEUTRAL, **extra}  # fmt: skip
         try:
             response = client.post(self.url, json=body)
             response.raise_for_status()
@@ -165,18 +170,24 @@ def served_generator(settings, adapter: Path | None = None) -> ServedGenerator:
         if weights is None:
             raise RwmlError(f"{adapter} holds no adapter_model.safetensors: it is not a saved adapter.")
         model = f"rwml-lite:{adapter}:{weights.stat().st_mtime_ns}"  # a new save is a new name
-        try:
-            response = httpx.post(f"{_api(server)}/load_lora_adapter", json={"lora_name": model, "lora_path": str(adapter)},
-                                  headers=_headers(), timeout=server.timeout)  # fmt: skip
-        except httpx.HTTPError as e:
-            raise RwmlError(f"The vLLM server {server.url} (model.server.url) could not be reached: {e!r}.") from None
-        if response.status_code != 200 and "already been loaded" not in response.text:
-            raise RwmlError(
-                f"The vLLM server {server.url} (model.server.url) did not load the adapter {adapter}: "
-                f"{response.status_code} {response.text[:300]}. Start it with --enable-lora, --max-lora-rank at least "
-                "model.lora.r, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a machine that sees the run folder."
-            )
+        if is_main():  # once: the others sample it by name after the barrier
+            _load_adapter(server, model, adapter)
+        barrier()
     return ServedGenerator(server, settings, model)
+
+
+def _load_adapter(server: ServerSettings, model: str, adapter: Path) -> None:
+    try:
+        response = httpx.post(f"{_api(server)}/load_lora_adapter", json={"lora_name": model, "lora_path": str(adapter)},
+                              headers=_headers(), timeout=server.timeout)  # fmt: skip
+    except httpx.HTTPError as e:
+        raise RwmlError(f"The vLLM server {server.url} (model.server.url) could not be reached: {e!r}.") from None
+    if response.status_code != 200 and "already been loaded" not in response.text:
+        raise RwmlError(
+            f"The vLLM server {server.url} (model.server.url) did not load the adapter {adapter}: "
+            f"{response.status_code} {response.text[:300]}. Start it with --enable-lora, --max-lora-rank at least "
+            "model.lora.r, and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True, on a machine that sees the run folder."
+        )
 
 
 def unload_adapter(settings, name: str) -> None:

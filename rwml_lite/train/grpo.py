@@ -19,7 +19,7 @@ from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import TripletRecord
-from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
+from rwml_lite.train.common import build_trainer, free_memory, logging_callbacks, save_adapter, trainer_args
 
 #: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
 GRPO_FIELDS = {
@@ -109,7 +109,10 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None)
     if served:
         served["rollout_func"].close()
-    return save_adapter(trainer.save_model, folder.adapter("rwml"))
+    adapter = save_adapter(trainer.save_model, folder.adapter("rwml"))
+    del trainer, model
+    free_memory()
+    return adapter
 
 
 class ServedRollouts:

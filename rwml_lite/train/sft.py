@@ -21,7 +21,7 @@ from rwml_lite.models.hf import render_prompt
 from rwml_lite.prompts import wm_sft_messages
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import TripletRecord
-from rwml_lite.train.common import build_trainer, logging_callbacks, save_adapter, trainer_args
+from rwml_lite.train.common import build_trainer, free_memory, logging_callbacks, save_adapter, trainer_args
 
 #: SFT stage -> the recipe section of its settings
 SECTIONS = {"filter": "worldmodel.filter", "wm_sft": "wm_sft"}
@@ -102,4 +102,7 @@ def _train(recipe: Recipe, prompts: list, triplets: list[TripletRecord], folder:
         callbacks=logging_callbacks(recipe.run, folder.tensorboard(stage), folder.metrics(stage)),
     )
     trainer.train()
-    return save_adapter(trainer.save_model, folder.adapter(stage))
+    adapter = save_adapter(trainer.save_model, folder.adapter(stage))
+    del trainer, model
+    free_memory()
+    return adapter
