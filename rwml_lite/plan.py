@@ -272,10 +272,10 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
     if m.lora is None:  # full fine-tuning: gradients in the weights' dtype, Adam's states too (8-bit: 2 bytes)
         trainable = arch.params
         states = 2 * BYTES[weight_dtype] if m.optimizer == "adamw_torch" else OPTIMIZER_BYTES[m.optimizer]
-        lora_state = trainable * (BYTES[weight_dtype] + states)
+        trained_state = trainable * (BYTES[weight_dtype] + states)
     else:
         trainable = arch.lora_params(m.lora.r, m.lora.target_modules, m.lora.last_layers)
-        lora_state = trainable * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (trainable * 2 if vllm else 0)  # + vLLM slot
+        trained_state = trainable * (4 + 4 + OPTIMIZER_BYTES[m.optimizer]) + (trainable * 2 if vllm else 0)  # + vLLM
 
     emb = recipe.reward
     try:
@@ -311,7 +311,7 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
     kv = 0 if m.server else arch.kv_bytes_per_token * seq * sequences * (1 if vllm else BYTES[weight_dtype] / 2)
     parts = {
         "weights": weights / GIB,  # with offloading: the layers kept on the GPU + the swap's slots
-        trained: lora_state / GIB,
+        trained: trained_state / GIB,
         "embedder": embedder_gib,
         "CUDA context + allocator cache": CUDA_CONTEXT_GIB + ALLOCATOR_SLACK_GIB,
         "KV cache": kv / GIB,
@@ -388,19 +388,16 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         parts[reference[0]] = parts["weights"]
     # DDP (TRL's trainers under accelerate) keeps its own gradient buckets beside .grad (accelerate's
     # default gradient_as_bucket_view=False); the policy loop sums .grad itself
-    buckets = ["DDP gradient buckets"] if processes > 1 else []
-    if buckets:
-        parts[buckets[0]] = trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
-    training_extra += buckets
+    trl_extra = training_extra + (["DDP gradient buckets"] if processes > 1 else [])
+    if processes > 1:
+        parts["DDP gradient buckets"] = trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
     phases = {
         "generation": common + ["KV cache"],
-        "filter SFT": common + ["filter SFT activations + logits"] + training_extra,
-        "RWML GRPO": common + ["GRPO activations + logits"] + reference + training_extra,
-        "WM SFT": common + ["WM SFT activations + logits"] + training_extra,
+        "filter SFT": common + ["filter SFT activations + logits"] + trl_extra,
+        "RWML GRPO": common + ["GRPO activations + logits"] + reference + trl_extra,
+        "WM SFT": common + ["WM SFT activations + logits"] + trl_extra,
         # the policy stage scores episodes by task success: no embedder is loaded
-        "Policy RL": [c for c in common if c != "embedder"]
-        + ["policy activations + logits"]
-        + [e for e in training_extra if e not in buckets],
+        "Policy RL": [c for c in common if c != "embedder"] + ["policy activations + logits"] + training_extra,
     }
     ran = {
         "filter SFT": "filter" in recipe.stages and recipe.worldmodel.filter.enabled,

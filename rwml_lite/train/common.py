@@ -176,6 +176,32 @@ def save_adapter(save, target: Path, every_process: bool = True) -> Path:
     return target
 
 
+class ServedLoRA:
+    """The LoRA being trained as the recipe's vLLM server (model.server) samples it: `refresh(model)`
+    saves it to `folder` and loads it there by path under a new name, unloading the one before;
+    `close()` unloads the last. A LoRA of a few MB crosses the filesystem where TRL's server mode would
+    merge it and push whole weights over NCCL, leaving the server's base model changed for eval."""
+
+    def __init__(self, settings, folder: Path):
+        self.settings, self.folder, self.generator = settings, folder, None
+
+    def refresh(self, model):
+        from rwml_lite.models.endpoint import served_generator
+
+        self.close()
+        save_adapter(model.save_pretrained, self.folder, every_process=False)
+        self.generator = served_generator(self.settings, self.folder)
+        return self.generator
+
+    def close(self) -> None:
+        """Unload the adapter last loaded (by the main process: the server holds one copy)."""
+        from rwml_lite.models.endpoint import unload_adapter
+
+        if self.generator is not None and is_main():
+            unload_adapter(self.settings, self.generator.model)
+        self.generator = None
+
+
 def free_memory() -> None:
     """Free what a finished trainer held (model, gradients, optimizer) before the next model loads: the
     caller drops its references first; accelerate's wrapped forward keeps them in reference cycles that

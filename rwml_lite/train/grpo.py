@@ -14,12 +14,19 @@ from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
 from rwml_lite.config import Recipe
-from rwml_lite.distributed import is_main, world
+from rwml_lite.distributed import world
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import TripletRecord
-from rwml_lite.train.common import build_trainer, free_memory, logging_callbacks, save_adapter, trainer_args
+from rwml_lite.train.common import (
+    ServedLoRA,
+    build_trainer,
+    free_memory,
+    logging_callbacks,
+    save_adapter,
+    trainer_args,
+)
 
 #: GRPOConfig argument -> the recipe field it comes from (checked after the config is built).
 GRPO_FIELDS = {
@@ -108,7 +115,7 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
     checkpoints = folder.checkpoints("rwml")
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None)
     if served:
-        served["rollout_func"].close()
+        served["rollout_func"].lora.close()
     adapter = save_adapter(trainer.save_model, folder.adapter("rwml"))
     del trainer, model
     free_memory()
@@ -117,28 +124,16 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
 
 class ServedRollouts:
     """TRL's `rollout_func` for GRPO with `model.server`: the groups are sampled on the vLLM server, from
-    the LoRA as it is at the current optimizer step, saved to checkpoints/rwml/live/ and loaded there by
-    path under a new name (the previous step's unloaded). TRL's own server mode would merge the LoRA
-    and push whole weights over NCCL at every step, leaving the server's base model changed for eval."""
+    the LoRA of the current optimizer step (`ServedLoRA`, in checkpoints/rwml/live/)."""
 
     def __init__(self, recipe: Recipe, folder: RunFolder):
-        self.recipe, self.live = recipe, folder.checkpoints("rwml") / "live"
-        self.generator, self.step = None, None
+        self.recipe, self.lora, self.step = recipe, ServedLoRA(recipe.model, folder.checkpoints("rwml") / "live"), None
 
     def __call__(self, prompts: list[str], trainer) -> dict[str, list]:
         from rwml_lite.models import Sampling
-        from rwml_lite.models.endpoint import served_generator
 
         if trainer.state.global_step != self.step:
-            self.close()
-            save_adapter(trainer.model.save_pretrained, self.live, every_process=False)
-            self.generator, self.step = served_generator(self.recipe.model, self.live), trainer.state.global_step
+            self.lora.refresh(trainer.model)
+            self.step = trainer.state.global_step
         g = self.recipe.grpo
-        return self.generator.sampled_tokens(prompts, Sampling(g.temperature, g.max_completion_length))
-
-    def close(self) -> None:
-        """Unload the adapter this step sampled from (the main process; the server holds one copy)."""
-        from rwml_lite.models.endpoint import unload_adapter
-
-        if self.generator is not None and is_main():
-            unload_adapter(self.recipe.model, self.generator.model)
+        return self.lora.generator.sampled_tokens(prompts, Sampling(g.temperature, g.max_completion_length))

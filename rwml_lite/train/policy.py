@@ -47,7 +47,7 @@ from rwml_lite.records import JsonlAppender, iter_jsonl
 from rwml_lite.rollout import EpisodeSpec, progress_display, run_episodes
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord
-from rwml_lite.train.common import save_adapter
+from rwml_lite.train.common import ServedLoRA, save_adapter
 from rwml_lite.train.turns import completion_tokens, encode_turns, episode_return, step_turns, turn_loss
 
 STATE = "training_state.pt"
@@ -99,7 +99,8 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     warmup = max(1, round(p.warmup_ratio * p.max_steps)) if p.warmup_ratio else 0
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     done = _resume(folder, model, optimizer, scheduler)
-    served = recipe.model.server is not None  # else sampled here, from the model being trained
+    # with a server the step's LoRA is sampled there, else the model being trained is sampled here
+    served = ServedLoRA(recipe.model, folder.checkpoints("policy") / "live") if recipe.model.server else None
     generator = None if served else models.live_generator(model, tokenizer, recipe.model)
     users = user_simulators(recipe)
     sampling = Sampling(p.temperature, recipe.agent.max_new_tokens)
@@ -109,7 +110,7 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
         for step in range(done + 1, p.max_steps + 1):
             started = time.monotonic()
             if served:
-                generator = _serve(recipe, folder, model, generator)
+                generator = served.refresh(model)
             seed_sampling(recipe.seed * 100_003 + step)  # the step's samples, the same after a resume
             episodes = run_episodes(
                 folder.policy_rollouts(step),
@@ -127,24 +128,9 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
             if (step % p.save_steps == 0 or step == p.max_steps) and is_main():
                 _save_checkpoint(folder, step, model, optimizer, scheduler)
     log.close()
-    if served and generator is not None and is_main():
-        from rwml_lite.models.endpoint import unload_adapter
-
-        unload_adapter(recipe.model, generator.model)
+    if served:
+        served.close()
     return save_adapter(model.save_pretrained, folder.adapter("policy"), every_process=False)
-
-
-def _serve(recipe: Recipe, folder: RunFolder, model, previous):
-    """Sampling from the recipe's vLLM server (model.server) with the LoRA as it is now: saved to
-    checkpoints/policy/live/ and loaded there by path under a new name; the previous step's is unloaded.
-    An adapter of a few MB crosses the filesystem instead of merged weights over NCCL, and the server
-    keeps its base model for eval."""
-    from rwml_lite.models.endpoint import served_generator, unload_adapter
-
-    live = save_adapter(model.save_pretrained, folder.checkpoints("policy") / "live", every_process=False)
-    if previous is not None and is_main():
-        unload_adapter(recipe.model, previous.model)
-    return served_generator(recipe.model, live)
 
 
 def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord], recipe: Recipe, device) -> dict:
