@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: demo test
 
 demo: $(VENV)/.installed
-	$(BIN)/rwml-lite train recipes/demo_cpu.yaml
+	$(BIN)/rwml-lite study recipes/demo_cpu.yaml
 
 test: $(VENV)/.installed
 	$(BIN)/python -m pytest

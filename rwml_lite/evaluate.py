@@ -1,25 +1,32 @@
 """Evaluation of one policy variant (the base model, or the base with a trained adapter).
 
-Two measures, as PAPER.md reports them: task success on the evaluation fold over R runs
-(mean +- std, with the invalid-action rate and steps to success), and the world-model score,
-the mean sim-to-real reward of the policy's predictions on the held-out validation triplets.
+Two measures, as PAPER.md reports them: task success on the evaluation fold (per game over R runs,
+with a 95 % interval over games; the invalid-action rate and steps to success), and the world model
+on the held-out validation triplets, which come from games no training triplet comes from: the hit
+rate at the run's tau_d with a 95 % interval over those games, the mean similarity, the tag rate.
+`versus` compares two policies on the same games and triplets (paired). Mean +- std over runs is kept
+too, for what it is: the spread of the agent's sampling on fixed games, not an uncertainty.
 The episodes and predictions behind every number are kept in the run folder.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
 from rwml_lite.config import Recipe
-from rwml_lite.distributed import dealt, is_main, seed_sampling
+from rwml_lite.distributed import is_main, seed_sampling
 from rwml_lite.envs import list_tasks
+from rwml_lite.intervals import Z95, clustered_mean, paired_difference, sign_test, wilson
 from rwml_lite.models import Generator, Sampling, sampler, user_simulators
+from rwml_lite.prompts import extract_next_state, wm_sft_messages
 from rwml_lite.records import atomic_write_json, write_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.rollout import episode_specs, run_episodes
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord, TripletRecord
+from rwml_lite.worldmodel import predict
 
 
 def evaluate_variant(
@@ -52,6 +59,8 @@ def evaluate_variant(
         users,
     )
     sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
+    if variant == "wm_sft":  # scored behind the prompt it was trained on, the paper's no-reasoning one
+        val_triplets = [t.model_copy(update={"prompt": wm_sft_messages(t.prompt)}) for t in val_triplets]
     wm = world_model_score(generator, val_triplets, reward, e.wm_samples, sampling, folder.eval(f"wm_{variant}.jsonl"))
     result = {
         "variant": variant,
@@ -65,17 +74,21 @@ def evaluate_variant(
 
 
 def task_success(episodes: list[EpisodeRecord], runs: int, splits: list[str]) -> dict:
-    """Success % per split and over all games ("all"), each as per-run rates (the episode's `rollout`
-    index is its run) with mean +- std; success % per task type; invalid-action rate; steps to success."""
+    """Success % per split and over all games ("all"): the mean over games with a 95 % Wilson interval over
+    games, and the per-run rates (the episode's `rollout` index is its run) with mean +- std; each game's wins
+    by run; success % per task type; invalid-action rate; steps to success."""
     types = sorted({ep.task_type for ep in episodes})
     steps = sum(ep.num_steps for ep in episodes)
     won_steps = [ep.num_steps for ep in episodes if ep.won]
     return {
         "success": {
-            **{split: _over_runs([ep for ep in episodes if ep.split == split], runs) for split in splits},
-            "all": _over_runs(episodes, runs),
+            **{split: success_rate([(1.0, [ep for ep in episodes if ep.split == split])], runs) for split in splits},
+            "all": success_rate([(1.0, episodes)], runs),
         },
-        "success_by_type": {t: _over_runs([ep for ep in episodes if ep.task_type == t], runs)["mean"] for t in types},
+        "games": games(episodes),
+        "success_by_type": {
+            t: success_rate([(1.0, [ep for ep in episodes if ep.task_type == t])], runs)["mean"] for t in types
+        },
         "invalid_action_rate": 100.0 * sum(ep.num_invalid for ep in episodes) / max(steps, 1),
         "steps_to_success": statistics.fmean(won_steps) if won_steps else None,
         "episodes": len(episodes),
@@ -85,14 +98,79 @@ def task_success(episodes: list[EpisodeRecord], runs: int, splits: list[str]) ->
     }
 
 
-def _over_runs(episodes: list[EpisodeRecord], runs: int) -> dict:
-    per_run = [[ep.won for ep in episodes if ep.rollout == r] for r in range(runs)]
-    rates = [100.0 * sum(run) / len(run) for run in per_run if run]
+def games(episodes: list[EpisodeRecord]) -> dict[str, list[bool]]:
+    """ "split/task" -> whether each run of that game was won, in run order."""
+    played: dict[str, dict[int, bool]] = {}
+    for ep in episodes:
+        played.setdefault(f"{ep.split}/{ep.task_id}", {})[ep.rollout] = ep.won
+    return {game: [runs[r] for r in sorted(runs)] for game, runs in sorted(played.items())}
+
+
+def success_rate(parts: list[tuple[float, list[EpisodeRecord]]], runs: int) -> dict:
+    """Success % of a weighted sum of game sets (one set with weight 1: plain success; the paper's ALFWorld AVG
+    is 2/3 ID + 1/3 OOD, its tau2 AVG 0.4 retail + 0.4 telecom + 0.2 airline): the mean over games, its 95 %
+    interval over games (Wilson's for one set; for several, the normal approximation of the weighted sum of
+    binomial proportions over games), and the per-run rates with their mean and std."""
+    rates, means, variance, count = [0.0] * runs, 0.0, 0.0, 0
+    for weight, episodes in parts:
+        per_game = [statistics.fmean(won) for won in games(episodes).values()]
+        if not per_game:
+            continue
+        mean, n = statistics.fmean(per_game), len(per_game)
+        means, variance, count = means + weight * mean, variance + weight**2 * mean * (1 - mean) / n, count + n
+        for r in range(runs):
+            played = [ep.won for ep in episodes if ep.rollout == r]
+            rates[r] += weight * 100.0 * sum(played) / max(len(played), 1)
+    if len(parts) == 1:
+        low, high = wilson(means * count, count)
+    else:
+        half = Z95 * math.sqrt(variance)
+        low, high = max(0.0, means - half), min(1.0, means + half)
     return {
+        "mean": 100.0 * means,
+        "low": 100.0 * low,
+        "high": 100.0 * high,
+        "games": count,
         "per_run": rates,
-        "mean": statistics.fmean(rates) if rates else 0.0,
-        "std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
+        "run_mean": statistics.fmean(rates) if rates else 0.0,
+        "run_std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
     }
+
+
+def versus(result: dict, baseline: dict) -> dict:
+    """`result`'s policy against `baseline`'s on the same games and held-out triplets (paired): the difference in
+    success % with a 95 % interval over games and how many games each did better on, and the difference in
+    world-model hit rate (points) with a 95 % interval over held-out tasks."""
+    shared = sorted(set(result["games"]) & set(baseline["games"]))
+    ours = [[float(w) for w in result["games"][g]] for g in shared]
+    theirs = [[float(w) for w in baseline["games"][g]][: len(o)] for g, o in zip(shared, ours)]
+    success = paired_difference(ours, theirs)
+    by_game = sign_test([statistics.fmean(o) for o in ours], [statistics.fmean(t) for t in theirs])
+    ours_hits, theirs_hits = _paired_hits(result["wm_hits_by_task"], baseline["wm_hits_by_task"])
+    hits = paired_difference(ours_hits, theirs_hits)
+    return {
+        "success": _points(success.as_dict()) | {"games": by_game},
+        "wm_hit_rate": _points(hits.as_dict()),
+    }
+
+
+def _paired_hits(ours: dict, theirs: dict) -> tuple[list[list[float]], list[list[float]]]:
+    """Each held-out task's hits of the predictions both sides made for the same triplets, in the same order."""
+    a, b = [], []
+    for task in sorted(set(ours) & set(theirs)):
+        pairs = [
+            (x, y)
+            for triplet in sorted(set(ours[task]) & set(theirs[task]))
+            for x, y in zip(ours[task][triplet], theirs[task][triplet])
+        ]
+        a.append([float(x) for x, _ in pairs])
+        b.append([float(y) for _, y in pairs])
+    return a, b
+
+
+def _points(estimate: dict) -> dict:
+    """A rate's estimate in percentage points."""
+    return {k: (100.0 * v if k in ("mean", "low", "high") and v is not None else v) for k, v in estimate.items()}
 
 
 def world_model_score(
@@ -103,28 +181,28 @@ def world_model_score(
     sampling: Sampling,
     out: Path,
 ) -> dict:
-    """Mean reward of `samples` predictions per triplet, the hit rate, and the tag rate, overall and
-    per target kind. A hit is a full reward by the triplet's measure: within tau_d of the real state
-    in the embedding, or rounded ROUGE-L 1.0 (tau2's tool replies)."""
-    predictions = dealt(lambda share: generator.generate([t.prompt for t in share], samples, sampling), triplets)
-    records, by_kind = [], {}
+    """Mean reward of `samples` predictions per triplet, the hit rate (with its 95 % interval over the triplets'
+    tasks), the mean similarity of the tagged predictions and the tag rate, overall and per target kind. A hit is
+    a full reward by the triplet's measure: within tau_d of the real state in the embedding, or rounded ROUGE-L 1.0
+    (tau2's tool replies)."""
+    predictions = predict(generator, triplets, samples, sampling)
+    records, by_kind, hits_by_task, similarities = [], {}, {}, []
     for triplet, preds in zip(triplets, predictions):
         kind = triplet.kind
-        reals = [triplet.next_observation] * len(preds)
-        triplet_sims = reward.similarities(preds, reals)
-        # the cosines already give embedded rewards; only ROUGE-measured targets are scored another way
-        rouge = triplet.measure == "rouge"
-        triplet_scores = (
-            reward.score(preds, reals, ["rouge"] * len(preds)) if rouge else [reward.reward_of(s) for s in triplet_sims]
+        triplet_scores, triplet_hits, triplet_sims = reward.scored(
+            preds, [triplet.next_observation] * len(preds), [triplet.measure] * len(preds)
         )
-        hits = [float(s == 1.0) for s in triplet_scores] if rouge else [reward.hit(s) for s in triplet_sims]
+        hits = [float(h) for h in triplet_hits]
         tally = by_kind.setdefault(kind, {"scores": [], "hits": [], "tags": []})
         tally["scores"] += triplet_scores
         tally["hits"] += hits
-        tally["tags"] += [s is not None for s in triplet_sims]
+        tally["tags"] += [extract_next_state(p) is not None for p in reward.read(preds)]
+        hits_by_task.setdefault(triplet.task_id, {})[triplet.triplet_id] = hits
+        similarities += [s for s in triplet_sims if s is not None]
         records.append(
             {
                 "triplet_id": triplet.triplet_id,
+                "task_id": triplet.task_id,
                 "kind": kind,
                 "real": triplet.next_observation,
                 "predictions": preds,
@@ -145,8 +223,12 @@ def world_model_score(
         }
 
     everything = {key: [v for t in by_kind.values() for v in t[key]] for key in ("scores", "hits", "tags")}
+    clustered = clustered_mean([[float(h) for hits in task.values() for h in hits] for task in hits_by_task.values()])
     return {
         **rates(everything),
+        "wm_hits": _points(clustered.as_dict()),
+        "wm_similarity": statistics.fmean(similarities) if similarities else None,
+        "wm_hits_by_task": hits_by_task,
         "wm_by_kind": {kind: rates(tally) for kind, tally in sorted(by_kind.items())},
         "wm_triplets": len(triplets),
         "wm_tau_d": reward.tau_d,

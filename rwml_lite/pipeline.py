@@ -57,6 +57,7 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
         "model.lora",
         "model.optimizer",
         "worldmodel.prefill",
+        "worldmodel.close_at_end",
         "worldmodel.filter",
         "reward.embedder",
         "reward.precision",
@@ -66,6 +67,13 @@ DEPENDS_ON: dict[str, tuple[str, ...]] = {
     "policy": ("model.lora", "model.optimizer", "policy"),
     "eval": ("eval", "reward"),
 }
+#: What the filter stage reads besides, when it measures a threshold (tau_d: auto): the reward's threshold (the
+#: filter's is never looser), and to measure reward.tau_d, its band, ceiling and sample, sampled as GRPO samples.
+MEASURING = ("reward.tau_d",)
+MEASURING_REWARD = (
+    "reward.auto_hit_rate", "reward.auto_max_tau_d", "reward.calibration_triplets",
+    "grpo.group_size", "grpo.temperature", "grpo.max_completion_length",
+)  # fmt: skip
 #: Fields that change how a stage runs (where, how fast, in how much memory) or which stages run,
 #: never what a stage writes.
 RESULT_NEUTRAL = (
@@ -82,6 +90,7 @@ def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
         "filter": [
             folder.wm("rwml.jsonl"),
             folder.wm("filter.json"),
+            folder.wm("thresholds.json"),
             folder.checkpoints("filter"),
             folder.metrics("filter"),
             folder.tensorboard("filter"),
@@ -133,7 +142,7 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
 
 def build(recipe: Recipe, folder: RunFolder) -> dict:
     """Every process computes the same triplets (cheap, deterministic); the main one writes them."""
-    from rwml_lite.worldmodel import build_triplets, split_by_episode
+    from rwml_lite.worldmodel import build_triplets, split_by_task
 
     episodes = read_episodes(folder.rollouts)
     triplets, dropped = build_triplets(episodes, recipe.worldmodel.history)
@@ -145,7 +154,7 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
             f"answered with an admissible <action>: play more (collect.num_tasks, collect.rollouts_per_task), lower "
             f"collect.temperature, use a stronger model, or set agent.action_parse=mention for a tiny one."
         )
-    train, val = split_by_episode(triplets, recipe.worldmodel.val_fraction, recipe.seed)
+    train, val = split_by_task(triplets, recipe.worldmodel.val_fraction, recipe.seed)
     if is_main():
         write_triplets(folder.wm("train.jsonl"), train)
         write_triplets(folder.wm("val.jsonl"), val)
@@ -154,44 +163,127 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
         "invalid_dropped": dropped,
         "train_triplets": len(train),
         "val_triplets": len(val),
+        "val_tasks": len({t.task_id for t in val}),
     }
 
 
 def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
+    """The too-easy filter, and the thresholds a recipe leaves to `auto` (rwml_lite/thresholds.py): the
+    reward's first, from the starting policy's predictions, since the filter's is never looser."""
     from rwml_lite.models import Sampling, sampler
-    from rwml_lite.reward import NextStateReward
+    from rwml_lite.reward import Embedder, NextStateReward
+    from rwml_lite.thresholds import threshold_for_share
+    from rwml_lite.train.common import free_memory
     from rwml_lite.train.sft import train_next_state_sft
-    from rwml_lite.worldmodel import find_easy, subsample_easy
+    from rwml_lite.worldmodel import closest_distances, subsample_easy
 
     f, prefill = recipe.worldmodel.filter, recipe.worldmodel.prefill
     train, val = read_triplets(folder.wm("train.jsonl")), read_triplets(folder.wm("val.jsonl"))
+    embedder = Embedder.from_settings(recipe.reward)
+    measured: dict = {}
+    reward_tau_d = recipe.reward.tau_d
+    if reward_tau_d == "auto":
+        measured["reward"] = _calibrated_reward(recipe, train, embedder)
+        reward_tau_d = measured["reward"]["tau_d"]
+        _say(f"  reward.tau_d: auto -> {_calibration_line(measured['reward'])}")
+    filter_tau_d, easy = f.tau_d, [False] * len(train)
     if f.enabled:
-        adapter = train_next_state_sft(recipe, val, folder)
-        generator = sampler(recipe.model, adapter)
-        strict = NextStateReward.from_settings(recipe.reward.model_copy(update={"tau_d": f.tau_d, "kind": "binary"}))
+        generator = sampler(recipe.model, train_next_state_sft(recipe, val, folder))
         seed_sampling(recipe.seed)
-        easy = find_easy(
-            train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples, strict
-        )
-    else:
-        easy = [False] * len(train)
+        closest = closest_distances(
+            train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples,
+            NextStateReward(embedder, reward_tau_d, close_at_end=recipe.worldmodel.close_at_end),
+        )  # fmt: skip
+        del generator
+        free_memory()
+        if f.tau_d == "auto":
+            filter_tau_d = threshold_for_share(closest, f.easy_target, ceiling=reward_tau_d)
+            measured["filter"] = {"tau_d": filter_tau_d, "closest": _finite(closest)}
+        easy = [d < filter_tau_d for d in closest]
     kept = subsample_easy(train, easy, f.keep_easy_p, recipe.seed)
     stats = {
         "train_triplets": len(train),
         "easy": sum(easy),
         "easy_fraction": sum(easy) / max(len(train), 1),
+        "easy_target": f.easy_target,
         "kept": len(kept),
         "filter_enabled": f.enabled,
+        "filter_tau_d": filter_tau_d,
+        "reward_tau_d": reward_tau_d,
     }
+    if f.enabled and not 0.5 * f.easy_target <= stats["easy_fraction"] <= 1.5 * f.easy_target:
+        stats["warning"] = (
+            f"the filter found {100 * stats['easy_fraction']:.0f} % of the training triplets easy, the paper's recipe "
+            f"aims at about {100 * f.easy_target:.0f} %: "
+            + ("its threshold may not fit the embedder; set worldmodel.filter.tau_d=auto or measure one."
+               if f.tau_d != "auto" else "the training threshold caps it, or the filter model predicts poorly.")
+        )  # fmt: skip
+        _say(f"[yellow]  warning: {stats['warning']}[/yellow]")
     if is_main():
         write_triplets(folder.wm("rwml.jsonl"), kept)
+        atomic_write_json(folder.wm("thresholds.json"), measured)
         atomic_write_json(folder.wm("filter.json"), stats)
     return stats
 
 
+def _calibrated_reward(recipe: Recipe, train: list, embedder) -> dict:
+    """reward.tau_d: auto, from a group of grpo.group_size predictions of the starting policy (the base model)
+    for each of reward.calibration_triplets training triplets, sampled as GRPO samples them."""
+    import random
+
+    from rwml_lite.models import Sampling, sampler
+    from rwml_lite.reward import NextStateReward
+    from rwml_lite.thresholds import reward_threshold
+    from rwml_lite.train.common import free_memory
+    from rwml_lite.worldmodel import distances, predict
+
+    r, g = recipe.reward, recipe.grpo
+    sample = random.Random(recipe.seed).sample(train, min(r.calibration_triplets, len(train)))
+    generator = sampler(recipe.model)
+    sampling = Sampling(g.temperature, g.max_completion_length, prefill=recipe.worldmodel.prefill)
+    seed_sampling(recipe.seed)
+    predictions = predict(generator, sample, g.group_size, sampling)
+    del generator
+    free_memory()
+    groups = distances(
+        sample, predictions, NextStateReward(embedder, r.auto_max_tau_d, close_at_end=recipe.worldmodel.close_at_end)
+    )
+    chosen = reward_threshold(groups, r.auto_hit_rate, r.auto_max_tau_d)
+    tagged = sum(d != float("inf") for group in groups for d in group) / max(sum(map(len, groups)), 1)
+    return {
+        "tau_d": chosen.tau_d,
+        "hit_rate": chosen.hit_rate,
+        "signal_share": chosen.signal_share,
+        "in_band": chosen.in_band,
+        "band": list(r.auto_hit_rate),
+        "tag_rate": tagged,
+        "distances": [_finite(group) for group in groups],
+    }
+
+
+def _calibration_line(measured: dict) -> str:
+    line = (
+        f"{measured['tau_d']:.3f}: the starting policy hits {100 * measured['hit_rate']:.0f} % of its predictions "
+        f"(band {100 * measured['band'][0]:.0f}-{100 * measured['band'][1]:.0f} %), {100 * measured['signal_share']:.0f} "
+        f"% of its groups see both a hit and a miss"
+    )
+    if not measured["in_band"]:
+        line += (
+            f"; no threshold up to reward.auto_max_tau_d lands in the band (tags in {100 * measured['tag_rate']:.0f} % "
+            "of the predictions): raise grpo.max_completion_length or set worldmodel.prefill"
+        )
+    return line
+
+
+def _finite(values: list[float]) -> list[float | None]:
+    """Distances as JSON holds them: inf (no prediction with a tag) as null."""
+    return [None if v == float("inf") else round(v, 5) for v in values]
+
+
 def rwml(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.reward import NextStateReward
-    from rwml_lite.train.grpo import train_rwml
+    from rwml_lite.thresholds import run_reward
+    from rwml_lite.train.grpo import signal_summary, train_rwml
 
     kept = read_triplets(folder.wm("rwml.jsonl"))
     if not kept:
@@ -203,14 +295,9 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
 
         reward = JudgeReward(recipe.reward, recipe.worldmodel.prefill)
     else:
-        reward = NextStateReward.from_settings(recipe.reward, recipe.worldmodel.prefill)
+        reward = NextStateReward.from_settings(run_reward(recipe, folder), recipe.worldmodel)
     adapter = train_rwml(recipe, kept, reward, folder)
-    logs = [m for m in read_jsonl(folder.metrics("rwml")) if "reward" in m]
-    return {
-        "adapter": str(adapter),
-        "steps": logs[-1]["step"] if logs else 0,
-        "final_reward": logs[-1]["reward"] if logs else None,
-    }
+    return {"adapter": str(adapter), **signal_summary(read_jsonl(folder.metrics("rwml")))}
 
 
 def wm_sft(recipe: Recipe, folder: RunFolder) -> dict:
@@ -248,12 +335,15 @@ def evaluate(recipe: Recipe, folder: RunFolder) -> dict:
     from rwml_lite.evaluate import evaluate_variant
     from rwml_lite.report import write_report
     from rwml_lite.reward import NextStateReward
+    from rwml_lite.thresholds import run_reward
 
     val = read_triplets(folder.wm("val.jsonl"))
     # scores whole turns (the generator returns the prefill); judge-trained policies are measured
     # like every other, by the embedding
-    settings = recipe.reward.model_copy(update={"kind": "binary"}) if recipe.reward.judged else recipe.reward
-    reward = NextStateReward.from_settings(settings)
+    settings = run_reward(recipe, folder)
+    reward = NextStateReward.from_settings(
+        settings.model_copy(update={"kind": "binary"}) if settings.judged else settings, recipe.worldmodel
+    )
     results = {
         name: evaluate_variant(recipe, folder, name, adapter, val, reward)
         for name, adapter in evaluated(recipe, folder).items()
@@ -285,9 +375,20 @@ RUNNERS: dict[str, Callable[[Recipe, RunFolder], dict]] = {
 # ---------------------------------------------------------------- running and resuming
 
 
+def depends_on(recipe: Recipe, stage: str) -> tuple[str, ...]:
+    """The fields `stage`'s result depends on for this recipe: DEPENDS_ON, and for the filter what it reads to
+    measure the thresholds a recipe leaves to auto."""
+    fields = DEPENDS_ON[stage]
+    if stage == "filter" and recipe.reward.tau_d == "auto":
+        return fields + MEASURING + MEASURING_REWARD
+    if stage == "filter" and recipe.worldmodel.filter.tau_d == "auto":
+        return fields + MEASURING
+    return fields
+
+
 def stage_config(recipe: Recipe, stage: str) -> dict:
     data = recipe.model_dump(mode="json")
-    return {path: get_dotted(data, path) for path in DEPENDS_ON[stage]}
+    return {path: get_dotted(data, path) for path in depends_on(recipe, stage)}
 
 
 def stage_keys(recipe: Recipe) -> dict[str, str]:
@@ -450,7 +551,9 @@ def _flatten(data: dict, prefix: str = "") -> dict:
 
 
 def _brief(summary: dict) -> str:
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in _flatten(summary).items())
+    """A stage's summary on one line; its warning, printed when it was given, is left out."""
+    items = {k: v for k, v in _flatten(summary).items() if k != "warning"}
+    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in items.items())
 
 
 def _now() -> str:

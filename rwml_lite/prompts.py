@@ -66,16 +66,17 @@ def agent_messages(
     return [{"role": "system", "content": role}, {"role": "user", "content": user}]
 
 
-#: The closing instruction of the RWML prompt (PAPER.md, Table A4): reason, then predict.
+#: The closing instruction of the RWML prompt (PAPER.md, Table A4): reason about what has been learned of
+#: the environment, then predict.
 RWML_INSTRUCTION = (
-    "Predict what the environment will show after this action. Reason briefly inside "
-    "<think>...</think>, then write the next observation inside <next_state>...</next_state>, "
-    "imitating the style of the past observations."
+    "Predict what the environment will show after this action. Reason briefly inside <think>...</think>: "
+    "summarise what you have learned about the environment that matters for the task. Then write the "
+    "immediate next observation inside <next_state>...</next_state>, imitating the style of the past observations."
 )
 #: The WM SFT baseline's instruction (Tables A5/A7): the same context, the prediction only.
 WM_SFT_INSTRUCTION = (
-    "Predict what the environment will show after this action. Do not explain: write only the next "
-    "observation inside <next_state>...</next_state>, imitating the style of the past observations."
+    "Predict what the environment will show after this action. Do not explain: write only the immediate "
+    "next observation inside <next_state>...</next_state>, imitating the style of the past observations."
 )
 
 
@@ -140,6 +141,12 @@ def _first_mentioned(completion: str, admissible: list[str] | None) -> str | Non
     text = " ".join(completion.lower().split())
     positions = [(text.find(a.lower()), -len(a), a) for a in admissible or () if a.lower() in text]
     return min(positions)[2] if positions else None
+
+
+def closed_at_end(completion: str) -> str:
+    """The completion with its last `<next_state>` tag closed at the end when it was left open."""
+    opened, closed = completion.lower().rfind("<next_state>"), completion.lower().rfind("</next_state>")
+    return completion + "</next_state>" if opened > closed else completion
 
 
 def extract_next_state(completion: str) -> str | None:

@@ -1,9 +1,18 @@
-"""report.md: what a user reads first after a run, plus a plot of the RWML training reward."""
+"""report.md: what a user reads first after a run, and the pieces study.md shares with it.
+
+Every rate comes with its 95 % interval over tasks (games for success, held-out games for the world
+model), every trained policy is compared with the base model on the same games and triplets (paired),
+and the plots show what a table cannot: the RWML reward and signal share per GRPO step, the distances
+behind the thresholds, the policy stage's curves.
+"""
 
 from __future__ import annotations
 
+import json
+
 from rwml_lite.config import Recipe
 from rwml_lite.envs import report_section
+from rwml_lite.evaluate import versus
 from rwml_lite.records import atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
 
@@ -26,68 +35,290 @@ PAPER = {
     ),
 }  # fmt: skip
 
+INTERVALS = (
+    "Intervals are 95 % over tasks: success over the evaluated games (Wilson's score interval; one game is one "
+    "trial, weighted by its share of won runs), world-model hits over the held-out games the validation triplets "
+    "come from (cluster-robust, Student's t); differences are paired (same games, same triplets)."
+)
+
 
 def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dict[str, dict]) -> None:
     stages, e = manifest["stages"], recipe.eval
     env = f"{recipe.env.name} `{recipe.env.game}`" if recipe.env.name == "textworld_express" else recipe.env.name
-    columns = [*e.splits, "all"]
+    columns = [*e.splits, "all"] if len(e.splits) > 1 else e.splits
+    pooled = columns[-1]
     per_split = "all" if e.num_tasks is None else f"the first {e.num_tasks}"
+    labels = {name: policy_label(recipe, name) for name in results}
+    tau_d = next(iter(results.values()), {}).get("wm_tau_d", recipe.reward.tau_d)
     lines = [
         f"# rwml-lite report: {folder.root}",
         "",
         f"Model `{recipe.model.name_or_path}` on {env}; embedder `{recipe.reward.embedder}` "
-        f"({recipe.reward.kind} reward, tau_d {recipe.reward.tau_d}).",
+        f"({recipe.reward.kind} reward, tau_d {threshold_text(recipe.reward.tau_d, tau_d)}).",
         "",
         "## Evaluation",
         "",
-        f"Task success % on {per_split} tasks of each split, mean +- std over {e.runs} runs (at most "
-        f"{e.max_steps} steps, temperature {e.temperature}); pooled is over all evaluated games together"
-        f"{_weighting(results)}. "
-        f"World-model score: mean reward of {e.wm_samples} prediction(s) per held-out validation triplet "
-        f"({recipe.reward.kind} reward); hits: share of predictions within tau_d {recipe.reward.tau_d}; "
-        f"tags: share of predictions with a `<next_state>` tag.",
+        f"Task success % on {per_split} tasks of each split ({e.runs} run(s) per game, at most {e.max_steps} steps, "
+        f"temperature {e.temperature}){_weighting(results)}. World model: {e.wm_samples} prediction(s) per held-out "
+        f"validation triplet, from games no training triplet comes from; hits: share within tau_d {tau_d:.3g}; "
+        f"similarity: mean cosine of the predictions with a `<next_state>` tag; tags: share with one. {INTERVALS}",
         "",
-        "| policy | "
-        + " | ".join(_label(c) for c in columns)
-        + " | invalid actions % | steps to success | world-model score | hits % | tags % |",
+        "| policy | " + " | ".join(f"success % {_label(c)}" for c in columns)
+        + " | invalid actions % | steps to success | world-model hits % | similarity | tags % |",
         "|---" * (len(columns) + 6) + "|",
-    ]
+    ]  # fmt: skip
     for name, r in results.items():
-        name = policy_label(recipe, name)
         steps = f"{r['steps_to_success']:.1f}" if r["steps_to_success"] is not None else "-"
-        success = " | ".join(f"{r['success'][c]['mean']:.1f} +- {r['success'][c]['std']:.1f}" for c in columns)
+        success = " | ".join(rate_cell(r["success"][c], "games") for c in columns)
         lines.append(
-            f"| {name} | {success} | {r['invalid_action_rate']:.1f} | {steps} "
-            f"| {r['wm_score']:.3f} ({r['wm_triplets']} triplets) | {r['wm_hit_rate']:.1f} | {r['wm_tag_rate']:.0f} |"
+            f"| {labels[name]} | {success} | {r['invalid_action_rate']:.1f} | {steps} | "
+            f"{rate_cell(r['wm_hits'], 'held-out games')} | {number_text(r['wm_similarity'])} | {r['wm_tag_rate']:.0f} |"
         )
+    lines += versus_lines(results, labels)
+    lines += [
+        "",
+        f"Mean +- std of success % over the {e.runs} run(s): the spread of the agent's sampling on the same games, "
+        "not an uncertainty over games: " + "; ".join(
+            f"{labels[n]} {r['success'][pooled]['run_mean']:.1f} +- {r['success'][pooled]['run_std']:.1f}"
+            for n, r in results.items()
+        ) + ".",
+    ]  # fmt: skip
     if recipe.env.name == "alfworld" and {"valid_seen", "valid_unseen"} <= set(e.splits):
         lines += ["", "Weighted as the paper's AVG (2/3 ID + 1/3 OOD): " + ", ".join(
-            f"{name} {2 / 3 * r['success']['valid_seen']['mean'] + 1 / 3 * r['success']['valid_unseen']['mean']:.1f}"
+            f"{labels[name]} {2 / 3 * r['success']['valid_seen']['mean'] + 1 / 3 * r['success']['valid_unseen']['mean']:.1f}"
             for name, r in results.items()) + "."]  # fmt: skip
-    types = sorted({t for r in results.values() for t in r["success_by_type"]})
-    own = report_section(recipe.env, results)
-    if own is not None:
-        lines += own
-    elif len(types) > 1:
-        lines += ["", "Success % by task type (all splits, mean over runs):", ""]
-        lines += ["| task type | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
-        lines += [
-            f"| {t} | " + " | ".join(f"{r['success_by_type'].get(t, 0.0):.1f}" for r in results.values()) + " |"
-            for t in types
-        ]
+    lines += _by_type(recipe, results)
     lines += _paper_section(recipe.env.name)
-    lines += ["", "## Data", ""]
-    for stage in ("collect", "build", "filter", "rwml", "wm_sft", "policy"):
-        if stage in stages and "summary" in stages[stage]:
-            summary = ", ".join(f"{k} {_fmt(v)}" for k, v in stages[stage]["summary"].items())
-            lines.append(f"- **{stage}** ({stages[stage].get('seconds', 0):.0f} s): {summary}")
-    if _plot_training(folder):
-        lines += ["", "## RWML training", "", "![training reward](plots/rwml_reward.png)", ""]
-    if _plot_policy(folder):
+    lines += threshold_lines(folder)
+    lines += rwml_lines(folder)
+    if plot_policy(folder):
         lines += ["", "## Policy RL", "", f"Task success, return and invalid actions of the training episodes "
                   f"({policy_label(recipe, 'policy')}, {recipe.policy.tasks_per_step} tasks x {recipe.policy.group_size} "
                   f"episodes per step).", "", "![policy training](plots/policy.png)", ""]  # fmt: skip
+    lines += ["", "## Data", ""]
+    for stage in ("collect", "build", "filter", "rwml", "wm_sft", "policy"):
+        if stage in stages and "summary" in stages[stage]:
+            summary = ", ".join(f"{k} {_fmt(v)}" for k, v in stages[stage]["summary"].items() if k != "warning")
+            lines.append(f"- **{stage}** ({stages[stage].get('seconds', 0):.0f} s): {summary}")
     atomic_write_text(folder.report, "\n".join(lines) + "\n")
+
+
+def rate_cell(estimate: dict, units: str) -> str:
+    """'31.2 [16.1, 51.8]': a rate with its 95 % interval; where there is none (fewer than two units), how many
+    `units` it is over."""
+    if estimate.get("mean") is None:
+        return "-"
+    if estimate.get("low") is None:
+        return f"{estimate['mean']:.1f} (no interval: {estimate.get('units', estimate.get('games', 0))} {units})"
+    return f"{estimate['mean']:.1f} [{estimate['low']:.1f}, {estimate['high']:.1f}]"
+
+
+def difference_cell(estimate: dict) -> str:
+    """'+12.5 [3.1, 21.9]': a paired difference in points with its 95 % interval; marked * when the interval
+    excludes 0."""
+    if estimate.get("mean") is None:
+        return "-"
+    if estimate.get("low") is None:
+        return f"{estimate['mean']:+.1f} (no interval)"
+    beyond = estimate["low"] > 0 or estimate["high"] < 0
+    return f"{estimate['mean']:+.1f} [{estimate['low']:+.1f}, {estimate['high']:+.1f}]{' *' if beyond else ''}"
+
+
+def versus_lines(results: dict[str, dict], labels: dict[str, str], baseline: str = "base") -> list[str]:
+    """The paired comparison of every policy with the baseline (the base model), when it was evaluated."""
+    if baseline not in results or len(results) < 2:
+        return []
+    lines = [
+        "",
+        f"Against the {labels[baseline]} (paired; * where the 95 % interval excludes 0):",
+        "",
+        "| policy | success, points | games better / worse / same (sign test p) | world-model hits, points |",
+        "|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        if name == baseline:
+            continue
+        v = versus(r, results[baseline])
+        games = v["success"]["games"]
+        lines.append(
+            f"| {labels[name]} | {difference_cell(v['success'])} | {games['better']} / {games['worse']} / "
+            f"{games['same']} (p {games['p']:.2g}) | {difference_cell(v['wm_hit_rate'])} |"
+        )
+    return lines
+
+
+def threshold_text(configured, used: float) -> str:
+    return f"{used:.3g} (auto: measured for this embedder)" if configured == "auto" else f"{used:.3g}"
+
+
+def threshold_lines(folder: RunFolder) -> list[str]:
+    """The filter's easy fraction against the paper's target, the thresholds this run measured (tau_d: auto),
+    and a histogram of the distances they were measured from."""
+    path = folder.wm("filter.json")
+    if not path.exists():
+        return []
+    stats = json.loads(path.read_text())
+    lines = ["", "## Too-easy filter and thresholds", ""]
+    if stats.get("filter_enabled"):
+        lines.append(
+            f"The filter marked {100 * stats['easy_fraction']:.0f} % of the {stats['train_triplets']} training triplets "
+            f"easy at tau_d {number_text(stats.get('filter_tau_d'))} (the paper's recipe aims at about "
+            f"{100 * stats.get('easy_target', 0.3):.0f} %) and kept {stats['kept']}."
+        )
+    else:
+        lines.append(f"The too-easy filter was off: all {stats['train_triplets']} training triplets kept.")
+    if stats.get("warning"):
+        lines += ["", f"**Warning:** {stats['warning']}"]
+    measured = json.loads(folder.wm("thresholds.json").read_text()) if folder.wm("thresholds.json").exists() else {}
+    if "reward" in measured:
+        m = measured["reward"]
+        lines += ["", (
+            f"reward.tau_d auto = {m['tau_d']:.3f}: the starting policy's predictions hit at {100 * m['hit_rate']:.0f} % "
+            f"(band {100 * m['band'][0]:.0f}-{100 * m['band'][1]:.0f} %{'' if m['in_band'] else ', not reached'}), and "
+            f"{100 * m['signal_share']:.0f} % of its groups saw both a hit and a miss; {100 * m['tag_rate']:.0f} % of "
+            "its predictions had a tag."
+        )]  # fmt: skip
+    if "filter" in measured:
+        lines += ["", f"worldmodel.filter.tau_d auto = {measured['filter']['tau_d']:.3f}."]
+    if plot_thresholds(folder, stats, measured):
+        lines += ["", "![distances behind the thresholds](plots/thresholds.png)"]
+    return lines
+
+
+def rwml_lines(folder: RunFolder, prefix: str = "") -> list[str]:
+    """The RWML stage's curves, and its signal warning if it gave one; `prefix` leads from the document to the
+    run folder (study.md links a variant's plot)."""
+    logs = read_jsonl(folder.metrics("rwml")) if folder.metrics("rwml").exists() else []
+    if not plot_rwml(logs, folder.plot("rwml_reward.png")):
+        return []
+    lines = [
+        "",
+        "## RWML training",
+        "",
+        "Per GRPO step: the mean reward, the share of groups whose rewards differ (signal: only they carry gradient), "
+        "the hit rate at tau_d, the share of completions with a `<next_state>` tag, and the share cut at "
+        "grpo.max_completion_length.",
+        "",
+        f"![RWML training]({prefix}plots/rwml_reward.png)",
+    ]
+    warning = next((m["signal_warning"] for m in logs if "signal_warning" in m), None)
+    return lines + (["", f"**Warning:** {warning}"] if warning else [])
+
+
+#: metrics-file key -> the curve it draws in the RWML plot
+RWML_CURVES = {
+    "reward": "reward mean",
+    "signal_share": "groups with signal",
+    "hit_rate": "hit rate",
+    "tag_rate": "tag rate",
+    "completions/clipped_ratio": "cut at budget",
+}
+
+
+def plot_rwml(logs: list[dict], target) -> bool:
+    """RWML_CURVES per GRPO step; False when nothing was trained."""
+    steps = [m for m in logs if "reward" in m]
+    if not steps:
+        return False
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for key, label in RWML_CURVES.items():
+        if key in steps[0]:
+            style = {"marker": "o", "linewidth": 2} if key == "reward" else {"linestyle": "--"}
+            ax.plot([m["step"] for m in steps], [m[key] for m in steps], label=label, **style)
+    ax.set_xlabel("GRPO step")
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    _save(fig, target)
+    return True
+
+
+def plot_thresholds(folder: RunFolder, stats: dict, measured: dict) -> bool:
+    """Histograms of the distances (d = 1 - cos) behind each measured threshold, with the thresholds drawn."""
+    panels = []
+    if "reward" in measured:
+        flat = [d for g in measured["reward"]["distances"] for d in g if d is not None]
+        panels.append(("starting policy's predictions", flat, measured["reward"]["tau_d"], "reward tau_d"))
+    if "filter" in measured:
+        closest = [d for d in measured["filter"]["closest"] if d is not None]
+        panels.append(("closest of the filter's K predictions", closest, measured["filter"]["tau_d"], "filter tau_d"))
+    if not panels:
+        return False
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.5), squeeze=False)
+    for ax, (title, values, tau, label) in zip(axes[0], panels):
+        ax.hist(values, bins=30, range=(0, max([1.0, *values])), color="tab:blue", alpha=0.8)
+        ax.axvline(tau, color="tab:red", label=f"{label} {tau:.3f}")
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("d = 1 - cos (untagged predictions left out)")
+        ax.legend(fontsize=8)
+    _save(fig, folder.plot("thresholds.png"))
+    return True
+
+
+def plot_policy(folder: RunFolder) -> bool:
+    """Success %, invalid-action % and mean return per policy step; False when nothing was trained."""
+    from rwml_lite.train.policy import read_policy_metrics
+
+    logs = read_policy_metrics(folder.metrics("policy"))
+    if not logs:
+        return False
+    plt = _pyplot()
+    steps = [m["step"] for m in logs]
+    fig, (rates, returns) = plt.subplots(1, 2, figsize=(9, 3.5))
+    rates.plot(steps, [m["success"] for m in logs], marker="o", label="success %")
+    rates.plot(steps, [m["invalid_rate"] for m in logs], linestyle="--", label="invalid actions %")
+    returns.plot(steps, [m["reward"] for m in logs], marker="o", color="tab:green", label="mean return")
+    for ax in (rates, returns):
+        ax.set_xlabel("policy step")
+        ax.legend()
+        ax.grid(alpha=0.3)
+    _save(fig, folder.plot("policy.png"))
+    return True
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, target) -> None:
+    fig.tight_layout()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(target, dpi=100)
+    _pyplot().close(fig)
+
+
+def policy_label(recipe: Recipe, name: str) -> str:
+    """How a row names an evaluated policy: its stage, and for the policy stage what it started from
+    (the names `rwml-lite study` gives its variants)."""
+    return (
+        name
+        if name != "policy"
+        else {"base": "policy", "rwml": "rwml+policy", "wm_sft": "wm_sft+policy"}[recipe.policy.start]
+    )
+
+
+def _by_type(recipe: Recipe, results: dict[str, dict]) -> list[str]:
+    """The environment's own section, or success by task type where there are several."""
+    own = report_section(recipe.env, results)
+    if own is not None:
+        return own
+    types = sorted({t for r in results.values() for t in r["success_by_type"]})
+    if len(types) < 2:
+        return []
+    lines = ["", "Success % by task type (all splits, mean over games):", ""]
+    lines += ["| task type | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
+    lines += [
+        f"| {t} | " + " | ".join(f"{r['success_by_type'].get(t, 0.0):.1f}" for r in results.values()) + " |"
+        for t in types
+    ]
+    return lines
 
 
 def _weighting(results: dict[str, dict]) -> str:
@@ -96,7 +327,7 @@ def _weighting(results: dict[str, dict]) -> str:
     total = sum(episodes.values())
     if len(episodes) < 2 or not total:
         return ""
-    return " (" + ", ".join(f"{100 * n / total:.0f} % {_label(split)}" for split, n in episodes.items()) + ")"
+    return "; pooled: " + ", ".join(f"{100 * n / total:.0f} % {_label(split)}" for split, n in episodes.items())
 
 
 def _paper_section(env: str) -> list[str]:
@@ -110,78 +341,17 @@ def _paper_section(env: str) -> list[str]:
     return lines
 
 
-def _plot_training(folder: RunFolder) -> bool:
-    """Reward mean and share of zero-variance groups per GRPO step; False when nothing was trained."""
-    path = folder.metrics("rwml")
-    logs = [m for m in read_jsonl(path) if "reward" in m] if path.exists() else []
-    if not logs:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [m["step"] for m in logs]
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, [m["reward"] for m in logs], marker="o", label="reward mean")
-    if "frac_reward_zero_std" in logs[0]:
-        ax.plot(steps, [m["frac_reward_zero_std"] for m in logs], linestyle="--", label="zero-variance groups")
-    ax.set_xlabel("GRPO step")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    target = folder.plot("rwml_reward.png")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
-    return True
-
-
-def policy_label(recipe: Recipe, name: str) -> str:
-    """How a row names an evaluated policy: its stage, and for the policy stage what it started from
-    (the names `rwml-lite study` gives its variants)."""
-    return (
-        name
-        if name != "policy"
-        else {"base": "policy", "rwml": "rwml+policy", "wm_sft": "wm_sft+policy"}[recipe.policy.start]
-    )
-
-
-def _plot_policy(folder: RunFolder) -> bool:
-    """Success %, invalid-action % and mean return per policy step; False when nothing was trained."""
-    from rwml_lite.train.policy import read_policy_metrics
-
-    logs = read_policy_metrics(folder.metrics("policy"))
-    if not logs:
-        return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    steps = [m["step"] for m in logs]
-    fig, (rates, returns) = plt.subplots(1, 2, figsize=(9, 3.5))
-    rates.plot(steps, [m["success"] for m in logs], marker="o", label="success %")
-    rates.plot(steps, [m["invalid_rate"] for m in logs], linestyle="--", label="invalid actions %")
-    returns.plot(steps, [m["reward"] for m in logs], marker="o", color="tab:green", label="mean return")
-    for ax in (rates, returns):
-        ax.set_xlabel("policy step")
-        ax.legend()
-        ax.grid(alpha=0.3)
-    fig.tight_layout()
-    target = folder.plot("policy.png")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(target, dpi=100)
-    plt.close(fig)
-    return True
-
-
 def _label(split: str) -> str:
     return (
         f"{SPLIT_LABELS[split]} ({split})"
         if split in SPLIT_LABELS and split != "all"
         else SPLIT_LABELS.get(split, split)
     )
+
+
+def number_text(value) -> str:
+    """A number with 3 significant digits, or '-' for a missing one."""
+    return "-" if value is None else f"{value:.3g}"
 
 
 def _fmt(value) -> str:

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import torch
 
-from rwml_lite.config import RewardSettings
+from rwml_lite.config import RewardSettings, WorldModelSettings
 from rwml_lite.distributed import local_device
 from rwml_lite.errors import RwmlError
-from rwml_lite.prompts import extract_next_state
+from rwml_lite.prompts import closed_at_end, extract_next_state
 from rwml_lite.sources import resolve
 
 
@@ -85,17 +85,28 @@ class NextStateReward:
     prefill back, once.
     """
 
-    def __init__(self, embedder: Embedder, tau_d: float, kind: str = "binary", prefill: str = ""):
+    def __init__(
+        self, embedder: Embedder, tau_d: float, kind: str = "binary", prefill: str = "", close_at_end: bool = False
+    ):
+        """`close_at_end` (worldmodel.close_at_end): a prediction whose `<next_state>` is still open at its end
+        (the reply stopped, or was cut at the token budget) is read up to there instead of scoring 0."""
         self.embedder, self.tau_d, self.kind, self.prefill = embedder, tau_d, kind, prefill
+        self.close_at_end = close_at_end
         self._real: dict[str, torch.Tensor] = {}
         self.__name__ = "next_state_reward"  # TRL names the logged reward column after this
 
     @classmethod
     def from_settings(
-        cls, settings: RewardSettings, prefill: str = "", embedder: Embedder | None = None
+        cls, settings: RewardSettings, worldmodel: WorldModelSettings | None = None, embedder: Embedder | None = None
     ) -> NextStateReward:
         embedder = embedder or Embedder.from_settings(settings)
-        return cls(embedder, settings.tau_d, settings.kind, prefill)
+        if worldmodel is None:
+            return cls(embedder, settings.tau_d, settings.kind)
+        return cls(embedder, settings.tau_d, settings.kind, worldmodel.prefill, worldmodel.close_at_end)
+
+    def read(self, completions: list[str]) -> list[str]:
+        """The completions as they are scored: with close_at_end, an open `<next_state>` is closed at the end."""
+        return [closed_at_end(c) for c in completions] if self.close_at_end else list(completions)
 
     def similarities(self, completions: list[str], real_states: list[str]) -> list[float | None]:
         """Cosine of each prediction to its real state; None where the `<next_state>` tag is missing."""
@@ -119,22 +130,39 @@ class NextStateReward:
     def score(self, completions: list[str], real_states: list[str], measures: list[str] | None = None) -> list[float]:
         """The reward of each completion by its measure: "embedding" (the cosine reward), or "rouge" for
         structured text that embeddings blur (tau2's tool replies), ROUGE-L F1 rounded to 0.2, as PAPER.md does."""
+        return self.scored(completions, real_states, measures)[0]
+
+    def scored(
+        self, completions: list[str], real_states: list[str], measures: list[str] | None = None
+    ) -> tuple[list[float], list[bool], list[float | None]]:
+        """(rewards, hits, similarities): `score`'s rewards; whether each prediction hits, within tau_d of the real
+        state in the embedding or a full rounded ROUGE-L (whatever the reward's kind); and the cosine of the
+        embedding-measured ones (None without a tag, and for ROUGE-measured ones)."""
         measures = measures or ["embedding"] * len(completions)
-        rewards: list[float] = [0.0] * len(completions)
+        completions = self.read(completions)
+        rewards, hits = [0.0] * len(completions), [False] * len(completions)
+        similarities: list[float | None] = [None] * len(completions)
         embedded = [i for i, m in enumerate(measures) if m != "rouge"]
         if embedded:
             sims = self.similarities([completions[i] for i in embedded], [real_states[i] for i in embedded])
             for i, s in zip(embedded, sims):
-                rewards[i] = self.reward_of(s)
+                rewards[i], hits[i], similarities[i] = self.reward_of(s), bool(self.hit(s)), s
         for i, measure in enumerate(measures):
             if measure == "rouge":
                 prediction = extract_next_state(completions[i])
                 rewards[i] = 0.0 if prediction is None else rounded_rouge(prediction, real_states[i])
-        return rewards
+                hits[i] = rewards[i] >= 1.0
+        return rewards, hits, similarities
 
-    def __call__(self, prompts, completions, real_next_state, measure=None, **kwargs) -> list[float]:
-        turns = [self.prefill + c for c in completions]  # TRL's completions start after the prompt's prefill
-        return self.score(turns, list(real_next_state), list(measure) if measure is not None else None)
+    def __call__(self, prompts, completions, real_next_state, measure=None, log_metric=None, **kwargs) -> list[float]:
+        """TRL's entry; through `log_metric` (TRL's) each step also logs its hit and tag rates, what tells
+        whether GRPO's groups can see different rewards (train/grpo.py: SignalMonitor)."""
+        turns = self.read([self.prefill + c for c in completions])  # TRL's completions start after the prefill
+        rewards, hits, _ = self.scored(turns, list(real_next_state), list(measure) if measure is not None else None)
+        if log_metric is not None:
+            log_metric("hit_rate", sum(hits) / len(hits))
+            log_metric("tag_rate", sum(extract_next_state(t) is not None for t in turns) / len(turns))
+        return rewards
 
 
 def rouge_l_f1(prediction: str, reference: str) -> float:

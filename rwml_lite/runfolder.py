@@ -4,7 +4,8 @@ manifest.json               stage -> config key, status (written atomically)
 recipe.yaml                 the validated recipe of the latest command
 rollouts.jsonl              collect: one episode per line, appended as each ends
 wm/train.jsonl wm/val.jsonl build: triplets (prompt + WM-SFT target)
-wm/rwml.jsonl wm/filter.json filter: kept training triplets, easy fraction and counts
+wm/rwml.jsonl wm/filter.json filter: kept training triplets, easy fraction and counts;
+wm/thresholds.json            the thresholds it measured (tau_d: auto) and their distances
 checkpoints/<stage>/        filter, rwml, wm_sft, policy: checkpoint-N/ and the final adapter/
 policy_rollouts/step-N.jsonl policy: the episodes each optimizer step trained on
 metrics/<stage>.jsonl       every logged training metric

@@ -76,6 +76,7 @@ class TripletRecord(_Record):
 
     triplet_id: str
     episode_id: str
+    task_id: str  # the game or task it was played in: the unit the train/validation split holds apart
     goal: str
     history: list[tuple[str, str]]
     observation: str

@@ -13,16 +13,16 @@ layout of the paper's Table 1.
 from __future__ import annotations
 
 import json
-import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
+from rwml_lite.evaluate import success_rate
 from rwml_lite.pipeline import link_finished, run
 from rwml_lite.records import atomic_write_json, atomic_write_text
-from rwml_lite.report import PAPER
+from rwml_lite.report import INTERVALS, PAPER, number_text, rate_cell, rwml_lines, threshold_lines, versus_lines
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord, read_episodes
 
@@ -80,7 +80,9 @@ def variant_recipe(recipe: Recipe, name: str, root: Path) -> Recipe:
     """The recipe of one variant: its stages, its evaluated policy, its own folder, its overrides."""
     spec = SPECS[name]
     data = recipe.model_dump(mode="json")
-    data["stages"] = spec.stages
+    # the filter stage measures reward.tau_d: auto, which every evaluation needs (linked from the study folder)
+    measured = recipe.reward.tau_d == "auto" and _F not in spec.stages
+    data["stages"] = [_C, _B, _F, *spec.stages[2:]] if measured else spec.stages
     data["eval"]["policies"] = [spec.evaluated]
     data["run"]["dir"] = str(root / "variants" / name)
     overrides = [f"{key}={json.dumps(value)}" for key, value in spec.overrides.items()]
@@ -120,48 +122,31 @@ def run_study(recipe: Recipe) -> RunFolder:
 def _result(recipe: Recipe, folder: RunFolder, policy: str) -> dict:
     evaluation = json.loads(folder.eval(f"{policy}.json").read_text())
     episodes = read_episodes(folder.eval(f"episodes_{policy}.jsonl"))
-    return {
-        "folder": str(folder.root),
-        "columns": columns(recipe, episodes),
-        "wm_score": evaluation["wm_score"],
-        "wm_hit_rate": evaluation["wm_hit_rate"],
-        "invalid_action_rate": evaluation["invalid_action_rate"],
-    }
+    return {"folder": str(folder.root), "columns": columns(recipe, episodes), **evaluation}
 
 
 def columns(recipe: Recipe, episodes: list[EpisodeRecord]) -> dict[str, dict]:
-    """The paper's columns for the benchmark, each as per-run success % with mean and std:
-    ALFWorld ID / OOD / AVG (2/3 ID + 1/3 OOD, as the paper's AVG fits), tau2 per domain and
-    0.4 retail + 0.4 telecom + 0.2 airline (over the domains played), otherwise one per split."""
-    runs = recipe.eval.runs
+    """The paper's columns for the benchmark, each as success % over games with its 95 % interval and the per-run
+    rates: ALFWorld ID / OOD / AVG (2/3 ID + 1/3 OOD, as the paper's AVG fits), tau2 per domain and 0.4 retail +
+    0.4 telecom + 0.2 airline (over the domains played), otherwise one per split."""
 
-    def per_run(keep) -> list[float]:
-        rates = []
-        for r in range(runs):
-            played = [ep.won for ep in episodes if ep.rollout == r and keep(ep)]
-            rates.append(100.0 * sum(played) / len(played) if played else 0.0)
-        return rates
+    def played(keep) -> list[EpisodeRecord]:
+        return [ep for ep in episodes if keep(ep)]
 
     name = recipe.env.name
     if name == "alfworld" and {"valid_seen", "valid_unseen"} <= set(recipe.eval.splits):
-        seen, unseen = (per_run(lambda ep, s=s: ep.split == s) for s in ("valid_seen", "valid_unseen"))
-        table = {"ID": seen, "OOD": unseen, "AVG": [2 / 3 * a + 1 / 3 * b for a, b in zip(seen, unseen)]}
+        seen, unseen = (played(lambda ep, s=s: ep.split == s) for s in ("valid_seen", "valid_unseen"))
+        table = {"ID": [(1.0, seen)], "OOD": [(1.0, unseen)], "AVG": [(2 / 3, seen), (1 / 3, unseen)]}
     elif name == "tau2":
         domains = [d for d in ("retail", "telecom", "airline") if d in recipe.env.domains]
-        table = {d: per_run(lambda ep, d=d: ep.task_type == d) for d in domains}
+        parts = {d: played(lambda ep, d=d: ep.task_type == d) for d in domains}
         total = sum(TAU2_WEIGHTS[d] for d in domains)
-        table["AVG"] = [sum(TAU2_WEIGHTS[d] * table[d][r] for d in domains) / total for r in range(runs)]
+        table = {d: [(1.0, parts[d])] for d in domains} | {
+            "AVG": [(TAU2_WEIGHTS[d] / total, parts[d]) for d in domains]
+        }
     else:
-        table = {split: per_run(lambda ep, s=split: ep.split == s) for split in recipe.eval.splits}
-    return {column: _spread(rates) for column, rates in table.items()}
-
-
-def _spread(rates: list[float]) -> dict:
-    return {
-        "per_run": rates,
-        "mean": statistics.fmean(rates),
-        "std": statistics.stdev(rates) if len(rates) > 1 else 0.0,
-    }
+        table = {split: [(1.0, played(lambda ep, s=split: ep.split == s))] for split in recipe.eval.splits}
+    return {column: success_rate(parts, recipe.eval.runs) for column, parts in table.items()}
 
 
 def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict]) -> None:
@@ -179,25 +164,30 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict]) -> No
         },
     )
     ours = list(next(iter(results.values()))["columns"]) if results else []
-    header = ["variant", *ours, "world-model score", "invalid actions %"]
+    header = ["variant", *(f"success % {c}" for c in ours), "world-model hits %", "similarity", "invalid actions %"]
     if paper_columns:
         header += [f"paper {c}" for c in paper_columns]
+    e = recipe.eval
     lines = [
         f"# rwml-lite study: {root.root}",
         "",
-        f"Model `{recipe.model.name_or_path}` on {env}. Task success %, mean +- std over {recipe.eval.runs} "
-        f"evaluation runs on the same tasks ({'all' if recipe.eval.num_tasks is None else recipe.eval.num_tasks} "
-        f"per split, at most {recipe.eval.max_steps} steps, temperature {recipe.eval.temperature}); world-model "
-        f"score: mean {recipe.reward.kind if not recipe.reward.judged else 'binary'} reward on the held-out "
-        "triplets." + (_paper_note(env) if paper_columns else ""),
+        f"Model `{recipe.model.name_or_path}` on {env}. Task success % over the same games for every variant "
+        f"({'all' if e.num_tasks is None else e.num_tasks} per split, {e.runs} run(s) each, at most {e.max_steps} "
+        f"steps, temperature {e.temperature}); world-model hits: share of {e.wm_samples} prediction(s) per held-out "
+        "triplet within tau_d (binary, whatever reward trained it), on games no training triplet comes from. "
+        + INTERVALS
+        + (_paper_note(env) if paper_columns else ""),
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
     ]
     for name, r in results.items():
-        cells = [SPECS[name].label]
-        cells += [f"{r['columns'][c]['mean']:.1f} +- {r['columns'][c]['std']:.1f}" for c in ours]
-        cells += [f"{r['wm_score']:.3f}", f"{r['invalid_action_rate']:.1f}"]
+        cells = [SPECS[name].label, *(rate_cell(r["columns"][c], "games") for c in ours)]
+        cells += [
+            rate_cell(r["wm_hits"], "held-out games"),
+            number_text(r["wm_similarity"]),
+            f"{r['invalid_action_rate']:.1f}",
+        ]
         row = SPECS[name].paper_row
         if paper_columns:
             if row in paper_rows:
@@ -206,8 +196,14 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict]) -> No
                 avg = ablations.get(row)
                 cells += ["-"] * (len(paper_columns) - 1) + [f"{avg:.1f}" if avg is not None else "-"]
         lines.append("| " + " | ".join(cells) + " |")
-    lines += ["", "![task success by variant](plots/study.png)", ""]
-    lines += [f"- {SPECS[n].label}: `{Path(r['folder']).relative_to(root.root)}/`" for n, r in results.items()]
+    lines += versus_lines(results, {name: SPECS[name].label for name in results})
+    lines += ["", "![task success by variant](plots/study.png)"]
+    if "rwml" in results:
+        trained = Path(results["rwml"]["folder"])
+        lines += rwml_lines(RunFolder(trained), prefix=f"{trained.relative_to(root.root)}/")
+    lines += threshold_lines(root)
+    lines += ["", "Each variant's own report:", ""]
+    lines += [f"- {SPECS[n].label}: `{Path(r['folder']).relative_to(root.root)}/report.md`" for n, r in results.items()]
     atomic_write_text(root.root / "study.md", "\n".join(lines) + "\n")
     _chart(results, ours, root.plot("study.png"))
 
@@ -221,7 +217,7 @@ def _paper_note(env: str) -> str:
 
 
 def _chart(results: dict[str, dict], columns_: list[str], target: Path) -> None:
-    """Grouped bars: one group per column, one bar per variant, error bars = std over runs."""
+    """Grouped bars: one group per column, one bar per variant, error bars = the 95 % interval over games."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -232,10 +228,11 @@ def _chart(results: dict[str, dict], columns_: list[str], target: Path) -> None:
     for i, (name, r) in enumerate(results.items()):
         xs = [c + (i - (len(results) - 1) / 2) * width for c in range(len(columns_))]
         means = [r["columns"][c]["mean"] for c in columns_]
-        stds = [r["columns"][c]["std"] for c in columns_]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=SPECS[name].label)
+        spans = [[m - r["columns"][c]["low"] for c, m in zip(columns_, means)],
+                 [r["columns"][c]["high"] - m for c, m in zip(columns_, means)]]  # fmt: skip
+        ax.bar(xs, means, width, yerr=spans, capsize=3, label=SPECS[name].label)
     ax.set_xticks(range(len(columns_)), columns_)
-    ax.set_ylabel("task success % (mean +- std over runs)")
+    ax.set_ylabel("task success % (95 % interval over games)")
     ax.legend(fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()

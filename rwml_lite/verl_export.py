@@ -35,6 +35,7 @@ from rwml_lite.prompts import template_args
 from rwml_lite.records import atomic_write_json, atomic_write_text
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import TripletRecord, read_triplets
+from rwml_lite.thresholds import run_reward
 
 VERL_VERSION = "0.9.1"
 #: TRL's loss_type -> verl's actor.loss_agg_mode (the same normalisation of the token losses)
@@ -220,7 +221,8 @@ def export(run_dir: Path, out: Path) -> dict:
         partial = out / f".{name}.parquet.tmp"
         Dataset.from_list(table).to_parquet(str(partial))
         os.replace(partial, out / f"{name}.parquet")
-    reward = recipe.reward.model_dump(include={"embedder", "precision", "tau_d", "kind", "batch_size"})
+    # tau_d as this run uses it (the value the filter measured, where the recipe says auto)
+    reward = run_reward(recipe, folder).model_dump(include={"embedder", "precision", "tau_d", "kind", "batch_size"})
     reward["embedder"] = portable(reward["embedder"])
     if reward["precision"] in ("8bit", "4bit"):  # bitsandbytes needs a GPU; verl's reward workers ask for none
         reward["precision"] = "float32"

@@ -2,8 +2,9 @@
 
 A triplet is (history, action a_t, real next observation s_t+1) for one valid step. The history
 is the task, the last H valid (observation, action) pairs and the current observation; invalid
-steps are dropped because the environment did not act on them. Episodes, not triplets, are
-split 90/10 so that no episode feeds both training and validation.
+steps are dropped because the environment did not act on them. Tasks (games, tau2 tasks), not
+triplets or episodes, are split 90/10: the held-out world-model score then measures prediction on
+games the model never trained on, not the fit of games it has seen.
 
 The filter (PAPER.md step 3): a model fine-tuned on the validation triplets predicts each
 training triplet K times; a triplet with at least one prediction within the strict threshold
@@ -37,6 +38,7 @@ def build_triplets(episodes: list[EpisodeRecord], history: int) -> tuple[list[Tr
                 TripletRecord(
                     triplet_id=f"{ep.episode_id}/{t}",
                     episode_id=ep.episode_id,
+                    task_id=ep.task_id,
                     goal=ep.world_goal,
                     history=window,
                     observation=step.observation,
@@ -52,31 +54,45 @@ def build_triplets(episodes: list[EpisodeRecord], history: int) -> tuple[list[Tr
     return triplets, dropped
 
 
-def split_by_episode(
+def split_by_task(
     triplets: list[TripletRecord], val_fraction: float, seed: int
 ) -> tuple[list[TripletRecord], list[TripletRecord]]:
-    """(train, val): a seeded share of episodes, at least one when there are two or more, goes to val."""
-    episodes = sorted({t.episode_id for t in triplets})
-    random.Random(seed).shuffle(episodes)
-    n_val = min(max(1, math.ceil(val_fraction * len(episodes))), len(episodes) - 1) if len(episodes) > 1 else 0
-    val_ids = set(episodes[:n_val])
-    return [t for t in triplets if t.episode_id not in val_ids], [t for t in triplets if t.episode_id in val_ids]
+    """(train, val): the triplets of a seeded share of tasks, at least one task when there are two or more,
+    go to val; no task has triplets on both sides."""
+    tasks = sorted({t.task_id for t in triplets})
+    random.Random(seed).shuffle(tasks)
+    n_val = min(max(1, math.ceil(val_fraction * len(tasks))), len(tasks) - 1) if len(tasks) > 1 else 0
+    val_ids = set(tasks[:n_val])
+    return [t for t in triplets if t.task_id not in val_ids], [t for t in triplets if t.task_id in val_ids]
 
 
-def find_easy(
-    triplets: list[TripletRecord], generator: Generator, sampling: Sampling, samples: int, strict: NextStateReward
-) -> list[bool]:
-    """True where at least one of `samples` predictions hits the real next observation at the strict
-    threshold (each process of a multi-GPU run predicts and scores its share)."""
+def distances(
+    triplets: list[TripletRecord], predictions: list[list[str]], reward: NextStateReward
+) -> list[list[float]]:
+    """d = 1 - cos of each prediction to its triplet's real next observation, inf without a `<next_state>` tag;
+    a triplet scored by ROUGE (tau2's tool replies) puts a prediction at 0 when its rounded ROUGE is full, else at
+    inf (it hits at every threshold or at none)."""
+    out = []
+    for t, preds in zip(triplets, predictions):
+        _, hits, sims = reward.scored(preds, [t.next_observation] * len(preds), [t.measure] * len(preds))
+        if t.measure == "rouge":
+            out.append([0.0 if hit else math.inf for hit in hits])
+        else:
+            out.append([math.inf if s is None else 1.0 - s for s in sims])
+    return out
 
-    def easy(share: list[TripletRecord]) -> list[bool]:
-        predictions = generator.generate([t.prompt for t in share], samples, sampling)
-        return [
-            max(strict.score(preds, [t.next_observation] * len(preds), [t.measure] * len(preds))) >= 1.0
-            for t, preds in zip(share, predictions)
-        ]
 
-    return dealt(easy, triplets)
+def predict(generator: Generator, triplets: list[TripletRecord], samples: int, sampling: Sampling) -> list[list[str]]:
+    """`samples` predictions for each triplet's prompt (each process of a multi-GPU run makes its share)."""
+    return dealt(lambda share: generator.generate([t.prompt for t in share], samples, sampling), triplets)
+
+
+def closest_distances(
+    triplets: list[TripletRecord], generator: Generator, sampling: Sampling, samples: int, reward: NextStateReward
+) -> list[float]:
+    """For each triplet, the distance of the closest of `samples` predictions: a triplet is easy at a threshold
+    when it lies below it (at least one hit)."""
+    return [min(d) for d in distances(triplets, predict(generator, triplets, samples, sampling), reward)]
 
 
 def subsample_easy(triplets: list[TripletRecord], easy: list[bool], keep_p: float, seed: int) -> list[TripletRecord]:

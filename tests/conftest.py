@@ -332,6 +332,6 @@ def triplet_record(triplet_id: str, **fields):
     """A world-model triplet with placeholder fields unless given."""
     from rwml_lite.schemas import TripletRecord
 
-    base = {"episode_id": triplet_id.split("/")[0], "goal": "Tidy up.", "history": [], "observation": "",
+    base = {"episode_id": triplet_id.split("/")[0], "task_id": triplet_id.split("/")[0].split("#")[0], "goal": "Tidy up.", "history": [], "observation": "",
             "action": "look", "next_observation": "", "prompt": [{"role": "user", "content": triplet_id}], "target": ""}  # fmt: skip
     return TripletRecord(triplet_id=triplet_id, **{**base, **fields})

@@ -45,14 +45,44 @@ def test_converted_model_stops_on_its_end_of_turn_token_and_samples_n_per_prompt
     assert greedy == generator.generate(prompts[:1], n=1, sampling=Sampling(temperature=0.0, max_new_tokens=8))[0][0]
 
 
-def test_a_reply_knows_whether_it_was_cut_off_at_the_token_budget(smollm2):
-    model, tokenizer = load_policy(ModelSettings(name_or_path=SMOLLM2, dtype="bfloat16"))
+def says_yes_then_ends():
+    """A scripted model from real transformers parts whose greedy reply is certain on any CPU: a one-layer Qwen3
+    whose attention and MLP write nothing, so that its logits depend on the last token alone (a bigram table),
+    which says "yes" after any token and ends its turn after "yes". A real model's greedy text depends on the
+    CPU's bf16 arithmetic (SmolLM2 answers "Yes, I can be a helpful AI ..." on an AMD EPYC)."""
+    import torch
+
+    from rwml_lite.tiny import chatml_tokenizer, random_qwen3
+
+    tokenizer = chatml_tokenizer(["yes"] * 50 + ["Say just the word yes."] * 5, bpe_size=300)
+    [yes] = tokenizer.encode("yes", add_special_tokens=False)
+    vocab = len(tokenizer)
+    model = random_qwen3(tokenizer, hidden=vocab, layers=1, intermediate=8, heads=1, kv_heads=1, head_dim=8)
+    model.config.tie_word_embeddings = False
+    with torch.no_grad():
+        layer = model.model.layers[0]
+        layer.self_attn.o_proj.weight.zero_()
+        layer.mlp.down_proj.weight.zero_()
+        model.model.embed_tokens.weight.copy_(torch.eye(vocab))  # the residual stream is the last token, one-hot
+        table = torch.zeros(vocab, vocab)
+        table[yes, :] = 1.0  # after any token: "yes"
+        table[:, yes] = 0.0
+        table[tokenizer.eos_token_id, yes] = 1.0  # after "yes": the end of the turn
+        model.lm_head = torch.nn.Linear(vocab, vocab, bias=False)
+        model.lm_head.weight.copy_(table)
+    return model, tokenizer
+
+
+def test_a_reply_knows_whether_it_was_cut_off_at_the_token_budget():
+    model, tokenizer = says_yes_then_ends()
     generator = HFGenerator(model, tokenizer, batch_size=8)
     prompt = [[{"role": "user", "content": "Say just the word yes."}]]
     [[short]] = generator.generate(prompt, n=1, sampling=Sampling(temperature=0.0, max_new_tokens=32))
     [[cut]] = generator.generate(prompt, n=1, sampling=Sampling(temperature=0.0, max_new_tokens=1))
-    assert not short.truncated and short.strip()  # it ended with its end-of-turn token
-    assert cut.truncated and short.startswith(cut)  # the policy stage trains a cut-off reply without an end token
+    [[also_cut]] = generator.generate(prompt, n=1, sampling=Sampling(temperature=0.0, max_new_tokens=1, prefill="no "))
+    assert short == "yes" and not short.truncated  # it ended with its end-of-turn token
+    assert cut == "yes" and cut.truncated  # the budget ran out before the end token: the policy stage trains no end
+    assert also_cut == "no yes" and also_cut.truncated
 
 
 def test_missing_package_and_file_are_explained():

@@ -17,7 +17,7 @@ from rwml_lite.evaluate import world_model_score
 from rwml_lite.models import Sampling
 from rwml_lite.records import read_jsonl
 from rwml_lite.reward import NextStateReward
-from rwml_lite.worldmodel import find_easy
+from rwml_lite.worldmodel import closest_distances
 
 PREFILL = "<think> </think><next_state>"
 REAL = "You open the wardrobe. It's empty inside."
@@ -45,8 +45,10 @@ def test_grpo_scores_trls_completion_after_the_prefill(minilm):
 def test_the_filter_finds_a_triplet_answered_exactly_easy(minilm):
     strict = NextStateReward(minilm, tau_d=0.1, prefill=PREFILL)  # the reward knows the prefill, for TRL
     sampling = Sampling(prefill=PREFILL)
-    easy = find_easy([triplet(0), triplet(1)], ScriptedGenerator(answer_with_the_real_state), sampling, 3, strict)
-    assert easy == [True, True]
+    closest = closest_distances(
+        [triplet(0), triplet(1)], ScriptedGenerator(answer_with_the_real_state), sampling, 3, strict
+    )
+    assert [d < 0.1 for d in closest] == [True, True]
 
 
 def test_the_evaluation_scores_an_exact_answer_one(minilm, tmp_path):

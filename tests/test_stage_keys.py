@@ -12,15 +12,16 @@ import pytest
 from conftest import REPO
 from rwml_lite.config import describe_fields, load_recipe
 from rwml_lite.errors import RwmlError
-from rwml_lite.pipeline import DEPENDS_ON, RESULT_NEUTRAL, STAGES, stage_keys
+from rwml_lite.pipeline import RESULT_NEUTRAL, STAGES, depends_on, stage_keys
 
-RECIPE = REPO / "recipes/alfworld_qwen3_8b.yaml"
+RECIPE = REPO / "recipes/alfworld_qwen3_8b.yaml"  # both thresholds auto: the filter stage measures them
 
 
-def first_reader(field: str) -> str | None:
+def first_reader(field: str, recipe=None) -> str | None:
     """The first stage whose key reads `field` (a listed field or a section above it)."""
+    recipe = recipe or load_recipe(RECIPE)
     for stage in STAGES:
-        if any(field == read or field.startswith(read + ".") for read in DEPENDS_ON[stage]):
+        if any(field == read or field.startswith(read + ".") for read in depends_on(recipe, stage)):
             return stage
     return None
 
@@ -57,6 +58,8 @@ def test_every_field_is_read_by_a_stage_or_declared_result_neutral():
         ("model.optimizer", "adamw_torch", "filter"),
         ("worldmodel.filter.weight_decay", 0.1, "filter"),
         ("grpo.mask_truncated_completions", True, "rwml"),
+        ("grpo.max_completion_length", 512, "filter"),  # reward.tau_d: auto is measured as GRPO samples
+        ("reward.auto_hit_rate", "[0.1,0.3]", "filter"),
         ("eval.runs", 5, "eval"),
     ],
 )
@@ -72,7 +75,7 @@ def test_every_keyed_field_rekeys_exactly_from_its_first_reader():
     before = stage_keys(recipe)
     tried = 0
     for field, value, _ in describe_fields(recipe):
-        first = first_reader(field)
+        first = first_reader(field, recipe)
         new = changed(value)
         if first is None or new is None or field in ("env.name", "model.backend"):
             continue  # env.name and backend swap whole sections and are covered above
@@ -95,3 +98,13 @@ def test_result_neutral_fields_rekey_nothing():
         "model.gradient_checkpointing=false",
     ]:
         assert stage_keys(load_recipe(RECIPE, [override])) == before, override
+
+
+def test_a_fixed_reward_threshold_keys_training_and_evaluation_only():
+    """With reward.tau_d a number, the filter neither reads it nor samples as GRPO does: changing them redoes
+    no filter (its SFT and K predictions are the expensive part on a GPU)."""
+    fixed = ["reward.tau_d=0.3", "worldmodel.filter.tau_d=0.1"]
+    before = stage_keys(load_recipe(RECIPE, fixed))
+    for change in ("reward.tau_d=0.25", "grpo.max_completion_length=512", "reward.auto_hit_rate=[0.1,0.3]"):
+        after = stage_keys(load_recipe(RECIPE, [*fixed, change]))
+        assert [s for s in STAGES if before[s] != after[s]] == ["rwml", "wm_sft", "policy", "eval"], change

@@ -112,21 +112,25 @@ def test_the_alfworld_table_has_the_papers_columns_and_numbers_beside_ours(tmp_p
     assert list(table) == ["ID", "OOD", "AVG"]
     assert table["ID"]["per_run"] == [50.0, 100.0] and table["OOD"]["per_run"] == [25.0, 25.0]
     assert table["AVG"]["per_run"] == pytest.approx([2 / 3 * 50 + 1 / 3 * 25, 2 / 3 * 100 + 1 / 3 * 25])
-    assert table["ID"]["mean"] == 75.0 and table["ID"]["std"] == pytest.approx(35.355, abs=1e-3)
+    assert table["ID"]["run_mean"] == 75.0 and table["ID"]["run_std"] == pytest.approx(35.355, abs=1e-3)
+    # over games: ID games won 2/2, 2/2, 1/2, 1/2 runs (0.75 over 4 games, Wilson [30.1, 95.4]); OOD 1/4 (Wilson
+    # [4.6, 69.9]); AVG 2/3 ID + 1/3 OOD, sd sqrt(4/9 * .75 * .25 / 4 + 1/9 * .25 * .75 / 4) = 0.1614
+    assert (table["ID"]["mean"], table["ID"]["low"], table["ID"]["high"]) == pytest.approx((75.0, 30.1, 95.4), abs=0.1)
+    assert (table["OOD"]["mean"], table["OOD"]["low"], table["OOD"]["high"]) == pytest.approx((25, 4.6, 69.9), abs=0.1)
+    avg = table["AVG"]
+    assert (avg["mean"], avg["low"], avg["high"]) == pytest.approx((58.33, 58.33 - 31.63, 58.33 + 31.63), abs=0.05)
 
-    row = {"folder": str(tmp_path / "variants/x"), "wm_score": 0.25, "wm_hit_rate": 10.0, "invalid_action_rate": 5.0}
+    row = {"folder": str(tmp_path / "variants/x"), "wm_hits": {"mean": 10.0, "low": 2.0, "high": 18.0, "units": 3},
+           "wm_similarity": 0.5, "invalid_action_rate": 5.0}  # fmt: skip
     results = {"rwml+policy": {**row, "columns": table}, "rwml_no_filter": {**row, "columns": table}}
     write_study(recipe, RunFolder(tmp_path), results)
     lines = (tmp_path / "study.md").read_text().splitlines()
-    assert (
-        "| variant | ID | OOD | AVG | world-model score | invalid actions % | paper ID | paper OOD | paper AVG"
-        in lines[4]
+    header = (
+        "| variant | success % ID | success % OOD | success % AVG | world-model hits % | similarity | invalid actions % "
+        "| paper ID | paper OOD | paper AVG (~2/3 ID + 1/3 OOD) |"
     )
-    assert (
-        "| RWML + Policy RL | 75.0 +- 35.4 | 25.0 +- 0.0 | 58.3 +- 23.6 | 0.250 | 5.0 | 86.7 | 90.1 | 87.9 |" in lines
-    )
-    assert (
-        "| RWML without too-easy subsampling | 75.0 +- 35.4 | 25.0 +- 0.0 | 58.3 +- 23.6 | 0.250 | 5.0 | - | - | 2.9 |"
-        in lines
-    )
+    assert header in lines
+    ours = "75.0 [30.1, 95.4] | 25.0 [4.6, 69.9] | 58.3 [26.7, 90.0] | 10.0 [2.0, 18.0] | 0.5 | 5.0"
+    assert f"| RWML + Policy RL | {ours} | 86.7 | 90.1 | 87.9 |" in lines
+    assert f"| RWML without too-easy subsampling | {ours} | - | - | 2.9 |" in lines
     assert (tmp_path / "plots/study.png").stat().st_size > 1000

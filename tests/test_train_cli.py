@@ -47,6 +47,20 @@ def test_grpo_ran_the_recipe_steps_and_logged_reward_and_zero_variance_groups(tr
     assert list((run / "tensorboard/rwml").glob("events.out.tfevents.*"))
 
 
+#: The seeded tiny run's GRPO steps, recorded on an AMD EPYC: mean reward (8 completions) and share of groups with
+#: signal (2 groups). The tiny model is float32, whose logits two CPU kinds compute alike to ~1e-6 (bf16 ones differ
+#: by ~1e-2), and torch's CPU generator draws the same numbers on both: the samples, hence these values, are the same
+#: on an Intel Xeon. Exact to 1e-6 rather than one completion's 1/8, which would let a changed sample pass.
+PINNED = {"reward": [0.75, 0.625], "signal_share": [0.5, 1.0]}
+
+
+def test_the_seeded_run_logs_the_recorded_reward_and_signal_per_step(trained_run):
+    logs = [m for m in read_jsonl(trained_run[0] / "metrics/rwml.jsonl") if "reward" in m]
+    assert {key: [m[key] for m in logs] for key in PINNED} == {k: pytest.approx(v, abs=1e-6) for k, v in PINNED.items()}
+    assert all(m["hit_rate"] == m["reward"] for m in logs)  # the binary reward is the hit at tau_d
+    assert all({"tag_rate", "completions/clipped_ratio"} <= set(m) for m in logs)
+
+
 def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
     run = trained_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
@@ -56,7 +70,7 @@ def test_every_artifact_of_the_run_folder_exists_and_parses(trained_run):
     episodes = read_jsonl(run / "rollouts.jsonl")
     assert len(episodes) == 6 and len({e["episode_id"] for e in episodes}) == 6
     train, val = read_jsonl(run / "wm/train.jsonl"), read_jsonl(run / "wm/val.jsonl")
-    assert train and val and not {t["episode_id"] for t in train} & {t["episode_id"] for t in val}
+    assert train and val and not {t["task_id"] for t in train} & {t["task_id"] for t in val}  # held-out games
     stats, kept = json.loads((run / "wm/filter.json").read_text()), read_jsonl(run / "wm/rwml.jsonl")
     assert stats["train_triplets"] == len(train) and stats["kept"] == len(kept)
     assert stats["easy_fraction"] == stats["easy"] / len(train)

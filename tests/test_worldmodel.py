@@ -1,12 +1,16 @@
-"""Triplets, the split by episode, and the too-easy filter."""
+"""Triplets, the split by task, and the too-easy filter."""
 
 from __future__ import annotations
+
+import math
+
+import pytest
 
 from conftest import ScriptedGenerator, episode_record, triplet_record
 from rwml_lite.models import Sampling
 from rwml_lite.prompts import extract_next_state
 from rwml_lite.reward import NextStateReward
-from rwml_lite.worldmodel import build_triplets, find_easy, split_by_episode, subsample_easy
+from rwml_lite.worldmodel import build_triplets, closest_distances, split_by_task, subsample_easy
 
 
 def episode(eid: str, steps: list[tuple[str, str | None, str, bool]]):
@@ -34,13 +38,15 @@ def test_triplets_keep_valid_steps_with_a_window_of_valid_history():
     assert "room" not in prompt  # outside the window
 
 
-def test_split_is_by_episode_and_seeded():
-    triplets = [triplet_record(f"e{i}/{t}") for i in range(20) for t in range(3)]
-    train, val = split_by_episode(triplets, 0.1, seed=0)
+def test_split_is_by_task_and_seeded():
+    """10 tasks x 2 episodes x 3 triplets: a tenth of the tasks (one) holds out both its episodes."""
+    triplets = [triplet_record(f"task{i}#{r}/{t}") for i in range(10) for r in range(2) for t in range(3)]
+    train, val = split_by_task(triplets, 0.1, seed=0)
     assert len(val) == 6 and len(train) == 54
-    assert not {t.episode_id for t in train} & {t.episode_id for t in val}
-    assert split_by_episode(triplets, 0.1, seed=0) == (train, val)
-    assert split_by_episode(triplets, 0.1, seed=1) != (train, val)
+    assert len({t.task_id for t in val}) == 1 and len({t.episode_id for t in val}) == 2
+    assert not {t.task_id for t in train} & {t.task_id for t in val}
+    assert split_by_task(triplets, 0.1, seed=0) == (train, val)
+    assert split_by_task(triplets, 0.1, seed=1) != (train, val)
 
 
 def test_filter_marks_easy_when_at_least_one_sample_hits(minilm):
@@ -59,9 +65,10 @@ def test_filter_marks_easy_when_at_least_one_sample_hits(minilm):
             return "I do not know."
         return f"<next_state>{f'You take the item number {i}.' if right else 'The sky is blue over the ocean.'}</next_state>"
 
-    strict = NextStateReward(minilm, tau_d=0.1)
-    easy = find_easy(triplets, ScriptedGenerator(reply), Sampling(), samples=3, strict=strict)
-    assert easy == [True, True, False, False]
+    closest = closest_distances(triplets, ScriptedGenerator(reply), Sampling(), 3, NextStateReward(minilm, tau_d=0.1))
+    assert [d < 0.1 for d in closest] == [True, True, False, False]
+    assert closest[0] == pytest.approx(0.0, abs=1e-5) and closest[1] == pytest.approx(0.0, abs=1e-5)  # one is enough
+    assert 0.5 < closest[2] < 2 and closest[3] == math.inf  # far, and no tag at all
 
 
 def test_keep_probability_of_easy_triplets_is_seeded():

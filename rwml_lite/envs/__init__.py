@@ -12,7 +12,7 @@ def make_env(settings: EnvSettings, max_steps: int, users: list[Generator] | Non
     if settings.name == "textworld_express":
         from rwml_lite.envs.textworld_express import TextWorldExpress
 
-        return TextWorldExpress(settings.game, settings.game_params, max_steps)
+        return TextWorldExpress(settings.game, settings.game_params, max_steps, settings.brief_rooms)
     if settings.name == "alfworld":
         from rwml_lite.envs.alfworld import ALFWorld
 

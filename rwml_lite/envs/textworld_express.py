@@ -7,6 +7,7 @@ engine's seeded games of one fold: task id `"<fold>-<seed>"`, e.g. `"train-3"`.
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 
@@ -32,11 +33,11 @@ def require_java() -> str:
 class TextWorldExpress:
     role = "You are an expert agent playing a text-based household game."
 
-    def __init__(self, game: str, game_params: str, max_steps: int):
+    def __init__(self, game: str, game_params: str, max_steps: int, brief_rooms: bool = False):
         require_java()
         from textworld_express import TextWorldExpressEnv
 
-        self.game, self.game_params, self.max_steps = game, game_params, max_steps
+        self.game, self.game_params, self.max_steps, self.brief_rooms = game, game_params, max_steps, brief_rooms
         # The engine's own limit is set past ours so that `max_steps` alone decides when we stop.
         self._env = TextWorldExpressEnv(envStepLimit=max_steps + 1)
         self._env.load(gameName=game, gameParams=game_params)
@@ -67,7 +68,7 @@ class TextWorldExpress:
         self.goal = info["taskDescription"]
         self._admissible = list(info["validActions"])
         self._steps = 0
-        return observation.strip()
+        return self._shown(observation)
 
     def step(self, action: str) -> Step:
         valid = action in self._admissible
@@ -76,13 +77,16 @@ class TextWorldExpress:
         self._admissible = list(info["validActions"])
         won = bool(info["tasksuccess"])
         return Step(
-            observation=observation.strip(),
+            observation=self._shown(observation),
             reward=float(reward),
             done=bool(done) or won or self._steps >= self.max_steps,
             won=won,
             valid=valid,
             info={"score": info["score"]},
         )
+
+    def _shown(self, observation: str) -> str:
+        return brief_room(observation, self._admissible) if self.brief_rooms else observation.strip()
 
     def admissible_actions(self) -> list[str]:
         return list(self._admissible)
@@ -97,3 +101,20 @@ class TextWorldExpress:
         # process has not exited yet: a BrokenPipeError printed for every game. Wait for the exit.
         with contextlib.suppress(subprocess.TimeoutExpired):
             self._env._gateway.java_process.wait(timeout=10)
+
+
+_SENTENCE_END = re.compile(r"(?<=\.)\s+")
+
+
+def brief_room(observation: str, admissible: list[str]) -> str:
+    """A room description cut to what an agent acts on: where it is, the things it can take, the exits.
+    The engine writes "You are in the X. <a sentence per piece of furniture> \\n<To the East you see the Y. ...>";
+    the furniture sentences, five to ten per room and the same in every game, are dropped (other observations
+    are returned as they are). Prompts become several times shorter, which a CPU demo needs."""
+    head, newline, exits = observation.strip().partition("\n")
+    if not head.startswith("You are in the") or not newline:
+        return observation.strip()
+    takeable = [a.removeprefix("take ") for a in admissible if a.startswith("take ")]
+    first, *rest = _SENTENCE_END.split(head.strip())
+    kept = [first] + [s for s in rest if any(thing in s for thing in takeable)]
+    return " ".join(kept + [exits.strip()])

@@ -110,7 +110,8 @@ class ConsoleProgress(TrainerCallback):
     """A progress line per trainer: steps done of all, elapsed, ETA, and the few numbers a user
     watches (loss, reward, step time), updated at every log."""
 
-    WATCHED = {"loss": "loss", "reward": "reward", "step_time": "s/step"}
+    WATCHED = {"loss": "loss", "reward": "reward", "signal_share": "signal", "hit_rate": "hits",
+               "completions/clipped_ratio": "cut", "step_time": "s/step"}  # fmt: skip
 
     def __init__(self, label: str):
         self.label = label

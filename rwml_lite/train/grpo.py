@@ -3,20 +3,28 @@
 One optimizer step = `batch_size` prompts x `group_size` completions, accumulated in micro
 batches; checkpoints (adapter, optimizer, scheduler, trainer state) every `save_steps` are what
 a rerun resumes from.
+
+GRPO learns only from groups whose rewards differ: a group of all misses (or all hits) has zero
+advantage everywhere. Each step therefore logs its signal share (groups with differing rewards),
+hit rate at tau_d, tag rate and share of completions cut at the token budget, and a run whose signal
+share stays low is warned once, with the fields that would change it.
 """
 
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 
 from datasets import Dataset
+from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
 
-from rwml_lite.config import Recipe
+from rwml_lite.config import GrpoSettings, Recipe
 from rwml_lite.distributed import world
 from rwml_lite.models import backend, check_lengths
 from rwml_lite.models.hf import render_prompt
+from rwml_lite.records import JsonlAppender
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import TripletRecord
 from rwml_lite.train.common import (
@@ -35,6 +43,7 @@ GRPO_FIELDS = {
     "learning_rate": "grpo.learning_rate",
     "weight_decay": "grpo.weight_decay",
     "warmup_steps": "grpo.warmup_ratio",
+    "lr_scheduler_type": "grpo.lr_schedule",
     "max_completion_length": "grpo.max_completion_length",
     "temperature": "grpo.temperature",
     "beta": "grpo.beta",
@@ -62,6 +71,7 @@ def grpo_arguments(recipe: Recipe, folder: RunFolder) -> dict:
         "learning_rate": g.learning_rate,
         "weight_decay": g.weight_decay,
         "warmup_steps": g.warmup_ratio,  # transformers 5: a value below 1 is the share of steps
+        "lr_scheduler_type": g.lr_schedule,
         "num_train_epochs": g.epochs,
         "max_steps": g.max_steps,
         "max_completion_length": g.max_completion_length,
@@ -109,7 +119,11 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=logging_callbacks(recipe.run, folder.tensorboard("rwml"), folder.metrics("rwml")),
+        # first, so that the metrics file, TensorBoard and the progress line see the signal share it adds
+        callbacks=[
+            SignalMonitor(g, folder.metrics("rwml")),
+            *logging_callbacks(recipe.run, folder.tensorboard("rwml"), folder.metrics("rwml")),
+        ],
         **served,
     )
     checkpoints = folder.checkpoints("rwml")
@@ -120,6 +134,78 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
     del trainer, model
     free_memory()
     return adapter
+
+
+class SignalMonitor(TrainerCallback):
+    """Adds each step's `signal_share` (1 - TRL's frac_reward_zero_std) to its logs, and warns once, on the
+    console and as a `signal_warning` line in the metrics file (the report shows it), when the share averages
+    under grpo.min_signal_share over grpo.signal_window steps. Which fields to change is read off the step's
+    hit, tag and cut rates."""
+
+    def __init__(self, settings: GrpoSettings, metrics: Path):
+        self.settings, self.metrics, self.shares, self.warned = settings, metrics, [], False
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "frac_reward_zero_std" not in logs:
+            return
+        logs["signal_share"] = 1.0 - logs["frac_reward_zero_std"]
+        self.shares.append(logs["signal_share"])
+        window = self.shares[-self.settings.signal_window :]
+        if self.warned or len(window) < self.settings.signal_window:
+            return
+        if statistics.fmean(window) >= self.settings.min_signal_share:
+            return
+        self.warned = True
+        warning = signal_warning(statistics.fmean(window), logs, self.settings)
+        if state.is_world_process_zero:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[yellow]warning:[/yellow] {warning}", highlight=False)
+            with JsonlAppender(self.metrics) as out:
+                out.append({"step": state.global_step, "signal_warning": warning})
+
+
+def signal_warning(share: float, logs: dict, settings: GrpoSettings) -> str:
+    """What a user reads when GRPO's groups stop carrying gradient, naming the fields to change."""
+    hits, tags, cut = logs.get("hit_rate"), logs.get("tag_rate"), logs.get("completions/clipped_ratio", 0.0)
+    causes = []
+    if cut > 0.25:
+        causes.append(
+            f"{100 * cut:.0f} % of the completions were cut at grpo.max_completion_length={settings.max_completion_length} "
+            "before closing </next_state> (they score 0): raise it"
+        )
+    if tags is not None and tags < 0.5:
+        causes.append(
+            f"only {100 * tags:.0f} % of the completions hold a <next_state> tag: set worldmodel.prefill "
+            "(e.g. '<think> </think><next_state>') so that every answer opens it"
+        )
+    if hits is not None and hits < 0.05:
+        causes.append(f"{100 * hits:.0f} % of the predictions hit: reward.tau_d is strict for this embedder (try auto)")
+    elif hits is not None and hits > 0.9:
+        causes.append(f"{100 * hits:.0f} % of the predictions hit: reward.tau_d is loose for this embedder (try auto)")
+    return (
+        f"RWML: only {100 * share:.0f} % of GRPO's groups saw rewards that differ over the last {settings.signal_window} "
+        f"steps (grpo.min_signal_share={settings.min_signal_share}); a group whose rewards are all equal carries no "
+        "gradient. " + ("; ".join(causes) if causes else "Change reward.tau_d, grpo.max_completion_length or "
+                        "worldmodel.prefill") + "."
+    )  # fmt: skip
+
+
+def signal_summary(logs: list[dict]) -> dict:
+    """The RWML stage's summary: steps, reward at the first and last step, mean signal share, the last hit
+    rate, and the signal warning if one was given."""
+    steps = [m for m in logs if "reward" in m]
+    warning = next((m["signal_warning"] for m in logs if "signal_warning" in m), None)
+    if not steps:
+        return {"steps": 0}
+    return {
+        "steps": steps[-1]["step"],
+        "first_reward": steps[0]["reward"],
+        "final_reward": steps[-1]["reward"],
+        "signal_share": statistics.fmean(m.get("signal_share", 0.0) for m in steps),
+        **({"hit_rate": steps[-1]["hit_rate"]} if "hit_rate" in steps[-1] else {}),
+        **({"warning": warning} if warning else {}),
+    }
 
 
 class ServedRollouts:

@@ -1,0 +1,55 @@
+"""RWML's signal diagnostics: GRPO learns only from groups whose rewards differ, so every step logs the share of
+such groups, and a run whose share stays low is warned once, naming the fields that would change it. Real TRL
+GRPO steps on the tiny Qwen3, with rewards scripted to be constant or to alternate within each group."""
+
+from __future__ import annotations
+
+import pytest
+
+from conftest import tiny_recipe, triplet_record
+from rwml_lite.config import load_recipe
+from rwml_lite.records import read_jsonl
+from rwml_lite.runfolder import RunFolder
+from rwml_lite.train.grpo import signal_summary, train_rwml
+
+GRPO = {"group_size": 4, "batch_size": 2, "micro_batch_size": 8, "max_steps": 3, "learning_rate": 0.01,
+        "max_completion_length": 8, "save_steps": 10, "signal_window": 2, "min_signal_share": 0.5}  # fmt: skip
+
+
+def triplets():
+    return [
+        triplet_record(f"game{i}#0/0", prompt=[{"role": "user", "content": f"Where is the coin? {i}"}])
+        for i in range(6)
+    ]
+
+
+def constant(prompts, completions, **kwargs):
+    return [0.0] * len(completions)
+
+
+def alternating(prompts, completions, **kwargs):
+    """1, 0, 1, 0 within each group of four: every group sees a hit and a miss."""
+    return [float(i % 2 == 0) for i in range(len(completions))]
+
+
+@pytest.mark.parametrize(("reward", "share", "warned"), [(constant, 0.0, True), (alternating, 1.0, False)])
+def test_each_step_logs_its_signal_share_and_a_lasting_lack_of_signal_is_warned_once(
+    tmp_path, tiny_qwen3, capsys, reward, share, warned
+):
+    recipe = load_recipe(tiny_recipe(tmp_path, tiny_qwen3, grpo=GRPO))
+    folder = RunFolder(tmp_path / "run")
+    train_rwml(recipe, triplets(), reward, folder)
+
+    logs = read_jsonl(folder.metrics("rwml"))
+    steps = [m for m in logs if "reward" in m]
+    assert [m["signal_share"] for m in steps] == [share] * 3
+    warnings = [m for m in logs if "signal_warning" in m]
+    console = capsys.readouterr().err
+    if warned:  # below 0.5 over the 2-step window from step 2 on: one warning, at step 2
+        assert [m["step"] for m in warnings] == [2]
+        assert "only 0 % of GRPO's groups saw rewards that differ" in warnings[0]["signal_warning"]
+        assert console.count("GRPO's groups saw rewards that differ") == 1
+        assert signal_summary(logs)["warning"] == warnings[0]["signal_warning"]
+    else:
+        assert warnings == [] and "GRPO's groups saw" not in console
+        assert "warning" not in signal_summary(logs)
