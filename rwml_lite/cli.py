@@ -99,8 +99,18 @@ def _run(recipe: str, overrides: list[str] | None, stages, redo: str | None) -> 
     if not is_main():  # under accelerate launch the main process says it
         return
     if folder.report.exists():
-        console.print(f"\nReport: {folder.report}")
+        _print_results(folder.report)
     console.print(f"Run folder: {folder.root}")
+
+
+def _print_results(document: Path) -> None:
+    """The results of a report or study on the console (its tables, up to its first plot), then where it is."""
+    from rich.markdown import Markdown
+
+    lines = document.read_text().splitlines()
+    shown = next((i for i, line in enumerate(lines) if line.startswith("![")), len(lines))
+    console.print(Markdown("\n".join(lines[:shown])))
+    console.print(f"\nThe whole {'study' if document.name == 'study.md' else 'report'}, with plots: {document}")
 
 
 def _check_fits(loaded) -> None:
@@ -284,7 +294,7 @@ def study(recipe: RecipeArg, overrides: Overrides = None) -> None:
     _quiet_libraries()
     folder = run_study(loaded)
     if is_main():
-        console.print(f"\nStudy: {folder.root / 'study.md'}")
+        _print_results(folder.root / "study.md")
 
 
 @recipes_app.callback(invoke_without_command=True)

@@ -520,7 +520,9 @@ class GrpoSettings(OptimizerSchedule):
         description="Warn when the share of groups whose rewards differ (the only ones with a gradient) stays below "
         "this, on average over signal_window steps.",
     )
-    signal_window: int = Field(5, gt=0, description="Steps over which min_signal_share is averaged.")
+    signal_window: int = Field(
+        5, gt=0, description="Logged steps (every logging_steps) over which min_signal_share is averaged."
+    )
 
     @model_validator(mode="after")
     def _trains_something(self) -> GrpoSettings:

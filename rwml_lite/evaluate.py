@@ -111,25 +111,27 @@ def success_rate(parts: list[tuple[float, list[EpisodeRecord]]], runs: int) -> d
     is 2/3 ID + 1/3 OOD, its tau2 AVG 0.4 retail + 0.4 telecom + 0.2 airline): the mean over games, its 95 %
     interval over games (Wilson's for one set; for several, the normal approximation of the weighted sum of
     binomial proportions over games), and the per-run rates with their mean and std."""
+    played = [(weight, episodes) for weight, episodes in parts if episodes]
+    total = sum(weight for weight, _ in played)  # a set with no games leaves the others' weights renormalised
     rates, means, variance, count = [0.0] * runs, 0.0, 0.0, 0
-    for weight, episodes in parts:
+    for weight, episodes in played:
         per_game = [statistics.fmean(won) for won in games(episodes).values()]
-        if not per_game:
-            continue
-        mean, n = statistics.fmean(per_game), len(per_game)
+        mean, n, weight = statistics.fmean(per_game), len(per_game), weight / total
         means, variance, count = means + weight * mean, variance + weight**2 * mean * (1 - mean) / n, count + n
         for r in range(runs):
-            played = [ep.won for ep in episodes if ep.rollout == r]
-            rates[r] += weight * 100.0 * sum(played) / max(len(played), 1)
-    if len(parts) == 1:
-        low, high = wilson(means * count, count)
+            in_run = [ep.won for ep in episodes if ep.rollout == r]
+            rates[r] += weight * 100.0 * sum(in_run) / max(len(in_run), 1)
+    if not count:
+        low = high = None
+    elif len(played) == 1:
+        low, high = (100.0 * x for x in wilson(means * count, count))
     else:
         half = Z95 * math.sqrt(variance)
-        low, high = max(0.0, means - half), min(1.0, means + half)
+        low, high = 100.0 * max(0.0, means - half), 100.0 * min(1.0, means + half)
     return {
         "mean": 100.0 * means,
-        "low": 100.0 * low,
-        "high": 100.0 * high,
+        "low": low,
+        "high": high,
         "games": count,
         "per_run": rates,
         "run_mean": statistics.fmean(rates) if rates else 0.0,
@@ -141,12 +143,13 @@ def versus(result: dict, baseline: dict) -> dict:
     """`result`'s policy against `baseline`'s on the same games and held-out triplets (paired): the difference in
     success % with a 95 % interval over games and how many games each did better on, and the difference in
     world-model hit rate (points) with a 95 % interval over held-out tasks."""
-    shared = sorted(set(result["games"]) & set(baseline["games"]))
-    ours = [[float(w) for w in result["games"][g]] for g in shared]
-    theirs = [[float(w) for w in baseline["games"][g]][: len(o)] for g, o in zip(shared, ours)]
+    shared = sorted(set(result.get("games", {})) & set(baseline.get("games", {})))
+    runs = {g: min(len(result["games"][g]), len(baseline["games"][g])) for g in shared}  # the runs both played
+    ours = [[float(w) for w in result["games"][g][: runs[g]]] for g in shared]
+    theirs = [[float(w) for w in baseline["games"][g][: runs[g]]] for g in shared]
     success = paired_difference(ours, theirs)
     by_game = sign_test([statistics.fmean(o) for o in ours], [statistics.fmean(t) for t in theirs])
-    ours_hits, theirs_hits = _paired_hits(result["wm_hits_by_task"], baseline["wm_hits_by_task"])
+    ours_hits, theirs_hits = _paired_hits(result.get("wm_hits_by_task", {}), baseline.get("wm_hits_by_task", {}))
     hits = paired_difference(ours_hits, theirs_hits)
     return {
         "success": _points(success.as_dict()) | {"games": by_game},

@@ -33,11 +33,8 @@ class Estimate:
     units: int
 
     def as_dict(self) -> dict:
+        """The estimate as JSON holds it: a missing interval as null."""
         return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in asdict(self).items()}
-
-    def excludes_zero(self) -> bool:
-        """Whether the interval lies wholly above or below 0 (a difference beyond its uncertainty)."""
-        return self.low > 0 or self.high < 0
 
 
 def wilson(successes: float, n: int) -> tuple[float, float]:

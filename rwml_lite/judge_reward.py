@@ -26,7 +26,7 @@ import httpx
 
 from rwml_lite.config import RewardSettings
 from rwml_lite.errors import RwmlError
-from rwml_lite.prompts import extract_next_state
+from rwml_lite.prompts import closed_at_end, extract_next_state
 
 SYSTEM = (
     "You judge a world model of a text environment. You are given the current state, an action, the model's "
@@ -66,8 +66,10 @@ class JudgeReward:
     """A TRL reward function scoring predictions with the judge; `failed` counts the predictions
     that scored 0 because no valid answer came back."""
 
-    def __init__(self, settings: RewardSettings, prefill: str = ""):
+    def __init__(self, settings: RewardSettings, prefill: str = "", close_at_end: bool = False):
+        """`prefill` and `close_at_end` as NextStateReward takes them (worldmodel.prefill, worldmodel.close_at_end)."""
         self.kind, self.prefill, self.model = settings.kind, prefill, settings.judge_model
+        self.close_at_end = close_at_end
         self.base = settings.judge_endpoint.rstrip("/")
         self.timeout, self.retries = settings.judge_timeout, settings.judge_retries
         key = os.environ.get("OPENAI_API_KEY")
@@ -98,9 +100,11 @@ class JudgeReward:
 
     def __call__(self, prompts, completions, real_next_state, observation, action, log_metric=None, **kwargs):
         turns = [self.prefill + c for c in completions]  # TRL's completions start after the prompt's prefill
+        turns = [closed_at_end(t) for t in turns] if self.close_at_end else turns
         rewards, failed = self.score(turns, list(real_next_state), list(observation), list(action))
         if log_metric is not None:
             log_metric("judge_failed", failed)
+            log_metric("tag_rate", sum(extract_next_state(t) is not None for t in turns) / len(turns))
         return rewards
 
     def _ask(self, conversations: list[list[dict]], retry: bool) -> list[str | None]:

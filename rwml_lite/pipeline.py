@@ -78,9 +78,12 @@ MEASURING_REWARD = (
 #: never what a stage writes.
 RESULT_NEUTRAL = (
     "run.dir", "run.report_to", "model.gpu_memory_utilization", "model.gradient_checkpointing",
-    "model.offload_layers", "stages", "study.variants",
+    "model.offload_layers", "stages", "study.variants", "grpo.min_signal_share", "grpo.signal_window",
 )  # fmt: skip
 STAGES = list(DEPENDS_ON)
+#: stage -> how this version of rwml-lite computes it, where that changed in a way old artifacts do not show (part
+#: of its key): build splits by task and writes each triplet's task since version 2.
+FORMATS = {"build": 2}
 
 
 def _outputs(folder: RunFolder) -> dict[str, list[Path]]:
@@ -179,7 +182,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
 
     f, prefill = recipe.worldmodel.filter, recipe.worldmodel.prefill
     train, val = read_triplets(folder.wm("train.jsonl")), read_triplets(folder.wm("val.jsonl"))
-    embedder = Embedder.from_settings(recipe.reward)
+    embedder = Embedder.from_settings(recipe.reward) if f.enabled or recipe.reward.tau_d == "auto" else None
     measured: dict = {}
     reward_tau_d = recipe.reward.tau_d
     if reward_tau_d == "auto":
@@ -209,7 +212,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
         "kept": len(kept),
         "filter_enabled": f.enabled,
         "filter_tau_d": filter_tau_d,
-        "reward_tau_d": reward_tau_d,
+        **({"reward_tau_d": reward_tau_d} if "reward" in measured else {}),  # a fixed one is the recipe's to read
     }
     if f.enabled and not 0.5 * f.easy_target <= stats["easy_fraction"] <= 1.5 * f.easy_target:
         stats["warning"] = (
@@ -238,16 +241,16 @@ def _calibrated_reward(recipe: Recipe, train: list, embedder) -> dict:
     from rwml_lite.worldmodel import distances, predict
 
     r, g = recipe.reward, recipe.grpo
-    sample = random.Random(recipe.seed).sample(train, min(r.calibration_triplets, len(train)))
+    embedded = [t for t in train if t.measure == "embedding"]  # ROUGE-scored ones (tau2's tools) know no tau_d
+    sample = random.Random(recipe.seed).sample(embedded, min(r.calibration_triplets, len(embedded)))
     generator = sampler(recipe.model)
     sampling = Sampling(g.temperature, g.max_completion_length, prefill=recipe.worldmodel.prefill)
     seed_sampling(recipe.seed)
     predictions = predict(generator, sample, g.group_size, sampling)
     del generator
     free_memory()
-    groups = distances(
-        sample, predictions, NextStateReward(embedder, r.auto_max_tau_d, close_at_end=recipe.worldmodel.close_at_end)
-    )
+    reward = NextStateReward(embedder, r.auto_max_tau_d, close_at_end=recipe.worldmodel.close_at_end)
+    groups = distances(sample, predictions, reward)
     chosen = reward_threshold(groups, r.auto_hit_rate, r.auto_max_tau_d)
     tagged = sum(d != float("inf") for group in groups for d in group) / max(sum(map(len, groups)), 1)
     return {
@@ -293,7 +296,7 @@ def rwml(recipe: Recipe, folder: RunFolder) -> dict:
     if recipe.reward.judged:
         from rwml_lite.judge_reward import JudgeReward
 
-        reward = JudgeReward(recipe.reward, recipe.worldmodel.prefill)
+        reward = JudgeReward(recipe.reward, recipe.worldmodel.prefill, recipe.worldmodel.close_at_end)
     else:
         reward = NextStateReward.from_settings(run_reward(recipe, folder), recipe.worldmodel)
     adapter = train_rwml(recipe, kept, reward, folder)
@@ -387,7 +390,12 @@ def depends_on(recipe: Recipe, stage: str) -> tuple[str, ...]:
 
 
 def stage_config(recipe: Recipe, stage: str) -> dict:
+    """The values of the fields `stage` depends on, without the result-neutral ones inside its sections."""
     data = recipe.model_dump(mode="json")
+    for field in RESULT_NEUTRAL:
+        section, _, key = field.rpartition(".")
+        if section:
+            get_dotted(data, section).pop(key, None)
     return {path: get_dotted(data, path) for path in depends_on(recipe, stage)}
 
 
@@ -395,9 +403,8 @@ def stage_keys(recipe: Recipe) -> dict[str, str]:
     """stage -> hash of its own recipe sections and the key of the stage before it."""
     keys, previous = {}, ""
     for stage in STAGES:
-        previous = keys[stage] = hashlib.sha256(
-            json.dumps([stage_config(recipe, stage), previous], sort_keys=True).encode()
-        ).hexdigest()[:16]
+        versioned = [stage_config(recipe, stage), previous] + ([FORMATS[stage]] if stage in FORMATS else [])
+        previous = keys[stage] = hashlib.sha256(json.dumps(versioned, sort_keys=True).encode()).hexdigest()[:16]
     return keys
 
 
@@ -511,9 +518,15 @@ def _check_same_config(folder: RunFolder, manifest: dict, stage: str, key: str, 
     entry = manifest["stages"].get(stage)
     if entry is None or entry["key"] == key:
         return
-    now = _flatten(stage_config(recipe, stage))
-    changed = [f"{k}: {v} -> {now.get(k)}" for k, v in _flatten(entry["config"]).items() if now.get(k) != v]
-    what = "; ".join(changed) if changed else "a stage before it changed"
+    now, before = _flatten(stage_config(recipe, stage)), _flatten(entry["config"])
+    changed = [f"{k}: {before.get(k)} -> {now.get(k)}" for k in {**before, **now} if now.get(k) != before.get(k)]
+    what = (
+        "; ".join(sorted(changed))
+        if changed
+        else (
+            "a stage before it changed, or this version of rwml-lite computes it differently from the one that ran it"
+        )
+    )
     raise RwmlError(
         f"Run folder {folder.root} holds a `{stage}` stage ({entry['status']}) made with a different recipe ({what}). "
         f"Either keep that run and choose a new folder (run.dir=runs/NEW), or pass --redo {stage} to move its "

@@ -15,6 +15,7 @@ from rwml_lite.envs import report_section
 from rwml_lite.evaluate import versus
 from rwml_lite.records import atomic_write_text, read_jsonl
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.thresholds import run_reward
 
 #: how the paper names the ALFWorld evaluation splits; "all" is ours: every evaluated game pooled
 SPLIT_LABELS = {"valid_seen": "ID", "valid_unseen": "OOD", "all": "pooled"}
@@ -49,7 +50,7 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
     pooled = columns[-1]
     per_split = "all" if e.num_tasks is None else f"the first {e.num_tasks}"
     labels = {name: policy_label(recipe, name) for name in results}
-    tau_d = next(iter(results.values()), {}).get("wm_tau_d", recipe.reward.tau_d)
+    tau_d = run_reward(recipe, folder).tau_d
     lines = [
         f"# rwml-lite report: {folder.root}",
         "",
@@ -217,7 +218,9 @@ RWML_CURVES = {
 
 def plot_rwml(logs: list[dict], target) -> bool:
     """RWML_CURVES per GRPO step; False when nothing was trained."""
-    steps = [m for m in logs if "reward" in m]
+    from rwml_lite.train.grpo import logged_steps
+
+    steps = logged_steps(logs)
     if not steps:
         return False
     plt = _pyplot()

@@ -6,7 +6,8 @@ E is a sentence-transformers embedder. A GRPO step scores batch x group predicti
 batch real states, so the reward is built to do little work per step: each real state is
 encoded once and cached for the whole run, all predictions of a call go through the embedder
 in one batch, and identical predictions (common once a group agrees) are encoded once.
-A completion without a `<next_state>` tag scores 0.
+A completion without a closed `<next_state>` tag scores 0 (with worldmodel.close_at_end, an open one is
+read up to its end).
 """
 
 from __future__ import annotations

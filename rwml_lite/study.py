@@ -92,6 +92,8 @@ def variant_recipe(recipe: Recipe, name: str, root: Path) -> Recipe:
 def planned_recipe(recipe: Recipe) -> Recipe:
     """The recipe with every stage some variant runs: what `plan` and the memory check must cover."""
     stages = [s for s in STAGE_NAMES if any(s in SPECS[v].stages for v in recipe.study.variants)]
+    if recipe.reward.tau_d == "auto" and _F not in stages:  # measured there for every variant (variant_recipe)
+        stages.insert(stages.index(_B) + 1, _F)
     return build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(stages)}", "eval.policies=null"], "study")
 
 

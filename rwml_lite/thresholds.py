@@ -56,9 +56,10 @@ class Calibrated:
 def reward_threshold(groups: list[list[float]], band: tuple[float, float], ceiling: float) -> Calibrated:
     """The training threshold for groups of the starting policy's prediction distances: among thresholds
     whose hit rate lies in `band`, the one with the most groups that see both a hit and a miss (the strictest
-    of equals); when none lies in the band, the one whose hit rate comes closest to it. Never above `ceiling`."""
+    of equals); when none lies in the band, the one whose hit rate comes closest to it. Never above `ceiling`,
+    which is itself a candidate."""
     flat = sorted({d for g in groups for d in g if d < ceiling})
-    candidates = [_between(a, b) for a, b in zip([0.0, *flat], [*flat, ceiling]) if b > a] or [ceiling]
+    candidates = [_between(a, b) for a, b in zip([0.0, *flat], [*flat, ceiling]) if b > a] + [ceiling]
     total = sum(len(g) for g in groups)
 
     def measured(tau: float) -> Calibrated:
@@ -71,7 +72,12 @@ def reward_threshold(groups: list[list[float]], band: tuple[float, float], ceili
     inside = [o for o in options if o.in_band]
     if inside:
         return max(inside, key=lambda o: (o.signal_share, -o.tau_d))
-    return min(options, key=lambda o: (max(band[0] - o.hit_rate, o.hit_rate - band[1]), -o.signal_share, o.tau_d))
+    # below the band the loosest of equals (what hits once predictions close their tags), above it the strictest
+    return min(
+        options,
+        key=lambda o: (max(band[0] - o.hit_rate, o.hit_rate - band[1]), -o.signal_share,
+                       o.tau_d if o.hit_rate > band[1] else -o.tau_d),
+    )  # fmt: skip
 
 
 def run_reward(recipe: Recipe, folder: RunFolder) -> RewardSettings:

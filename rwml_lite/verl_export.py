@@ -177,6 +177,9 @@ def refusals(recipe: Recipe, train: list[TripletRecord], val: list[TripletRecord
     if recipe.worldmodel.prefill:
         problems.append(f"worldmodel.prefill={recipe.worldmodel.prefill!r} starts every answer here, and verl renders "
                         "prompts itself without it; export a run built with an empty prefill")  # fmt: skip
+    if recipe.worldmodel.close_at_end:
+        problems.append("worldmodel.close_at_end reads a prediction whose <next_state> is still open, and the exported "
+                        "reward scores it 0 as the paper does; export a run built without it")  # fmt: skip
     if g.scale_rewards == "batch":
         problems.append("grpo.scale_rewards='batch' has no verl counterpart (its GRPO scales by the group's std); "
                         "use group or none")  # fmt: skip
@@ -238,7 +241,7 @@ def export(run_dir: Path, out: Path) -> dict:
         "train_triplets": len(train),
         "val_triplets": len(val),
         "reward": reward,
-        "not_carried": "the learning-rate schedule (TRL decays linearly, verl keeps it constant) and the "
+        "not_carried": "the learning-rate schedule (grpo.lr_schedule; verl keeps it constant) and the "
         "tokenizer's chat template override (model.chat_template): set them in train.sh if they matter",
     }
     atomic_write_json(out / "export.json", summary)

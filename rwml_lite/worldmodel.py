@@ -91,8 +91,13 @@ def closest_distances(
     triplets: list[TripletRecord], generator: Generator, sampling: Sampling, samples: int, reward: NextStateReward
 ) -> list[float]:
     """For each triplet, the distance of the closest of `samples` predictions: a triplet is easy at a threshold
-    when it lies below it (at least one hit)."""
-    return [min(d) for d in distances(triplets, predict(generator, triplets, samples, sampling), reward)]
+    when it lies below it (at least one hit). Each process of a multi-GPU run predicts and scores its share."""
+
+    def closest(share: list[TripletRecord]) -> list[float]:
+        predictions = generator.generate([t.prompt for t in share], samples, sampling)
+        return [min(d) for d in distances(share, predictions, reward)]
+
+    return dealt(closest, triplets)
 
 
 def subsample_easy(triplets: list[TripletRecord], easy: list[bool], keep_p: float, seed: int) -> list[TripletRecord]:

@@ -120,7 +120,8 @@ def test_a_distance_threshold_outside_what_a_cosine_distance_can_be_is_refused()
         for bad in ("7", "0", "often"):
             with pytest.raises(RwmlError, match=rf"`{field}` = .* is invalid: must be a distance .* between 0 and 2"):
                 load_recipe(REPO / "recipes/demo_cpu.yaml", [f"{field}={bad}"])
-        assert getattr(load_recipe(REPO / "recipes/demo_cpu.yaml", [f"{field}=auto"]).reward, "tau_d") is not None
+    auto = load_recipe(REPO / "recipes/demo_cpu.yaml", ["reward.tau_d=auto", "worldmodel.filter.tau_d=auto"])
+    assert auto.reward.tau_d == auto.worldmodel.filter.tau_d == "auto"
 
 
 def test_loose_thresholds_are_accepted_with_a_warning_naming_the_paper_value():

@@ -63,6 +63,8 @@ def test_the_evaluation_scores_an_exact_answer_one(minilm, tmp_path):
         tmp_path / "wm.jsonl",
     )
     assert (wm["wm_score"], wm["wm_hit_rate"], wm["wm_tag_rate"]) == (1.0, 100.0, 100.0)
+    assert wm["wm_hits"] == {"mean": 100.0, "low": None, "high": None, "units": 1}  # one task: no interval over tasks
+    assert wm["wm_similarity"] == pytest.approx(1.0, abs=1e-5)
     assert [r["similarities"] for r in read_jsonl(tmp_path / "wm.jsonl")] == [[pytest.approx(1.0, abs=1e-5)] * 2] * 2
 
 

@@ -48,8 +48,26 @@ def test_each_step_logs_its_signal_share_and_a_lasting_lack_of_signal_is_warned_
     if warned:  # below 0.5 over the 2-step window from step 2 on: one warning, at step 2
         assert [m["step"] for m in warnings] == [2]
         assert "only 0 % of GRPO's groups saw rewards that differ" in warnings[0]["signal_warning"]
+        assert "reward.tau_d" in warnings[0]["signal_warning"]  # no hit_rate logged by a scripted reward: the fields
         assert console.count("GRPO's groups saw rewards that differ") == 1
         assert signal_summary(logs)["warning"] == warnings[0]["signal_warning"]
     else:
         assert warnings == [] and "GRPO's groups saw" not in console
         assert "warning" not in signal_summary(logs)
+
+
+@pytest.mark.parametrize(
+    ("rates", "names"),
+    [
+        ({"hit_rate": 0.0, "tag_rate": 1.0}, "reward.tau_d is strict"),
+        ({"hit_rate": 0.95, "tag_rate": 1.0}, "reward.tau_d is loose"),
+        ({"hit_rate": 0.5, "tag_rate": 1.0}, "the too-easy filter (worldmodel.filter)"),  # groups all hit or all miss
+        ({"hit_rate": 0.0, "tag_rate": 0.1, "completions/clipped_ratio": 0.9}, "raise grpo.max_completion_length"),
+    ],
+)
+def test_the_warning_names_the_field_the_rates_point_at(rates, names):
+    from rwml_lite.config import GrpoSettings
+    from rwml_lite.train.grpo import signal_warning
+
+    window = [{"signal_share": 0.0, **rates}] * 5
+    assert names in signal_warning(window, GrpoSettings())

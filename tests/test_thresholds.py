@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from conftest import REPO, ScriptedGenerator, triplet_record
+from conftest import REPO, ScriptedGenerator, rwml_lite, triplet_record
 from rwml_lite.config import load_recipe, recipe_warnings
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import Sampling
@@ -121,3 +121,11 @@ def test_the_papers_thresholds_with_another_embedder_are_warned():
     assert recipe_warnings(load_recipe(REPO / "recipes/alfworld_qwen3_8b.yaml")) == []  # auto
     assert recipe_warnings(load_recipe(REPO / "recipes/alfworld_qwen2.5_7b_8gpu.yaml")) == []  # the paper's embedder
     assert recipe_warnings(load_recipe(REPO / "recipes/tau2_qwen3_8b.yaml")) == []
+
+
+def test_plan_warns_of_the_papers_thresholds_with_another_embedder():
+    result = rwml_lite("plan", "recipes/alfworld_qwen3_8b.yaml", "reward.tau_d=0.2", "--gpu-gb", "24")
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "warning: reward.tau_d=0.2: the paper set these for Qwen/Qwen3-Embedding-8B" in " ".join(
+        result.stderr.split()
+    )

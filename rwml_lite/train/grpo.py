@@ -119,13 +119,11 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
         train_dataset=Dataset.from_list(rows),
         processing_class=tokenizer,
         peft_config=peft_config,
-        # first, so that the metrics file, TensorBoard and the progress line see the signal share it adds
-        callbacks=[
-            SignalMonitor(g, folder.metrics("rwml")),
-            *logging_callbacks(recipe.run, folder.tensorboard("rwml"), folder.metrics("rwml")),
-        ],
+        callbacks=logging_callbacks(recipe.run, folder.tensorboard("rwml"), folder.metrics("rwml")),
         **served,
     )
+    # first of all callbacks (W&B's comes before ours), so that every logger sees the signal share it adds
+    trainer.callback_handler.callbacks.insert(0, SignalMonitor(g, folder.metrics("rwml")))
     checkpoints = folder.checkpoints("rwml")
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None)
     if served:
@@ -139,24 +137,23 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
 class SignalMonitor(TrainerCallback):
     """Adds each step's `signal_share` (1 - TRL's frac_reward_zero_std) to its logs, and warns once, on the
     console and as a `signal_warning` line in the metrics file (the report shows it), when the share averages
-    under grpo.min_signal_share over grpo.signal_window steps. Which fields to change is read off the step's
-    hit, tag and cut rates."""
+    under grpo.min_signal_share over grpo.signal_window logged steps. Which fields to change is read off the
+    window's hit, tag and cut rates."""
 
     def __init__(self, settings: GrpoSettings, metrics: Path):
-        self.settings, self.metrics, self.shares, self.warned = settings, metrics, [], False
+        self.settings, self.metrics, self.window, self.warned = settings, metrics, [], False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or "frac_reward_zero_std" not in logs:
             return
         logs["signal_share"] = 1.0 - logs["frac_reward_zero_std"]
-        self.shares.append(logs["signal_share"])
-        window = self.shares[-self.settings.signal_window :]
-        if self.warned or len(window) < self.settings.signal_window:
+        self.window = [*self.window, dict(logs)][-self.settings.signal_window :]
+        if self.warned or len(self.window) < self.settings.signal_window:
             return
-        if statistics.fmean(window) >= self.settings.min_signal_share:
+        if statistics.fmean(m["signal_share"] for m in self.window) >= self.settings.min_signal_share:
             return
         self.warned = True
-        warning = signal_warning(statistics.fmean(window), logs, self.settings)
+        warning = signal_warning(self.window, self.settings)
         if state.is_world_process_zero:
             from rich.console import Console
 
@@ -165,47 +162,62 @@ class SignalMonitor(TrainerCallback):
                 out.append({"step": state.global_step, "signal_warning": warning})
 
 
-def signal_warning(share: float, logs: dict, settings: GrpoSettings) -> str:
-    """What a user reads when GRPO's groups stop carrying gradient, naming the fields to change."""
-    hits, tags, cut = logs.get("hit_rate"), logs.get("tag_rate"), logs.get("completions/clipped_ratio", 0.0)
+def signal_warning(window: list[dict], settings: GrpoSettings) -> str:
+    """What a user reads when GRPO's groups stop carrying gradient, naming the fields to change, from the mean
+    rates of the steps in `window`."""
+
+    def mean(key: str) -> float | None:
+        values = [m[key] for m in window if key in m]
+        return statistics.fmean(values) if values else None
+
+    share, hits, tags, cut = (mean(k) for k in ("signal_share", "hit_rate", "tag_rate", "completions/clipped_ratio"))
     causes = []
-    if cut > 0.25:
-        causes.append(
-            f"{100 * cut:.0f} % of the completions were cut at grpo.max_completion_length={settings.max_completion_length} "
-            "before closing </next_state> (they score 0): raise it"
-        )
     if tags is not None and tags < 0.5:
         causes.append(
-            f"only {100 * tags:.0f} % of the completions hold a <next_state> tag: set worldmodel.prefill "
-            "(e.g. '<think> </think><next_state>') so that every answer opens it"
-        )
+            f"only {100 * tags:.0f} % of the predictions hold a closed <next_state> tag (the others score 0): set "
+            "worldmodel.prefill (e.g. '<think> </think><next_state>') so that every answer opens it"
+            + (f", and raise grpo.max_completion_length={settings.max_completion_length}, at which "
+               f"{100 * cut:.0f} % were cut" if cut and cut > 0.25 else "")
+        )  # fmt: skip
     if hits is not None and hits < 0.05:
         causes.append(f"{100 * hits:.0f} % of the predictions hit: reward.tau_d is strict for this embedder (try auto)")
     elif hits is not None and hits > 0.9:
         causes.append(f"{100 * hits:.0f} % of the predictions hit: reward.tau_d is loose for this embedder (try auto)")
+    elif hits is not None and not causes:
+        causes.append(
+            f"{100 * hits:.0f} % of the predictions hit, but in groups that all hit or all miss: each triplet is one the "
+            "model always or never predicts within reward.tau_d; the too-easy filter (worldmodel.filter) drops the "
+            "first kind, and a larger grpo.group_size gives the second more tries"
+        )
     return (
         f"RWML: only {100 * share:.0f} % of GRPO's groups saw rewards that differ over the last {settings.signal_window} "
-        f"steps (grpo.min_signal_share={settings.min_signal_share}); a group whose rewards are all equal carries no "
-        "gradient. " + ("; ".join(causes) if causes else "Change reward.tau_d, grpo.max_completion_length or "
-                        "worldmodel.prefill") + "."
+        f"logged steps (grpo.min_signal_share={settings.min_signal_share}); a group whose rewards are all equal carries "
+        "no gradient. " + ("; ".join(causes) if causes else "Change reward.tau_d, grpo.max_completion_length or "
+                            "worldmodel.prefill") + "."
     )  # fmt: skip
 
 
 def signal_summary(logs: list[dict]) -> dict:
     """The RWML stage's summary: steps, reward at the first and last step, mean signal share, the last hit
     rate, and the signal warning if one was given."""
-    steps = [m for m in logs if "reward" in m]
+    steps = logged_steps(logs)
     warning = next((m["signal_warning"] for m in logs if "signal_warning" in m), None)
     if not steps:
         return {"steps": 0}
+    shares = [m["signal_share"] for m in steps if "signal_share" in m]
     return {
         "steps": steps[-1]["step"],
         "first_reward": steps[0]["reward"],
         "final_reward": steps[-1]["reward"],
-        "signal_share": statistics.fmean(m.get("signal_share", 0.0) for m in steps),
+        **({"signal_share": statistics.fmean(shares)} if shares else {}),
         **({"hit_rate": steps[-1]["hit_rate"]} if "hit_rate" in steps[-1] else {}),
         **({"warning": warning} if warning else {}),
     }
+
+
+def logged_steps(logs: list[dict]) -> list[dict]:
+    """The GRPO steps of a metrics file, one record per step: the last, where a resumed run logged a step again."""
+    return list({m["step"]: m for m in logs if "reward" in m}.values())
 
 
 class ServedRollouts:

@@ -12,7 +12,7 @@ TAU2_WEIGHTS = {"retail": 0.4, "telecom": 0.4, "airline": 0.2}
 def section(results: dict[str, dict], domains: list[str]) -> list[str]:
     """Pass rate per domain and the paper's weighted average (renormalised over the domains played)."""
     total = sum(TAU2_WEIGHTS[d] for d in domains)
-    lines = ["", f"tau2 pass rate % by domain (mean over runs); AVG = {' + '.join(f'{TAU2_WEIGHTS[d]} {d}' for d in domains)}"
+    lines = ["", f"tau2 pass rate % by domain (mean over games); AVG = {' + '.join(f'{TAU2_WEIGHTS[d]} {d}' for d in domains)}"
              + (f", divided by {total:.1f}" if abs(total - 1) > 1e-9 else "") + "; invalid actions are unparsed actions and refused tool calls.", ""]  # fmt: skip
     lines += [
         "| policy | " + " | ".join(domains) + " | AVG | tasks scored without an NL judge |",
