@@ -149,11 +149,12 @@ def build(recipe: Recipe, folder: RunFolder) -> dict:
 
     episodes = read_episodes(folder.rollouts)
     triplets, dropped = build_triplets(episodes, recipe.worldmodel.history)
-    with_triplets = len({t.episode_id for t in triplets})
+    with_triplets = len({t.task_id for t in triplets})
     if with_triplets < 2:
         raise RwmlError(
-            f"{folder.rollouts} holds {len(episodes)} episodes but only {with_triplets} of them have a valid step "
-            f"({dropped} invalid steps dropped); the train/validation split needs at least 2. The model rarely "
+            f"{folder.rollouts} holds {len(episodes)} episodes of {len({ep.task_id for ep in episodes})} tasks but only "
+            f"{with_triplets} of the tasks have a valid step ({dropped} invalid steps dropped); the train/validation "
+            f"split holds tasks apart and needs at least 2. The model rarely "
             f"answered with an admissible <action>: play more (collect.num_tasks, collect.rollouts_per_task), lower "
             f"collect.temperature, use a stronger model, or set agent.action_parse=mention for a tiny one."
         )

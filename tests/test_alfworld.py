@@ -116,14 +116,14 @@ def test_tiny_model_trains_end_to_end_on_real_games(tmp_path, tiny_qwen3, alfwor
     recipe = tiny_recipe(
         tmp_path, tiny_qwen3,
         env={"name": "alfworld", "workers": 2},
-        collect={"split": "train", "num_tasks": 2, "rollouts_per_task": 2, "max_steps": 4},
+        collect={"split": "train", "num_tasks": 3, "rollouts_per_task": 2, "max_steps": 4},
         eval={"splits": ["valid_seen", "valid_unseen"], "num_tasks": 1, "runs": 1, "max_steps": 3, "temperature": 1.0},
     )  # fmt: skip
     result = rwml_lite("train", str(recipe))
     assert result.returncode == 0, result.stderr[-3000:]
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "ID (valid_seen)" in report and "OOD (valid_unseen)" in report and "| pooled |" in report
-    assert "(50 % ID (valid_seen), 50 % OOD (valid_unseen))" in report  # one game of each split, pooled
+    assert "ID (valid_seen)" in report and "OOD (valid_unseen)" in report and "| success % pooled |" in report
+    assert "pooled: 50 % ID (valid_seen), 50 % OOD (valid_unseen)" in report  # one game of each split, pooled
     rwml = json.loads((tmp_path / "run" / "eval" / "rwml.json").read_text())
     weighted = 2 / 3 * rwml["success"]["valid_seen"]["mean"] + 1 / 3 * rwml["success"]["valid_unseen"]["mean"]
     assert "Weighted as the paper's AVG (2/3 ID + 1/3 OOD): base" in report and f"rwml {weighted:.1f}." in report

@@ -94,7 +94,8 @@ def test_one_batched_request_scores_every_prediction_of_a_step(judge_server):
     judge = reward(judge_server)
     rewards, logged = call(judge, ["You take the clean brown shirt.", None, "You take the clean brown shirt."])
     assert rewards == [1.0, 0.0, 1.0]  # no <next_state> tag: 0, and the judge is not asked
-    assert Judge.paths == ["/v1/chat/completions/batch"] and logged == [("judge_failed", 0)]
+    assert Judge.paths == ["/v1/chat/completions/batch"]
+    assert logged == [("judge_failed", 0), ("tag_rate", pytest.approx(2 / 3))]  # the signal monitor reads the tags
 
 
 def test_malformed_answers_are_asked_again_then_scored_zero_and_counted(judge_server):
@@ -104,14 +105,14 @@ def test_malformed_answers_are_asked_again_then_scored_zero_and_counted(judge_se
     assert Judge.asked == {"You take the clean brown shirt.": 1, "You open the wardrobe.": 2, "Something happens.": 3}
     # one batched request, then only the unanswered ones, one request each: two, then one
     assert Judge.paths == ["/v1/chat/completions/batch"] + ["/v1/chat/completions"] * 3
-    assert logged == [("judge_failed", 1)] and judge.failed == 1
+    assert logged == [("judge_failed", 1), ("tag_rate", 1.0)] and judge.failed == 1
 
 
 def test_a_binary_judge_must_answer_0_or_1_and_a_continuous_one_a_share(judge_server):
     assert call(reward(judge_server, "judge_continuous"), ["You see a shirt."])[0] == [0.5]
     assert call(reward(judge_server, "judge_binary", judge_retries=0), ["You see a shirt."]) == (
         [0.0],
-        [("judge_failed", 1)],
+        [("judge_failed", 1), ("tag_rate", 1.0)],
     )
     assert parse_score("judge_binary", '<think>hm {"score": 5}</think>{"analysis": "x", "score": 1.0}') == 1.0
     assert parse_score("judge_continuous", '{"analysis": "x", "score": 1.5}') is None
@@ -121,10 +122,13 @@ def test_a_binary_judge_must_answer_0_or_1_and_a_continuous_one_a_share(judge_se
 def test_a_timed_out_or_refused_request_is_sent_again(judge_server):
     Judge.delay_first = 2.0
     rewards, logged = call(reward(judge_server, judge_timeout=0.5), ["You take the clean brown shirt."])
-    assert rewards == [1.0] and logged == [("judge_failed", 0)]
+    assert rewards == [1.0] and logged == [("judge_failed", 0), ("tag_rate", 1.0)]
     assert Judge.paths == ["/v1/chat/completions/batch", "/v1/chat/completions"]  # the retry does not batch
     Judge.busy_first = True  # 503: a busy server is asked again, not given up on
-    assert call(reward(judge_server), ["You take the clean brown shirt."]) == ([1.0], [("judge_failed", 0)])
+    assert call(reward(judge_server), ["You take the clean brown shirt."]) == (
+        [1.0],
+        [("judge_failed", 0), ("tag_rate", 1.0)],
+    )
 
 
 def test_a_server_without_the_batch_endpoint_gets_one_request_per_prediction(judge_server):

@@ -31,7 +31,10 @@ def study_recipe(folder, model_dir):
 
 
 def test_variants_share_the_stages_whose_results_would_be_the_same(tmp_path):
-    recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", ["reward.judge_endpoint=http://localhost:8000/v1"])
+    recipe = load_recipe(
+        REPO / "recipes/demo_cpu.yaml",
+        ["reward.judge_endpoint=http://localhost:8000/v1", "worldmodel.filter.enabled=true"],
+    )
     recipes = {name: variant_recipe(recipe, name, tmp_path) for name in SPECS}
     keys = {name: stage_keys(r) for name, r in recipes.items()}
     assert len({k["filter"] for k in keys.values()}) == 2  # only the ablation without subsampling filters otherwise

@@ -15,7 +15,9 @@ from conftest import REPO, rwml_lite, triplet_record
 from rwml_lite.config import load_recipe
 from rwml_lite.errors import RwmlError
 from rwml_lite.reward import NextStateReward
+from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import write_triplets
+from rwml_lite.thresholds import run_reward
 from rwml_lite.verl_export import export
 
 ROOM = "You arrive at countertop 1. On the countertop 1, you see a apple 2, a knife 1, and a mug 3."
@@ -23,7 +25,12 @@ TOOL_REPLY = '{"reservation_id": "EHGLP3", "status": "cancelled", "refund": 327.
 
 
 #: the CPU demo's recipe with what verl can carry: no prefill, LoRA in every layer, the paper's binary reward
-EXPORTABLE = ["reward.kind=binary", "worldmodel.prefill=''", "model.lora.last_layers=null"]
+EXPORTABLE = [
+    "reward.kind=binary",
+    "worldmodel.prefill=''",
+    "worldmodel.close_at_end=false",
+    "model.lora.last_layers=null",
+]
 
 
 def run_folder(tmp_path, *overrides: str):
@@ -42,6 +49,7 @@ def run_folder(tmp_path, *overrides: str):
     ]  # fmt: skip
     write_triplets(run / "wm/rwml.jsonl", kept)
     write_triplets(run / "wm/val.jsonl", [triplet_record("e9/0", next_observation=ROOM), triplet_record("e9/1")])
+    (run / "wm/thresholds.json").write_text(json.dumps({"reward": {"tau_d": 0.3125}}))  # as the filter measured it
     return run, recipe, kept
 
 
@@ -63,6 +71,7 @@ def test_every_kept_triplet_is_one_verl_row_with_its_prompt_and_ground_truth(tmp
     assert [r["extra_info"]["triplet_id"] for r in val] == ["e9/0", "e9/1"]
     summary = json.loads((tmp_path / "verl/export.json").read_text())
     assert summary["verl_version"] == "0.9.1" and (summary["train_triplets"], summary["val_triplets"]) == (4, 2)
+    assert json.loads((tmp_path / "verl/reward.json").read_text())["tau_d"] == 0.3125  # the run's, not "auto"
 
 
 def test_the_exported_compute_score_gives_next_state_rewards_own_scores(tmp_path):
@@ -87,11 +96,11 @@ def test_the_exported_compute_score_gives_next_state_rewards_own_scores(tmp_path
 
     with ThreadPoolExecutor(max_workers=len(cases)) as pool:
         exported = list(pool.map(verl_call, cases))
-    ours = NextStateReward.from_settings(recipe.reward).score(
+    ours = NextStateReward.from_settings(run_reward(recipe, RunFolder(run))).score(
         [c for c, _ in cases], [t.next_observation for _, t in cases], [t.measure for _, t in cases]
     )
     assert exported == ours
-    assert exported[:4] == [1.0, 0.0, 0.0, 1.0]  # binary at tau_d 0.2; an exact tool reply has ROUGE-L 1
+    assert exported[:4] == [1.0, 0.0, 0.0, 1.0]  # binary at the measured tau_d; an exact tool reply has ROUGE-L 1
     assert 0.0 < exported[4] < 1.0  # a partial tool reply: ROUGE-L F1 rounded to 0.2
 
 
