@@ -283,7 +283,7 @@ def evaluate(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) 
     f"study.md, study.json and plots/study.png. A rerun resumes where it stopped. {FIELDS_HINT}"
 )
 @_friendly
-def study(recipe: RecipeArg, overrides: Overrides = None) -> None:
+def study(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> None:
     from rwml_lite.models import prepare_backend
 
     loaded = _load(recipe, overrides)
@@ -292,7 +292,7 @@ def study(recipe: RecipeArg, overrides: Overrides = None) -> None:
 
     _check_fits(planned_recipe(loaded))  # the memory of every stage some variant runs
     _quiet_libraries()
-    folder = run_study(loaded)
+    folder = run_study(loaded, redo)
     if is_main():
         _print_results(folder.root / "study.md")
 

@@ -420,7 +420,7 @@ def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder
         checkpoint_folder(recipe.model.name_or_path)  # a GGUF model is converted once, before the others read it
         folder.root.mkdir(parents=True, exist_ok=True)
         if redo:
-            _supersede(folder, redo)
+            supersede(folder, redo)
     barrier()
     manifest = _read_manifest(folder)
     keys = stage_keys(recipe)
@@ -535,10 +535,14 @@ def _check_same_config(folder: RunFolder, manifest: dict, stage: str, key: str, 
     )
 
 
-def _supersede(folder: RunFolder, stage: str) -> None:
+def supersede(folder: RunFolder, stage: str) -> None:
+    """`--redo STAGE`: move the artifacts of `stage` and every later stage to superseded/ (kept, never
+    deleted) and forget them in the manifest, so that the next run makes them again."""
     if stage not in STAGES:
         raise RwmlError(f"--redo {stage!r}: no such stage; stages are {', '.join(STAGES)}.")
     later = STAGES[STAGES.index(stage) :]
+    if not folder.manifest.exists():  # nothing made yet (a study's variant before its first run)
+        return
     target = folder.root / "superseded" / datetime.now().strftime("%Y%m%d-%H%M%S")
     outputs = _outputs(folder)
     for name in later:

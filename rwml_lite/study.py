@@ -20,7 +20,7 @@ from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
 from rwml_lite.evaluate import success_rate
-from rwml_lite.pipeline import link_finished, run
+from rwml_lite.pipeline import link_finished, run, supersede
 from rwml_lite.records import atomic_write_json, atomic_write_text
 from rwml_lite.report import INTERVALS, PAPER, number_text, rate_cell, rwml_lines, threshold_lines, versus_lines
 from rwml_lite.runfolder import RunFolder
@@ -97,20 +97,24 @@ def planned_recipe(recipe: Recipe) -> Recipe:
     return build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(stages)}", "eval.policies=null"], "study")
 
 
-def run_study(recipe: Recipe) -> RunFolder:
+def run_study(recipe: Recipe, redo: str | None = None) -> RunFolder:
     """Run the shared stages, then every variant in the order of VARIANTS (a variant that builds on
-    another comes after it); write study.json, study.md and the chart. Rerunning resumes."""
+    another comes after it); write study.json, study.md and the chart. Rerunning resumes. `redo`
+    supersedes that stage and the later ones in the shared folder and in every variant, each variant's
+    before the stages that earlier variants finished again are linked into it."""
     root = RunFolder(Path(recipe.run.dir))
     wanted = [v for v in VARIANTS if v in recipe.study.variants]
     recipes = {name: variant_recipe(recipe, name, root.root) for name in wanted}
     shared = [s for s in (_C, _B, _F) if any(s in r.stages for r in recipes.values())]
     run(build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(shared)}", "eval.policies=null"], "study"),
-        shared)  # fmt: skip
+        shared, redo if redo in shared else None)  # fmt: skip
     finished = [root]
     results = {}
     for name in wanted:
         folder = RunFolder(Path(recipes[name].run.dir))
         if is_main():  # under accelerate launch: the others wait for the links
+            if redo:
+                supersede(folder, redo)
             link_finished(finished, folder, recipes[name])
         barrier()
         run(recipes[name], recipes[name].stages)

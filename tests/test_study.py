@@ -82,6 +82,14 @@ def test_study_runs_six_variants_and_resumes_after_a_kill(tmp_path, tiny_qwen3, 
         assert f"| {SPECS[name].label} |" in table
     assert (run / "plots/study.png").stat().st_size > 1000
 
+    changed = (str(recipe), "study.variants=[base]", "eval.max_steps=2")  # one variant's eval, made differently
+    refused = rwml_lite("study", *changed)
+    assert refused.returncode != 0 and "eval.max_steps: 3 -> 2" in refused.stderr and "--redo eval" in refused.stderr
+    redone = rwml_lite("study", *changed, "--redo", "eval")
+    assert redone.returncode == 0, redone.stderr[-3000:]
+    assert [p.name for p in (run / "variants/base/superseded").glob("*/eval/*.json")] == ["base.json"]  # kept
+    assert (run / "rollouts.jsonl").stat().st_mtime_ns == collected  # the shared stages stand
+
 
 def test_a_linked_stage_is_dropped_when_its_source_no_longer_holds_it(tmp_path):
     recipe = variant_recipe(load_recipe(REPO / "recipes/demo_cpu.yaml"), "base", tmp_path)  # collect, build, eval
