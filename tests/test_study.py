@@ -84,7 +84,8 @@ def test_study_runs_six_variants_and_resumes_after_a_kill(tmp_path, tiny_qwen3, 
 
     changed = (str(recipe), "study.variants=[base]", "eval.max_steps=2")  # one variant's eval, made differently
     refused = rwml_lite("study", *changed)
-    assert refused.returncode != 0 and "eval.max_steps: 3 -> 2" in refused.stderr and "--redo eval" in refused.stderr
+    said = " ".join(refused.stderr.split())  # the console wraps its lines
+    assert refused.returncode != 0 and "eval.max_steps: 3 -> 2" in said and "pass --redo eval" in said
     redone = rwml_lite("study", *changed, "--redo", "eval")
     assert redone.returncode == 0, redone.stderr[-3000:]
     assert [p.name for p in (run / "variants/base/superseded").glob("*/eval/*.json")] == ["base.json"]  # kept
