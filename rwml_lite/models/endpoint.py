@@ -5,7 +5,9 @@ the recipe names a vLLM server (`model.server`). (The NL judge, `env.judge_endpo
 upstream's evaluator through litellm.)
 
 The prompts of one call go out together, one request each, so that the server batches them as a
-local generate call would; each request carries a seed from torch's generator (the stage seeds it)."""
+local generate call would. Requests carry no seed: the server samples from its own generator (`vllm serve
+--seed`). A seeded request would put vLLM's GPU sampler on its one-row-at-a-time path for the whole batch,
+and crashes the CPU build when its prompt is prefilled in chunks (bench/vllm_seeds.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +21,7 @@ import httpx
 from rwml_lite.config import ServerSettings
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Completion, Sampling, vllm_engine
+from rwml_lite.models import Completion, Sampling
 from rwml_lite.prompts import Messages, template_args
 
 #: requests in flight at once; the server queues the rest
@@ -38,12 +40,12 @@ class EndpointGenerator:
         self.headers = _headers()
 
     def generate(self, prompts: list[Messages], n: int, sampling: Sampling) -> list[list[str]]:
-        return _together(lambda prompt, seed: self._complete(prompt, seed, n, sampling), prompts)
+        return _together(lambda prompt: self._complete(prompt, n, sampling), prompts)
 
-    def _complete(self, prompt: Messages, seed: int, n: int, sampling: Sampling) -> list[str]:
+    def _complete(self, prompt: Messages, n: int, sampling: Sampling) -> list[str]:
         messages, options = template_args(prompt)
         body = {"model": self.model, "messages": messages, "n": n, "temperature": sampling.temperature,
-                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens, "seed": seed}  # fmt: skip
+                "top_p": sampling.top_p, "max_tokens": sampling.max_new_tokens}  # fmt: skip
         if options.get("tools"):  # the server renders them with the model's template and parses the calls
             body["tools"] = options["tools"]
         if "enable_thinking" in options:  # vLLM passes these to the chat template
@@ -62,11 +64,11 @@ class EndpointGenerator:
 
 
 def _together(complete, prompts: list) -> list:
-    """`complete(prompt, seed)` for every prompt at once (the server batches what is in flight), in order,
-    each with a seed from torch's generator; after a failure nothing more is sent."""
+    """`complete(prompt)` for every prompt at once (the server batches what is in flight), in order; after a
+    failure nothing more is sent."""
     pool = ThreadPoolExecutor(max_workers=max(1, min(MAX_CONCURRENT, len(prompts))))
     try:
-        return list(pool.map(complete, prompts, vllm_engine.request_seeds(len(prompts))))
+        return list(pool.map(complete, prompts))
     finally:
         pool.shutdown(cancel_futures=True)
 
@@ -122,13 +124,11 @@ class ServedGenerator:
 
     def _complete_all(self, texts: list[str], n: int, sampling: Sampling, extra: dict) -> list[list[dict]]:
         with httpx.Client(headers=self.headers, timeout=self.timeout) as client:
-            return _together(lambda text, seed: self._complete(client, text, seed, n, sampling, extra), texts)
+            return _together(lambda text: self._complete(client, text, n, sampling, extra), texts)
 
-    def _complete(
-        self, client: httpx.Client, text: str, seed: int, n: int, sampling: Sampling, extra: dict
-    ) -> list[dict]:
+    def _complete(self, client: httpx.Client, text: str, n: int, sampling: Sampling, extra: dict) -> list[dict]:
         body = {"model": self.model, "prompt": text, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "seed": seed, "skip_special_tokens": True, **NEUTRAL, **extra}  # fmt: skip
+                "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True, **NEUTRAL, **extra}  # fmt: skip
         try:
             response = client.post(self.url, json=body)
             response.raise_for_status()

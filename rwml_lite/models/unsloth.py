@@ -167,16 +167,9 @@ class UnslothGenerator:
         sampling.require_distinct(n)
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
         check_lengths(self.settings, self.tokenizer, texts, sampling.max_new_tokens, "prompt")
-        params = [
-            SamplingParams(
-                n=n,
-                temperature=sampling.temperature,
-                top_p=sampling.top_p,
-                max_tokens=sampling.max_new_tokens,
-                seed=seed,
-            )
-            for seed in vllm_engine.request_seeds(len(texts))
-        ]
+        params = SamplingParams(
+            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
+        )  # unseeded: the stage's torch seed drives the engine's sampler (models/vllm_engine.py)
         vllm_engine.wake(self.model)
         lora = self._live_request() if self.live else self.requests.get(self.adapter)
         outputs = self.model.fast_generate(

@@ -1,8 +1,9 @@
 """The in-process vLLM engine that Unsloth builds on the trainer's weights: when it sleeps, which
 adapter request it gets, and how its samples are seeded.
 
-Kept apart from `models/unsloth.py` (which imports Unsloth, and so needs a GPU to do anything
-real) so that these rules are plain Python that the tests exercise with a stand-in engine.
+Kept apart from `models/unsloth.py` (which imports Unsloth) so that the tests run these rules
+against a real `vllm.LLM` (vLLM's CPU build, tests/test_vllm.py) and, for sleep and wake, which
+that build refuses, a stand-in engine.
 
 - Sleep: vLLM reserves `gpu_memory_utilization` of the GPU for weights + KV cache. Only TRL's GRPO
   code puts a colocated engine to sleep, so without us the KV cache would stay reserved through the
@@ -12,8 +13,12 @@ real) so that these rules are plain Python that the tests exercise with a stand-
 - Adapter requests: `model.load_lora(path)` reads the adapter from disk and takes a new id each
   call, and vLLM keys its LoRA and prefix caches by that request; one request per saved adapter
   (path + modification time) lets repeated calls (every agent turn of eval) reuse both.
-- Seeds: the engine's own seed is fixed by Unsloth, so every request gets a seed drawn from
-  torch's generator, which the pipeline seeds from the recipe before each stage.
+- Seeds: requests carry none. Unsloth runs vLLM's engine core in the trainer's process
+  (VLLM_ENABLE_V1_MULTIPROCESSING=0), where its sampler draws from torch's default generator for
+  every request without a seed of its own; the pipeline seeds that generator before each stage, so
+  a stage replays its samples as the hf backend does. A per-request seed would put the whole batch
+  on vLLM's one-row-at-a-time sampling path on a GPU, and crashes vLLM's CPU build when the request
+  is prefilled in chunks (bench/vllm_seeds.py measures the cost).
 
 - The policy stage samples the LoRA *while it trains*: a saved adapter's request would be stale
   after the next optimizer step, and `fast_generate` without a request samples the base model, so
@@ -25,8 +30,6 @@ real) so that these rules are plain Python that the tests exercise with a stand-
 from __future__ import annotations
 
 from pathlib import Path
-
-import torch
 
 from rwml_lite.sources import cache_dir
 
@@ -58,12 +61,6 @@ def live_lora_path() -> str:
     """Where the request for the policy stage's live LoRA is named: an absolute path in our cache,
     since Unsloth writes the adapter's config to it (a bare name would land in the working folder)."""
     return str(cache_dir() / "live_lora")
-
-
-def request_seeds(count: int) -> list[int]:
-    """One vLLM seed per request, from torch's generator: reproducible for a seeded stage, and
-    different from call to call, so that R evaluation runs of one task do not replay each other."""
-    return torch.randint(0, 2**31 - 1, (count,)).tolist()
 
 
 class AdapterRequests:
