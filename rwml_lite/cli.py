@@ -1,4 +1,4 @@
-"""The `rwml-lite` command: train, collect, eval, study, plan, recipes, export, doctor.
+"""The `rwml-lite` command: train, collect, eval, study, plan, selftest, recipes, export, doctor.
 
 Every command takes a recipe (a path, or the name of a shipped recipe) followed by optional
 `key.sub=value` overrides, e.g. `rwml-lite train demo_cpu grpo.max_steps=2 run.dir=runs/try`.
@@ -17,7 +17,7 @@ from rich.table import Table
 
 from rwml_lite.distributed import is_main
 from rwml_lite.errors import RwmlError
-from rwml_lite.throughput import GPU_GBS, PCIE_GBS
+from rwml_lite.throughput import GPU_GBS, PCIE_GBS, TRAIN_TFLOPS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 recipes_app = typer.Typer(help="List the shipped recipes, or show one with every field described.")
@@ -179,6 +179,14 @@ def plan(
     gpu_gbs: Annotated[
         float, typer.Option(help="GPU memory bandwidth in GB/s (RTX 3090: 936, RTX 4090: 1008, H100: 3350).", min=1)
     ] = GPU_GBS,
+    train_tflops: Annotated[
+        float,
+        typer.Option(
+            help="bf16 TFLOP/s a training step reaches (~40 % of the card's dense peak: RTX 3090 71, RTX 4090 165, "
+            "A6000 155, A100 312, H100 989).",
+            min=0.1,
+        ),
+    ] = TRAIN_TFLOPS,
     processes: Annotated[
         int | None,
         typer.Option(
@@ -230,7 +238,7 @@ def plan(
         if not estimated.fits:
             console.print(refusal(estimated), highlight=False)
     if loaded.model.backend == "unsloth":  # the GPU path: how long its stages take at these bandwidths
-        for times in time_tables(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs)):
+        for times in time_tables(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs, train_tflops)):
             console.print(times)
     if anchors:
         rows = Table("anchor", "measured GiB", "estimate GiB", "error")
@@ -244,6 +252,49 @@ def plan(
         console.print(rows)
     if gpu_gb is not None and not estimated.fits:
         raise typer.Exit(1)  # scripts (and a user's CI) can tell "does not fit" from the exit code
+
+
+@app.command(
+    help="Run the recipe's own stack and every stage of it at toy scale on this machine (a few tasks, two optimizer "
+    "steps per trainer, one wave of eval episodes per split, in a throwaway folder), print what each stage cost beside "
+    "`plan`'s memory, and forecast the full run. Exit status 1 when a stage fails or a peak exceeds the card."
+)
+@_friendly
+def selftest(
+    recipe: RecipeArg,
+    overrides: Overrides = None,
+    gpu_gb: Annotated[
+        float | None, typer.Option(help="The card to check the peaks against in GB (default: this machine's GPU).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Where the measurements go (default runs/selftest/NAME.json).")
+    ] = None,
+    keep: Annotated[Path | None, typer.Option(help="Keep the toy run in this folder instead of deleting it.")] = None,
+) -> None:
+    from rwml_lite.models import prepare_backend
+
+    loaded = _load(recipe, overrides)
+    prepare_backend(loaded.model)  # before torch and transformers are imported: Unsloth must come first
+    import torch
+
+    from rwml_lite.plan import estimate
+    from rwml_lite.records import atomic_write_json
+    from rwml_lite.selftest import over_card, run_selftest, tables
+
+    _quiet_libraries()
+    name = _recipe_path(recipe).stem
+    if gpu_gb is None and torch.cuda.is_available():
+        gpu_gb = torch.cuda.get_device_properties(0).total_memory / 1024**3
+    result = run_selftest(loaded, name, keep, say=lambda line: console.print(f"[bold]{line}[/bold]"))
+    out = out or Path("runs/selftest") / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result.as_json())
+    for shown in tables(result, estimate(loaded, gpu_gb or 0.0)):
+        console.print(shown, highlight=False)
+    console.print(f"Measurements: {out}")
+    exceeded = over_card(result, loaded, gpu_gb)
+    if exceeded:
+        raise RwmlError(exceeded)
 
 
 Redo = Annotated[

@@ -204,6 +204,9 @@ class _Env(Section):
     SPLITS: ClassVar[tuple[str, ...]]
     #: games per split where the benchmark fixes them (`plan`'s run time when num_tasks is null)
     TASKS: ClassVar[dict[str, int]] = {}
+    #: what the paper's collect yielded on this benchmark: (triplets per rollout, share the filter kept), `plan`'s
+    #: expected volume before a run has its own counts; None where the paper reports none
+    PAPER_YIELD: ClassVar[tuple[float, float] | None] = None
 
     def tasks(self, split: str) -> int | None:
         """Tasks in `split` of the configured benchmark, None where the benchmark does not fix them."""
@@ -233,6 +236,8 @@ class ALFWorldSettings(_Env):
 
     SPLITS = ("train", "valid_seen", "valid_unseen", "valid_train")
     TASKS = {"train": 3553, "valid_seen": 140, "valid_unseen": 134, "valid_train": 200}
+    #: 2048 tasks x 3 rollouts -> 21,011 train + 2,288 val triplets, 15,813 of the 21,011 kept (PAPER.md)
+    PAPER_YIELD = ((21011 + 2288) / (2048 * 3), 15813 / 21011)
     name: Literal["alfworld"] = Field("alfworld", description="Environment: ALFWorld.")
 
 
@@ -245,6 +250,8 @@ class Tau2Settings(_Env):
         "train": {"airline": 30, "retail": 74, "telecom": 74},
         "test": {"airline": 20, "retail": 40, "telecom": 40},
     }
+    #: 178 tasks x 6 rollouts -> 5,578 triplets; the share kept is not reported (PAPER.md)
+    PAPER_YIELD = (5578 / (178 * 6), 1.0)
     name: Literal["tau2"] = Field("tau2", description="Environment: tau2-bench.")
     domains: list[Literal["airline", "retail", "telecom"]] = Field(
         ["airline", "retail", "telecom"], min_length=1, description="The customer-service domains played."

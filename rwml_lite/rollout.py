@@ -78,6 +78,11 @@ class _Live:
     steps: list[StepRecord] = field(default_factory=list)
 
 
+#: When a list, every agent round of every rollout appends (its start on time.monotonic(), the episodes it
+#: samples for): `rwml-lite selftest` reads the seconds a round takes at full concurrency from it.
+ROUNDS: list[tuple[float, int]] | None = None
+
+
 def run_episodes(
     path: Path,
     specs: list[EpisodeSpec],
@@ -157,6 +162,8 @@ def _play(
             s: "context" for s in prompts if fits and live[s].prompt and not fits(prompts[s], sampling.max_new_tokens)
         }
         order = [s for s in prompts if s not in capped]
+        if ROUNDS is not None:
+            ROUNDS.append((time.monotonic(), len(order)))
         replies = generator.generate([prompts[s] for s in order], 1, sampling) if order else []
         completions = dict(zip(order, (c for [c] in replies)))
         actions = {

@@ -8,18 +8,23 @@ A decode step of a batch of S sequences makes one token of each, and two copies 
   output head is read) and the KV cache of the S sequences (half of max_seq_length each, on average).
 Unsloth prefetches the next layers while one computes, so a step lasts the longer of the two and
 tokens/s <= S / max(PCIe time, memory time). Sampling, Python and bitsandbytes' dequantization keep
-real generation below that bound (not yet measured on a GPU for this path). The token budgets are
-the recipe's upper bounds: every reply fills its budget, every episode runs to its step limit, every
-transition becomes a triplet (within ~2x for a thinking model that fails often). Their quotient is
-an estimate, neither floor nor ceiling, that tells a day from a month. A training micro batch
-copies the offloaded layers in forward and again in backward (`copies_per_micro_batch`); training's
-compute time is not estimated.
+real generation below that bound (not yet measured on a GPU for this path). Replies fill their
+budgets and episodes run to their step limits. The triplets, which set the filter's and the trainers'
+work, come in two volumes: the upper bound (every transition a triplet, all kept) and the expected one
+(this run's own counts once collect and the filter have run, else the paper's yield on the benchmark).
+Training costs FLOPs at a training throughput (`--train-tflops`): each trained token's forward through
+every layer and the output head, backward through the layers LoRA reaches, and their forward again
+under gradient checkpointing, over sequences of `max_seq_length` tokens (upper) or half that
+(expected). A training micro batch also copies the offloaded layers in forward and again in backward
+(`copies_per_micro_batch`). The totals are estimates, neither floor nor ceiling, that tell a day from
+a month; `rwml-lite selftest` measures the real rates on the machine.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from rwml_lite.config import Recipe
 from rwml_lite.plan import BYTES, GIB, Architecture, Plan, architecture
@@ -30,6 +35,52 @@ PCIE_GBS = 25.0
 #: Default GPU memory bandwidth: an RTX 3090's (RTX 4090: 1008, A6000: 768, L40S: 864, A100 80GB:
 #: 2039, H100 SXM: 3350).
 GPU_GBS = 936.0
+#: Default training throughput: the bf16 TFLOP/s a training step reaches, about 40 % of an RTX 3090's 71 dense peak
+#: (peaks: RTX 4090 165, A6000 155, L40S 362, A100 312, H100 SXM 989).
+TRAIN_TFLOPS = 28.0
+
+
+@dataclass(frozen=True)
+class Volume:
+    """How much training data the recipe's collect makes: triplets per rollout, the share the filter keeps, the
+    trained sequences' length, and where these come from."""
+
+    triplets_per_rollout: float
+    kept_share: float
+    sequence_tokens: int
+    source: str
+
+
+def turns(recipe: Recipe, limit: int) -> int:
+    """Agent turns of an episode at its step limit: tau2 counts every message, and each of the agent's is
+    answered by the user or a tool, so at most every other one is the agent's."""
+    return (limit + 1) // 2 if recipe.env.name == "tau2" else limit
+
+
+def volumes(recipe: Recipe) -> dict[str, Volume]:
+    """The upper bound (every turn of every episode a triplet, all kept, sequences of max_seq_length) and the
+    expected volume: this run's own counts where collect and the filter have run in `run.dir`, else the paper's
+    yield on the benchmark, else the upper bound's; sequences of half max_seq_length."""
+    from rwml_lite.runfolder import RunFolder
+
+    length = recipe.model.max_seq_length
+    upper = Volume(turns(recipe, recipe.collect.max_steps), 1.0, length, "every turn a triplet, all kept")
+    expected = Volume(upper.triplets_per_rollout, 1.0, length // 2, "no yield known: as the upper bound")
+    if recipe.env.PAPER_YIELD:
+        expected = Volume(*recipe.env.PAPER_YIELD, length // 2, f"the paper's yield on {recipe.env.name}")
+    folder = RunFolder(Path(recipe.run.dir))
+    episodes, train, val = (_lines(p) for p in (folder.rollouts, folder.wm("train.jsonl"), folder.wm("val.jsonl")))
+    if episodes and train:
+        kept = _lines(folder.wm("rwml.jsonl")) / train if folder.wm("rwml.jsonl").exists() else expected.kept_share
+        expected = Volume((train + val) / episodes, kept, length // 2, f"this run's collect ({folder.root})")
+    return {"expected": expected, "upper": upper}
+
+
+def _lines(path: Path) -> int:
+    if not path.exists():
+        return 0
+    with open(path, "rb") as f:
+        return sum(1 for line in f if line.strip())
 
 
 @dataclass(frozen=True)
@@ -43,11 +94,15 @@ class Generation:
 
 @dataclass(frozen=True)
 class Training:
-    """A training stage: optimizer steps and micro batches (forward + backward) per step."""
+    """A training stage: optimizer steps, micro batches (forward + backward) per step, sequences trained per step,
+    and forward passes without gradient per trained sequence (GRPO's log-probs for vLLM's importance-sampling
+    correction, the reference model's under a KL term)."""
 
     stage: str
     steps: int
     micro_batches: int
+    sequences: int = 0
+    extra_forwards: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,6 +114,7 @@ class Bandwidth:
     recipe: Recipe
     pcie_gbs: float = PCIE_GBS
     gpu_gbs: float = GPU_GBS
+    train_tflops: float = TRAIN_TFLOPS
 
     @property
     def offloaded_bytes(self) -> float:
@@ -124,57 +180,98 @@ class Bandwidth:
         return micro_batches * self.copies_per_micro_batch() * self.plan.swapped_bytes
 
 
-def work(recipe: Recipe, plan: Plan) -> tuple[list[Generation], list[Training]]:
-    """The sampling and training of the recipe's stages, at their budgets (see the module's docstring).
-    transformers' generate decodes model.generation_batch_size sequences at once (TRL's GRPO a whole
+def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list[Generation], list[Training]]:
+    """The sampling and training of the recipe's stages at `volume` (the upper bound by default; see the module's
+    docstring). transformers' generate decodes model.generation_batch_size sequences at once (TRL's GRPO a whole
     step, batch x group); vLLM takes every prompt of a call and decodes as many as its KV cache holds."""
     m, a, c, f, g, w, p, e = (
         recipe.model, recipe.agent, recipe.collect, recipe.worldmodel.filter, recipe.grpo, recipe.wm_sft,
         recipe.policy, recipe.eval,
     )  # fmt: skip
+    volume = volume or volumes(recipe)["upper"]
     stages = recipe.stages
-
-    def turns(limit: int) -> int:
-        """Agent turns of an episode at its step limit: tau2 counts every message, and each of the
-        agent's is answered by the user or a tool, so at most every other one is the agent's."""
-        return (limit + 1) // 2 if recipe.env.name == "tau2" else limit
-
     episodes = c.num_tasks * c.rollouts_per_task
-    triplets = episodes * turns(c.max_steps)  # every transition of every episode (the build keeps at most these)
+    triplets = episodes * volume.triplets_per_rollout
+    val = triplets * recipe.worldmodel.val_fraction  # the filter model trains on these
+    kept = (triplets - val) * volume.kept_share  # RWML and WM SFT train on these
     # vLLM's KV cache holds kv_sequences at full length; pages come as tokens do, so about twice as many
     # at the average half length decode together
     at_once = m.generation_batch_size if plan.kv_sequences is None else max(2 * plan.kv_sequences, 1)
     agent_sequences = min(at_once, a.parallel_episodes)
     generation, training = [], []
     if "collect" in stages:
-        generation.append(Generation("collect", agent_sequences, triplets * a.max_new_tokens))
+        generation.append(
+            Generation("collect", agent_sequences, episodes * turns(recipe, c.max_steps) * a.max_new_tokens)
+        )
     if "filter" in stages and f.enabled:
         filter_at_once = at_once if plan.kv_sequences is not None else max(1, at_once // f.samples) * f.samples
-        generation.append(Generation("filter", filter_at_once, triplets * f.samples * f.max_new_tokens))
-        training.append(Training("filter SFT", math.ceil(f.epochs * triplets / f.batch_size), 1))
+        generation.append(Generation("filter", filter_at_once, round((triplets - val) * f.samples * f.max_new_tokens)))
+        training.append(Training("filter SFT", math.ceil(f.epochs * val / f.batch_size), 1, f.batch_size))
     if "rwml" in stages:
         completions = g.batch_size * g.group_size
-        steps = g.max_steps if g.max_steps > 0 else math.ceil(g.epochs * triplets / g.batch_size)
+        steps = g.max_steps if g.max_steps > 0 else math.ceil(g.epochs * kept / g.batch_size)
         sequences = completions if plan.kv_sequences is None else min(completions, at_once)
         generation.append(Generation("RWML GRPO", sequences, steps * completions * g.max_completion_length))
-        training.append(Training("RWML GRPO", steps, math.ceil(completions / g.micro_batch_size)))
+        sampled_elsewhere = (m.backend == "unsloth" and m.fast_inference) or m.server is not None  # vLLM's log-probs
+        forwards = int(sampled_elsewhere and g.importance_sampling_correction) + int(g.beta > 0)
+        training.append(
+            Training("RWML GRPO", steps, math.ceil(completions / g.micro_batch_size), completions, forwards)
+        )
     if "wm_sft" in stages:
-        training.append(Training("WM SFT", math.ceil(w.epochs * triplets / w.batch_size), 1))
+        training.append(Training("WM SFT", math.ceil(w.epochs * kept / w.batch_size), 1, w.batch_size))
     if "policy" in stages:
-        step_turns = p.tasks_per_step * p.group_size * turns(p.episode_max_steps)
+        step_turns = p.tasks_per_step * p.group_size * turns(recipe, p.episode_max_steps)
         sequences = min(at_once, p.tasks_per_step * p.group_size)
         generation.append(Generation("Policy RL", sequences, p.max_steps * step_turns * a.max_new_tokens))
-        training.append(Training("Policy RL", p.max_steps, math.ceil(step_turns / p.micro_batch_size)))
+        training.append(Training("Policy RL", p.max_steps, math.ceil(step_turns / p.micro_batch_size), step_turns))
     if "eval" in stages:
         tasks = [e.num_tasks or recipe.env.tasks(split) for split in e.splits]
         if all(tasks):
-            per_policy = sum(tasks) * e.runs * turns(e.max_steps) * a.max_new_tokens
+            per_policy = sum(tasks) * e.runs * turns(recipe, e.max_steps) * a.max_new_tokens
             generation.append(Generation("eval", agent_sequences, len(recipe.evaluated_policies()) * per_policy))
     return generation, training
 
 
-def bandwidth(recipe: Recipe, plan: Plan, pcie_gbs: float = PCIE_GBS, gpu_gbs: float = GPU_GBS) -> Bandwidth:
-    return Bandwidth(architecture(recipe.model.name_or_path), plan, recipe, pcie_gbs, gpu_gbs)
+def _forward_flops(arch: Architecture, context: int) -> tuple[float, float]:
+    """FLOPs of one token's forward pass through (a decoder layer, the output head): 2 per weight it passes (its
+    active experts only, the router) and causal attention over `context` tokens (QK and AV, half on average)."""
+    shapes = arch.module_shapes()
+    attention = sum(shapes[n][0] * shapes[n][1] for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+    mlp = sum(shapes[n][0] * shapes[n][1] for n in ("gate_proj", "up_proj", "down_proj")) * max(arch.active_experts, 1)
+    layer = 2 * (attention + mlp + arch.hidden * arch.experts) + 2 * 2 * arch.q_dim * context / 2
+    return layer, 2 * arch.vocab * arch.hidden
+
+
+def forward_flops_per_token(arch: Architecture, context: int) -> float:
+    """FLOPs of a forward pass without gradient (log-probs), per token."""
+    layer, head = _forward_flops(arch, context)
+    return arch.layers * layer + head
+
+
+def training_flops_per_token(arch: Architecture, recipe: Recipe, context: int) -> float:
+    """FLOPs of one trained token: its forward pass; backward through the layers LoRA reaches (all for full
+    fine-tuning) and the head, 1x their forward where the weights are frozen (the input's gradient alone), 2x
+    where they train; under gradient checkpointing those layers' forward again."""
+    m = recipe.model
+    layer, head = _forward_flops(arch, context)
+    reached = arch.layers if m.lora is None else min(arch.layers, m.lora.last_layers or arch.layers)
+    backward = (2 if m.lora is None else 1) * (reached * layer + head)
+    recomputed = reached * layer if m.gradient_checkpointing else 0
+    return forward_flops_per_token(arch, context) + backward + recomputed
+
+
+def step_flops(arch: Architecture, recipe: Recipe, job: Training, context: int) -> float:
+    """FLOPs of one optimizer step: every trained sequence's tokens, trained and read again without gradient."""
+    per_token = training_flops_per_token(arch, recipe, context) + job.extra_forwards * forward_flops_per_token(
+        arch, context
+    )
+    return job.sequences * context * per_token
+
+
+def bandwidth(
+    recipe: Recipe, plan: Plan, pcie_gbs: float = PCIE_GBS, gpu_gbs: float = GPU_GBS, train_tflops: float = TRAIN_TFLOPS
+) -> Bandwidth:
+    return Bandwidth(architecture(recipe.model.name_or_path), plan, recipe, pcie_gbs, gpu_gbs, train_tflops)
 
 
 @dataclass(frozen=True)
@@ -199,9 +296,21 @@ class Copied:
     hours: float
 
 
-def estimates(b: Bandwidth) -> tuple[list[Sampled], list[Copied]]:
-    """Every stage's sampling, and (offloading only) its training's copies."""
-    generation, training = work(b.recipe, b.plan)
+@dataclass(frozen=True)
+class Computed:
+    """A training stage's compute: steps, FLOPs per step, hours at the training throughput."""
+
+    stage: str
+    steps: int
+    flops_per_step: float
+    hours: float
+
+
+def estimates(b: Bandwidth, volume: Volume | None = None) -> tuple[list[Sampled], list[Copied], list[Computed]]:
+    """Every stage's sampling, its training's compute, and (offloading only) its training's copies, at `volume`
+    (the upper bound by default)."""
+    volume = volume or volumes(b.recipe)["upper"]
+    generation, training = work(b.recipe, b.plan, volume)
     sampled = [
         Sampled(
             job.stage,
@@ -218,42 +327,52 @@ def estimates(b: Bandwidth) -> tuple[list[Sampled], list[Copied]]:
         for job in training
         if b.offloaded_bytes
     ]  # fmt: skip
-    return sampled, copied
+    computed = [
+        Computed(job.stage, job.steps, (flops := step_flops(b.arch, b.recipe, job, volume.sequence_tokens)),
+                 job.steps * flops / (b.train_tflops * 1e12) / 3600)
+        for job in training
+    ]  # fmt: skip
+    return sampled, copied, computed
 
 
-def total_hours(b: Bandwidth) -> float:
-    return sum(x.hours for rows in estimates(b) for x in rows)
+def total_hours(b: Bandwidth, volume: Volume | None = None) -> float:
+    return sum(x.hours for rows in estimates(b, volume) for x in rows)
 
 
 def time_tables(b: Bandwidth) -> list:
-    """Rich tables: the stages' sampling (with the total below), and with offloading the training copies."""
+    """Rich tables: the stages' sampling and their training (compute, and with offloading PCIe copies), each at the
+    expected volume beside the upper bound, with the totals below."""
     from rich.table import Table
 
-    sampled, copied = estimates(b)
-    tables = [
-        Table(
-            "stage",
-            "sequences / step",
-            "PCIe MiB / token",
-            "tokens/s <=",
-            "bound",
-            "tokens",
-            "hours",
-            title=f"Sampling at PCIe {b.pcie_gbs:g} GB/s (--pcie-gbs), GPU memory {b.gpu_gbs:g} GB/s (--gpu-gbs)",
+    at = volumes(b.recipe)
+    expected, upper = estimates(b, at["expected"]), estimates(b, at["upper"])
+    sampling = Table("stage", "sequences / step", "PCIe MiB / token", "tokens/s <=", "bound", "tokens", "hours",
+                     "tokens (upper)", "hours (upper)",
+                     title=f"Sampling at PCIe {b.pcie_gbs:g} GB/s (--pcie-gbs), GPU memory {b.gpu_gbs:g} GB/s (--gpu-gbs)")  # fmt: skip
+    for x, y in zip(expected[0], upper[0], strict=True):
+        sampling.add_row(
+            x.stage, str(x.sequences), f"{b.pcie_bytes_per_token(x.sequences) / 2**20:.1f}", f"{x.tokens_per_second:,.0f}",
+            x.bound, f"{x.tokens / 1e6:,.1f}M", f"{x.hours:,.1f}", f"{y.tokens / 1e6:,.1f}M", f"{y.hours:,.1f}",
         )  # fmt: skip
-    ]
-    for x in sampled:
-        tables[0].add_row(
-            x.stage, str(x.sequences), f"{b.pcie_bytes_per_token(x.sequences) / 2**20:.1f}",
-            f"{x.tokens_per_second:,.0f}", x.bound, f"{x.tokens / 1e6:,.1f}M", f"{x.hours:,.1f}",
-        )  # fmt: skip
-    if copied:
-        tables.append(Table("training stage", "steps", "PCIe GiB / step", "hours", title="Training's PCIe copies"))
-        for x in copied:
-            tables[1].add_row(x.stage, str(x.steps), f"{x.bytes_per_step / GIB:.1f}", f"{x.hours:,.1f}")
-    total = sum(x.hours for x in [*sampled, *copied])
+    training = Table("training stage", "steps", "TFLOP / step", "hours", "steps (upper)", "TFLOP / step (upper)",
+                     "hours (upper)", title=f"Training compute at {b.train_tflops:g} TFLOP/s (--train-tflops)")  # fmt: skip
+    for x, y in zip(expected[2], upper[2], strict=True):
+        training.add_row(x.stage, str(x.steps), f"{x.flops_per_step / 1e12:,.0f}", f"{x.hours:,.1f}", str(y.steps),
+                         f"{y.flops_per_step / 1e12:,.0f}", f"{y.hours:,.1f}")  # fmt: skip
+    tables = [sampling, training]
+    if expected[1]:
+        copies = Table(
+            "training stage", "steps", "PCIe GiB / step", "hours", "hours (upper)", title="Training's PCIe copies"
+        )
+        for x, y in zip(expected[1], upper[1], strict=True):
+            copies.add_row(x.stage, str(x.steps), f"{x.bytes_per_step / GIB:.1f}", f"{x.hours:,.1f}", f"{y.hours:,.1f}")
+        tables.append(copies)
+    low, high = (sum(x.hours for rows in e for x in rows) for e in (expected, upper))
     tables[-1].caption = (
-        f"{total:,.1f} hours ({total / 24:,.1f} days) where bandwidth sets the pace, at these token budgets; "
-        "compute (training, Python, dequantization) adds to it"
+        f"Expected {low:,.1f} hours ({low / 24:,.1f} days; triplets: {at['expected'].source}, "
+        f"{at['expected'].triplets_per_rollout:.2f} per rollout, {100 * at['expected'].kept_share:.0f} % kept; "
+        f"sequences of {at['expected'].sequence_tokens} tokens); upper bound {high:,.1f} hours ({high / 24:,.1f} days; "
+        f"{at['upper'].source}, sequences of {at['upper'].sequence_tokens} tokens). Python, dequantization and "
+        "the environments add to it: `rwml-lite selftest` measures this machine."
     )
     return tables

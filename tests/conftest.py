@@ -56,7 +56,11 @@ def require(condition: bool, reason: str) -> None:
 #: vLLM's CPU build (the gpu extra's release) lives in a venv of its own (Makefile: .venv-vllm).
 VLLM_PYTHON = Path(os.environ.get("RWML_LITE_VLLM_PYTHON", REPO / ".venv-vllm" / "bin" / "python"))
 #: vLLM's CPU build on a shared 2-core machine: threads not pinned, no core kept back, a 2 GiB KV cache.
-VLLM_CPU_ENV = {"VLLM_CPU_OMP_THREADS_BIND": "nobind", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0", "VLLM_CPU_KVCACHE_SPACE": "2"}
+VLLM_CPU_ENV = {
+    "VLLM_CPU_OMP_THREADS_BIND": "nobind",
+    "VLLM_CPU_NUM_OF_RESERVED_CPU": "0",
+    "VLLM_CPU_KVCACHE_SPACE": "2",
+}
 
 
 @pytest.fixture(scope="session")

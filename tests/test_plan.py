@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import pytest
@@ -10,6 +11,8 @@ from conftest import REPO, TINY_MOE, rwml_lite, tiny_recipe
 from rwml_lite.config import load_recipe
 from rwml_lite.errors import RwmlError
 from rwml_lite.plan import ANCHORS, GIB, KNOWN, architecture, estimate, refusal
+
+QWEN3_8B_RECIPE = REPO / "recipes/alfworld_qwen3_8b.yaml"
 
 RECIPES = sorted((REPO / "recipes").glob("*.yaml"))
 GPU_RECIPES = [p for p in RECIPES if re.search(r"\d+ GB GPU", p.read_text().splitlines()[1])]
@@ -251,7 +254,7 @@ def test_the_consumer_moe_recipes_fit_their_gpu_and_their_header_states_the_cpu_
     assert max(plan.host_gib(phase) for phase in plan.phases) * GIB / 1e9 <= stated_ram
     b = bandwidth(recipe, plan)
     assert total_hours(b) / 24 < 10  # sized for days, not months (at the default PCIe 4.0 and an RTX 3090's memory)
-    sampled, _ = estimates(b)
+    sampled, _, _ = estimates(b)
     assert all(x.sequences <= 128 // 8 for x in sampled)  # Unsloth's routed 4-bit kernel: 128 experts, 8 per token
     if size == 24:  # 8 layers offloaded: PCIe sets the pace of every stage's sampling
         assert plan.offloaded_layers == 8 and plan.parts["CPU: offloaded layers (pinned)"] > 2
@@ -279,7 +282,7 @@ def test_plan_prints_cpu_ram_and_the_time_at_the_pcie_rate_asked_for():
     assert result.returncode == 0, result.stderr[-2000:]
     assert "total CPU RAM" in result.stdout and "CPU: offloaded layers (pinned)" in result.stdout
     assert "Sampling at PCIe 12.5 GB/s" in result.stdout and "Training's PCIe copies" in result.stdout
-    assert "days)" in result.stdout
+    assert " days; " in " ".join(result.stdout.split())
 
 
 def test_short_cpu_ram_is_warned_of_with_what_unsloth_keeps_free_before_pinning():
@@ -326,3 +329,42 @@ def test_several_processes_each_hold_the_model_and_a_share_of_each_batch():
     assert "DDP gradient buckets" not in policy.phases["Policy RL"]  # the policy loop sums .grad itself
     result = rwml_lite("plan", str(path))  # the header's 8 x 139 GB
     assert "each of 8 GPUs" in result.stdout and "fits a 139 GB GPU" in result.stdout
+
+
+def test_a_grpo_steps_flops_on_the_qwen3_8b_recipe_are_counted_by_hand():
+    """Qwen3-8B (36 layers, hidden 4096, MLP 12288, 32 query heads and 8 KV heads of 128, vocab 151936), LoRA on
+    every layer, gradient checkpointing, vLLM sampling with its importance-sampling correction."""
+    from rwml_lite.throughput import bandwidth, estimates, volumes
+
+    recipe = load_recipe(QWEN3_8B_RECIPE)
+    attention = 2 * 4096 * 4096 + 2 * 4096 * 1024  # q, o; k, v
+    mlp = 3 * 4096 * 12288
+    context = 3072 // 2  # the expected sequence: half of max_seq_length
+    layer = 2 * (attention + mlp) + 4 * 4096 * context / 2  # weights; QK and AV over half the context
+    head = 2 * 151936 * 4096
+    forward = 36 * layer + head
+    trained = (
+        forward + (36 * layer + head) + 36 * layer
+    )  # forward, backward (frozen weights: input gradients), recompute
+    per_token = trained + forward  # and the log-prob pass for vLLM's importance-sampling correction
+    step = 32 * 8 * context * per_token  # batch 32 x group 8 sequences
+    b = bandwidth(recipe, estimate(recipe, 24), train_tflops=28)
+    expected = volumes(recipe)["expected"]
+    assert expected.source == "the paper's yield on alfworld" and expected.triplets_per_rollout == pytest.approx(
+        3.79, abs=0.01
+    )
+    [rwml] = [x for x in estimates(b, expected)[2] if x.stage == "RWML GRPO"]
+    assert rwml.flops_per_step == pytest.approx(step)
+    kept = (
+        2048 * 3 * (21011 + 2288) / 6144 * 0.9 * 15813 / 21011
+    )  # collect's triplets, 90 % train, the paper's kept share
+    assert rwml.steps == math.ceil(2 * kept / 32)  # 2 epochs of 32 prompts
+    assert rwml.hours == pytest.approx(rwml.steps * step / 28e12 / 3600)
+
+
+def test_plan_prints_expected_and_upper_hours_with_training_compute():
+    result = rwml_lite("plan", str(QWEN3_8B_RECIPE), "--train-tflops", "100")
+    assert result.returncode == 0, result.stderr[-2000:]
+    said = " ".join(result.stdout.split())
+    assert "Training compute at 100 TFLOP/s" in said and "Expected" in said and "upper bound" in said
+    assert "the paper's yield on alfworld, 3.79 per rollout, 75 % kept" in said
