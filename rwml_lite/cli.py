@@ -95,7 +95,16 @@ def _run(recipe: str, overrides: list[str] | None, stages, redo: str | None) -> 
 
     _check_fits(loaded)
     _quiet_libraries()
-    folder = run(loaded, stages(loaded) if callable(stages) else loaded.stages if stages is None else stages, redo)
+    from rwml_lite.selftest import measurements, stage_forecast
+
+    measured = measurements(_recipe_path(recipe).stem)
+    forecast = stage_forecast(measured)
+    if forecast:
+        console.print(
+            f"Forecast from {measured}: about {sum(forecast.values()) / 60:,.0f} min for the recipe's stages."
+        )
+    folder = run(loaded, stages(loaded) if callable(stages) else loaded.stages if stages is None else stages, redo,
+                 forecast)  # fmt: skip
     if not is_main():  # under accelerate launch the main process says it
         return
     if folder.report.exists():
@@ -279,14 +288,14 @@ def selftest(
 
     from rwml_lite.plan import estimate
     from rwml_lite.records import atomic_write_json
-    from rwml_lite.selftest import over_card, run_selftest, tables
+    from rwml_lite.selftest import measurements, over_card, run_selftest, tables
 
     _quiet_libraries()
     name = _recipe_path(recipe).stem
     if gpu_gb is None and torch.cuda.is_available():
         gpu_gb = torch.cuda.get_device_properties(0).total_memory / 1024**3
     result = run_selftest(loaded, name, keep, say=lambda line: console.print(f"[bold]{line}[/bold]"))
-    out = out or Path("runs/selftest") / f"{name}.json"
+    out = out or measurements(name)
     out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, result.as_json())
     for shown in tables(result, estimate(loaded, gpu_gb or 0.0)):

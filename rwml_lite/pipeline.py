@@ -409,10 +409,13 @@ def stage_keys(recipe: Recipe) -> dict[str, str]:
     return keys
 
 
-def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder:
+def run(
+    recipe: Recipe, stages: list[str], redo: str | None = None, forecast: dict[str, float] | None = None
+) -> RunFolder:
     """Run the given stages in order, skipping finished ones and resuming started ones. Under
     `accelerate launch` every process runs each stage (each doing its share) and the main process
-    alone writes the manifest; all of them finish a stage before any starts the next."""
+    alone writes the manifest; all of them finish a stage before any starts the next. `forecast` (stage ->
+    seconds, `rwml-lite selftest`'s) has each finished stage say how long the ones still to run should take."""
     from rwml_lite.sources import checkpoint_folder
 
     folder = RunFolder(Path(recipe.run.dir))
@@ -450,6 +453,10 @@ def run(recipe: Recipe, stages: list[str], redo: str | None = None) -> RunFolder
         if is_main():
             atomic_write_json(folder.manifest, manifest)
         _say(f"[green]+ {stage}[/green] done in {seconds:.0f} s: {_brief(summary)}")
+        left = [s for s in stages[stages.index(stage) + 1 :] if s in (forecast or {})]
+        if left:
+            minutes = sum(forecast[s] for s in left) / 60
+            _say(f"[dim]  about {minutes:,.0f} min to go for {', '.join(left)} (rwml-lite selftest's forecast)[/dim]")
     return folder
 
 

@@ -85,6 +85,18 @@ class SelfTest:
         return sum(getattr(m, which) for m in self.stages) / 3600
 
 
+def measurements(name: str) -> Path:
+    """Where `rwml-lite selftest NAME` writes its measurements by default, and `train NAME` reads its forecast."""
+    return Path("runs/selftest") / f"{name}.json"
+
+
+def stage_forecast(path: Path) -> dict[str, float] | None:
+    """stage -> expected seconds from a selftest's measurements, None where there are none."""
+    if not path.exists():
+        return None
+    return {m["stage"]: m["expected_seconds"] for m in json.loads(path.read_text())["stages"]}
+
+
 def toy_overrides(recipe: Recipe, run_dir: Path) -> list[str]:
     """The recipe at toy scale: one wave of episodes to collect and per eval split, two steps per trainer."""
     c, e = recipe.collect, recipe.eval

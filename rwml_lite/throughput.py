@@ -35,6 +35,15 @@ PCIE_GBS = 25.0
 #: Default GPU memory bandwidth: an RTX 3090's (RTX 4090: 1008, A6000: 768, L40S: 864, A100 80GB:
 #: 2039, H100 SXM: 3350).
 GPU_GBS = 936.0
+#: Unsloth's cap on the sequences its vLLM engine decodes at once, by the GiB left for the KV cache (unsloth_zoo
+#: 2026.10.9, vllm_utils.load_vllm's max_num_seqs): (up to GiB, sequences); 256 above 80 GiB.
+UNSLOTH_MAX_SEQS = ((2, 8), (4, 16), (8, 32), (12, 48), (16, 64), (24, 80), (40, 96), (48, 112), (80, 128))
+
+
+def unsloth_max_seqs(kv_gib: float) -> int:
+    return next((seqs for gib, seqs in UNSLOTH_MAX_SEQS if kv_gib <= gib), 256)
+
+
 #: Default training throughput: the bf16 TFLOP/s a training step reaches, about 40 % of an RTX 3090's 71 dense peak
 #: (peaks: RTX 4090 165, A6000 155, L40S 362, A100 312, H100 SXM 989).
 TRAIN_TFLOPS = 28.0
@@ -197,6 +206,8 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
     # vLLM's KV cache holds kv_sequences at full length; pages come as tokens do, so about twice as many
     # at the average half length decode together
     at_once = m.generation_batch_size if plan.kv_sequences is None else max(2 * plan.kv_sequences, 1)
+    if m.backend == "unsloth" and m.fast_inference:
+        at_once = min(at_once, unsloth_max_seqs(plan.parts.get("KV cache", 0.0)))
     agent_sequences = min(at_once, a.parallel_episodes)
     generation, training = [], []
     if "collect" in stages:

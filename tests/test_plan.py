@@ -368,3 +368,14 @@ def test_plan_prints_expected_and_upper_hours_with_training_compute():
     said = " ".join(result.stdout.split())
     assert "Training compute at 100 TFLOP/s" in said and "Expected" in said and "upper bound" in said
     assert "the paper's yield on alfworld, 3.79 per rollout, 75 % kept" in said
+
+
+def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cache():
+    from rwml_lite.throughput import bandwidth, estimates
+
+    recipe = load_recipe(REPO / "recipes/alfworld_qwen2.5_7b.yaml")
+    plan = estimate(recipe, 24)
+    kv_gib = plan.parts["KV cache"]  # 24 x 0.8 minus the 4-bit weights and vLLM's runtime
+    assert 12 < kv_gib <= 16 and 2 * plan.kv_sequences > 64  # the cache would hold more than Unsloth's 64
+    sampled, _, _ = estimates(bandwidth(recipe, plan))
+    assert {x.stage: x.sequences for x in sampled} == {"collect": 64, "filter": 64, "RWML GRPO": 64, "eval": 64}

@@ -4,6 +4,8 @@ measured, and a forecast of the full recipe that scales those measurements by th
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -49,6 +51,16 @@ def test_selftest_runs_every_stage_at_toy_scale_and_forecasts_the_full_recipe(tm
     assert measured["sampling_tokens_per_second"] > 0 and measured["sampling_sequences"] == 2 * 4
     assert measured["embedder_texts_per_second"] > 0
     assert "toy scale on CPU" in result.stdout and "The full recipe:" in result.stdout
+    # `train` reads the forecast where selftest writes it by default, and says what is left after each stage
+    (tmp_path / "runs/selftest").mkdir(parents=True)
+    out.rename(tmp_path / "runs/selftest/recipe.json")
+    train = subprocess.run([sys.executable, "-m", "rwml_lite", "train", str(recipe), "stages=[collect,build]"],
+                           capture_output=True, text=True, cwd=tmp_path)  # fmt: skip
+    assert train.returncode == 0, train.stderr[-3000:]
+    said = " ".join((train.stdout + train.stderr).split())
+    minutes = sum(m["expected_seconds"] for m in measured["stages"]) / 60
+    assert f"Forecast from runs/selftest/recipe.json: about {minutes:,.0f} min" in said
+    assert "min to go for build (rwml-lite selftest's forecast)" in said
 
 
 def test_a_selftest_whose_stage_fails_exits_non_zero_naming_the_stage_and_its_fields(tmp_path, tiny_qwen3, java):

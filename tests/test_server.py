@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import collections
 import hashlib
-import itertools
+import threading
 
 import pytest
 
@@ -21,6 +21,19 @@ def answer(text: str) -> str:
     """A reply that depends on the whole rendered prompt: one of the admissible actions it lists, by its hash."""
     actions = [line.strip()[2:] for line in text.splitlines() if line.strip().startswith("- ")] or ["look around"]
     return f"<think>step</think><action>{actions[int(hashlib.sha256(text.encode()).hexdigest(), 16) % len(actions)]}</action>"
+
+
+class OddAsks:
+    """Whether a prompt is being asked for the 1st, 3rd, 5th ... time: the server's handler threads answer the
+    members of a group, which send the same prompt at once, alternately, whatever order they arrive in."""
+
+    def __init__(self):
+        self.asked, self.lock = collections.Counter(), threading.Lock()
+
+    def __call__(self, prompt: str) -> bool:
+        with self.lock:
+            self.asked[prompt] += 1
+            return self.asked[prompt] % 2 == 1
 
 
 def played(run) -> list[tuple]:
@@ -116,9 +129,10 @@ def test_the_policy_stage_samples_each_steps_lora_on_the_server(tmp_path, tiny_q
 
     from rwml_lite.pipeline import run
 
-    # every other reply is not an action: groups differ in invalid steps, so every step trains
-    turn = itertools.count()
-    reply = lambda body: ("<action>look around</action>" if next(turn) % 2 else "I am not sure.", "stop")  # noqa: E731
+    # the members of a group ask the same first prompt, and every other asker is not answered with an action: groups
+    # differ in invalid steps, so every step trains
+    odd = OddAsks()
+    reply = lambda body: ("<action>look around</action>" if odd(body["prompt"]) else "I am not sure.", "stop")  # noqa: E731
     policy = {"start": "base", "tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 3,
               "learning_rate": 0.01, "micro_batch_size": 4, "save_steps": 1, "invalid_action_penalty": 0.1}  # fmt: skip
     with ChatServer(reply) as server:
@@ -153,7 +167,7 @@ def test_rwml_samples_its_groups_on_the_server_from_each_steps_lora(tmp_path, ti
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     tokenize = lambda text: tokenizer(text, add_special_tokens=False)["input_ids"] + [end]  # noqa: E731
 
-    asked = collections.Counter()  # GRPO prompt -> how often it was sampled
+    odd = OddAsks()
     given = []  # (model, whether the reply was tagged) for each GRPO request
 
     def reply(body):
@@ -161,8 +175,7 @@ def test_rwml_samples_its_groups_on_the_server_from_each_steps_lora(tmp_path, ti
             return answer(body["prompt"]), "stop"
         # GRPO: every other sample of a prompt has no tag (reward 0), the rest are tagged (1 at tau_d 1.0): every
         # group trains
-        asked[body["prompt"]] += 1
-        given.append((body["model"], asked[body["prompt"]] % 2 == 1))
+        given.append((body["model"], odd(body["prompt"])))
         return ("<next_state>A room.</next_state>" if given[-1][1] else "No idea."), "stop"
 
     with ChatServer(reply, tokenize=tokenize) as server:
