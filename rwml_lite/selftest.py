@@ -39,7 +39,7 @@ PHASES = {"collect": "generation", "filter": "filter SFT", "rwml": "RWML GRPO", 
 
 @dataclass
 class Part:
-    """A share of a stage's time that scales: seconds per unit, and the units at full scale."""
+    """Work a full stage does beyond the toy run's: seconds per unit (measured), and how many units more."""
 
     unit: str
     per_unit: float
@@ -49,13 +49,13 @@ class Part:
 
 @dataclass
 class Measured:
-    """One stage at toy scale, and its forecast at full scale (seconds): the fixed part plus the scaled parts."""
+    """One stage at toy scale, and its forecast at full scale (seconds): the toy run's time plus the work beyond it."""
 
     stage: str
     seconds: float
     peak_gpu_gib: float | None = None
     peak_rss_gib: float = 0.0
-    fixed: float = 0.0  # seconds that do not scale (loading, the first step's warm-up)
+    fixed: float = 0.0  # the toy run's own seconds (loading, warm-up and the toy's work included)
     parts: list[Part] = field(default_factory=list)
 
     @property
@@ -69,6 +69,8 @@ class Measured:
 
 @dataclass
 class SelfTest:
+    """What a selftest measured on this machine, stage by stage, and its rates."""
+
     recipe: str
     device: str
     stages: list[Measured] = field(default_factory=list)
