@@ -7,6 +7,8 @@
 # BASE: another image with python3.11 (docker/check_image.sh builds on a Debian bookworm base it makes itself)
 ARG BASE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu22.04
 FROM ${BASE}
+# PIP_CERT: a CA bundle inside the build for pip behind a TLS-intercepting proxy (`--build-arg PIP_CERT=...`)
+ARG PIP_CERT
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
 # python3.11 for the package; build tools for ALFWorld's jericho/fast-downward and Triton's launcher

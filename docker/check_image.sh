@@ -27,8 +27,11 @@ cleanup() {
 trap cleanup EXIT
 
 echo "== the base: Debian bookworm with python3.11 (debootstrap)"
-debootstrap --variant=minbase --include=python3.11,python3.11-venv,python3.11-dev,ca-certificates,passwd \
-  bookworm "$WORK/rootfs" http://deb.debian.org/debian >/dev/null
+# python3.11 alone: the Dockerfile installs its venv and dev packages (debootstrap leaves python3.11-venv's
+# dependency python3.11-distutils out and fails)
+debootstrap --variant=minbase --include=python3.11,ca-certificates,passwd \
+  bookworm "$WORK/rootfs" http://deb.debian.org/debian >"$WORK/debootstrap.log" \
+  || { tail -20 "$WORK/rootfs/debootstrap/debootstrap.log"; exit 1; }
 base=$(buildah "${STORE[@]}" from scratch)
 cp -a "$WORK/rootfs/." "$(buildah "${STORE[@]}" mount "$base")/"
 buildah "${STORE[@]}" umount "$base" >/dev/null
@@ -37,9 +40,9 @@ rm -rf "$WORK/rootfs"
 
 echo "== the image (the Dockerfile with BASE=localhost/rwml-lite-base)"
 # pip reaches the registry only with the host's CA bundle: mounted outside /etc/ssl/certs (over
-# ca-certificates.crt it would break the ca-certificates package's setup), PIP_CERT pointing at it
+# ca-certificates.crt it would break the ca-certificates package's setup), the PIP_CERT build argument pointing at it
 buildah "${STORE[@]}" bud --isolation chroot --layers=false --build-arg BASE=localhost/rwml-lite-base \
-  --volume "$CA:/etc/rwml-lite-ca.crt:ro" --env PIP_CERT=/etc/rwml-lite-ca.crt -t localhost/rwml-lite .
+  --volume "$CA:/etc/rwml-lite-ca.crt:ro" --build-arg PIP_CERT=/etc/rwml-lite-ca.crt -t localhost/rwml-lite .
 built=$(date +%s)
 
 echo "== inside the image: doctor, then a two-step tiny train of the CPU demo"

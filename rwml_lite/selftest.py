@@ -29,6 +29,7 @@ from rwml_lite.errors import RwmlError
 from rwml_lite.records import read_jsonl
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import read_triplets
+from rwml_lite.throughput import eval_tasks, turns
 
 #: optimizer steps each trainer takes at toy scale
 TOY_STEPS = 2
@@ -173,12 +174,12 @@ def run_selftest(recipe: Recipe, name: str, keep: Path | None = None, say=print)
     result = SelfTest(name, device)
     toy = _with(recipe, toy_overrides(recipe, work / "run"))
     folder = RunFolder(Path(toy.run.dir))
-    rounds: dict[str, list] = {}
+    rounds: list[tuple[float, int]] = []
     try:
         for stage in recipe.stages:
             toy = _sized_for(toy, stage, folder)
             say(f"selftest: {stage} at toy scale")
-            rollout.ROUNDS = rounds[stage] = []
+            rollout.ROUNDS = rounds if stage == "collect" else None  # the round time forecast uses collect's
             try:
                 with GpuPeak() as peak:
                     run(toy, [stage])
@@ -191,7 +192,7 @@ def run_selftest(recipe: Recipe, name: str, keep: Path | None = None, say=print)
             seconds = json.loads(folder.manifest.read_text())["stages"][stage]["seconds"]
             result.stages.append(Measured(stage, seconds, peak_gpu_gib=peak.gib, peak_rss_gib=_rss_gib()))
         _rates(recipe, toy, folder, result)
-        _forecast(recipe, folder, result, _round_seconds(rounds.get("collect", [])))
+        _forecast(recipe, folder, result, _round_seconds(rounds))
     finally:
         rollout.ROUNDS = None
         if keep is None:
@@ -277,7 +278,7 @@ def _forecast(recipe: Recipe, folder: RunFolder, result: SelfTest, round_seconds
     toy_episodes = max(summaries.get("collect", {}).get("episodes", 1), 1)
     toy_turns = summaries.get("collect", {}).get("steps", 0)
     episodes = c.num_tasks * c.rollouts_per_task
-    turns_limit = (c.max_steps + 1) // 2 if recipe.env.name == "tau2" else c.max_steps
+    turns_limit = turns(recipe, c.max_steps)
     # triplets at full scale: as many per episode as the toy run made, or one per turn of every episode
     triplets = {"expected": episodes * summaries.get("build", {}).get("triplets", 0) / toy_episodes,
                 "upper": episodes * turns_limit}  # fmt: skip
@@ -329,15 +330,10 @@ def _forecast(recipe: Recipe, folder: RunFolder, result: SelfTest, round_seconds
             played = [ep for path in sorted((folder.root / "eval").glob("episodes_*.jsonl")) for ep in read_jsonl(path)]
             policies = len(list((folder.root / "eval").glob("episodes_*.jsonl")))
             per_episode = sum(len(ep["steps"]) for ep in played) / max(len(played), 1)
-            full = policies * sum(_eval_tasks(recipe, e.num_tasks)) * e.runs
-            each = sum(_eval_tasks(recipe, e.num_tasks)) * e.runs
-            m.parts = [Part("agent round", round_seconds, rounds(full * per_episode, per_episode * len(played), each),
-                            rounds(full * e.max_steps, per_episode * len(played), each))]  # fmt: skip
-
-
-def _eval_tasks(recipe: Recipe, num_tasks: int | None) -> list[int]:
-    """Tasks per eval split: num_tasks, or the whole split."""
-    return [num_tasks or recipe.env.tasks(split) or 1 for split in recipe.eval.splits]
+            each = sum(n or 1 for n in eval_tasks(recipe)) * e.runs
+            done = per_episode * len(played)
+            m.parts = [Part("agent round", round_seconds, rounds(policies * each * per_episode, done, each),
+                            rounds(policies * each * turns(recipe, e.max_steps), done, each))]  # fmt: skip
 
 
 def _trainer(m: Measured, times: list[float], steps: dict) -> None:

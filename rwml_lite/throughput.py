@@ -52,11 +52,13 @@ TRAIN_TFLOPS = 28.0
 @dataclass(frozen=True)
 class Volume:
     """How much training data the recipe's collect makes: triplets per rollout, the share the filter keeps, the
-    trained sequences' length, and where these come from."""
+    tokens of a prompt (the world model's; the agent's holds the same goal, history window and observation) and
+    of a target observation, and where these come from."""
 
     triplets_per_rollout: float
     kept_share: float
-    sequence_tokens: int
+    prompt_tokens: int
+    target_tokens: int
     source: str
 
 
@@ -66,23 +68,54 @@ def turns(recipe: Recipe, limit: int) -> int:
     return (limit + 1) // 2 if recipe.env.name == "tau2" else limit
 
 
+def eval_tasks(recipe: Recipe) -> list[int | None]:
+    """Tasks per eval split: eval.num_tasks, or the whole split (None where the benchmark does not know its size)."""
+    return [recipe.eval.num_tasks or recipe.env.tasks(split) for split in recipe.eval.splits]
+
+
 def volumes(recipe: Recipe) -> dict[str, Volume]:
-    """The upper bound (every turn of every episode a triplet, all kept, sequences of max_seq_length) and the
-    expected volume: this run's own counts where collect and the filter have run in `run.dir`, else the paper's
-    yield on the benchmark, else the upper bound's; sequences of half max_seq_length."""
+    """The upper bound (every turn of every episode a triplet, all kept, every sequence max_seq_length long) and
+    the expected volume: this run's own counts and lengths where collect, build and the filter have run in
+    `run.dir`, else the paper's yield on the benchmark (else the upper bound's) with prompts of half
+    max_seq_length and targets of half grpo.max_completion_length."""
     from rwml_lite.runfolder import RunFolder
 
     length = recipe.model.max_seq_length
-    upper = Volume(turns(recipe, recipe.collect.max_steps), 1.0, length, "every turn a triplet, all kept")
-    expected = Volume(upper.triplets_per_rollout, 1.0, length // 2, "no yield known: as the upper bound")
+    upper = Volume(turns(recipe, recipe.collect.max_steps), 1.0, length, length, "every turn a triplet, all kept")
+    share, source = (upper.triplets_per_rollout, 1.0), "no yield known: as the upper bound"
     if recipe.env.PAPER_YIELD:
-        expected = Volume(*recipe.env.PAPER_YIELD, length // 2, f"the paper's yield on {recipe.env.name}")
+        share, source = recipe.env.PAPER_YIELD, f"the paper's yield on {recipe.env.name}"
+    expected = Volume(*share, length // 2, recipe.grpo.max_completion_length // 2, source)
     folder = RunFolder(Path(recipe.run.dir))
     episodes, train, val = (_lines(p) for p in (folder.rollouts, folder.wm("train.jsonl"), folder.wm("val.jsonl")))
     if episodes and train:
         kept = _lines(folder.wm("rwml.jsonl")) / train if folder.wm("rwml.jsonl").exists() else expected.kept_share
-        expected = Volume((train + val) / episodes, kept, length // 2, f"this run's collect ({folder.root})")
+        prompt, target = _triplet_tokens(recipe, folder.wm("train.jsonl"))
+        expected = Volume((train + val) / episodes, kept, prompt, target, f"this run's collect ({folder.root})")
     return {"expected": expected, "upper": upper}
+
+
+def _triplet_tokens(recipe: Recipe, path: Path, sample: int = 256) -> tuple[int, int]:
+    """Mean tokens of the first `sample` triplets' prompts and targets: counted by the model's tokenizer where it
+    is on this machine, else at 4 characters a token."""
+    from rwml_lite.records import read_jsonl
+
+    triplets = read_jsonl(path)[:sample]
+    try:
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(recipe.model.name_or_path, local_files_only=True)
+
+        def count(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    except (OSError, ValueError):  # not downloaded, or not a tokenizer's folder (a GGUF file)
+
+        def count(text: str) -> int:
+            return len(text) // 4
+
+    prompts = [count("\n".join(str(m["content"]) for m in t["prompt"])) for t in triplets]
+    targets = [count(t["target"]) for t in triplets]
+    return round(sum(prompts) / len(prompts)), round(sum(targets) / len(targets))
 
 
 def _lines(path: Path) -> int:
@@ -104,13 +137,14 @@ class Generation:
 @dataclass(frozen=True)
 class Training:
     """A training stage: optimizer steps, micro batches (forward + backward) per step, sequences trained per step,
-    and forward passes without gradient per trained sequence (GRPO's log-probs for vLLM's importance-sampling
-    correction, the reference model's under a KL term)."""
+    their tokens (prompt and reply), and forward passes without gradient per trained sequence (GRPO's log-probs
+    for vLLM's importance-sampling correction, the reference model's under a KL term)."""
 
     stage: str
     steps: int
     micro_batches: int
-    sequences: int = 0
+    sequences: int
+    context: int
     extra_forwards: int = 0
 
 
@@ -209,6 +243,11 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
     if m.backend == "unsloth" and m.fast_inference:
         at_once = min(at_once, unsloth_max_seqs(plan.parts.get("KV cache", 0.0)))
     agent_sequences = min(at_once, a.parallel_episodes)
+
+    def context(reply: int) -> int:
+        """Tokens of a trained sequence: a prompt and a reply of `reply` tokens, within max_seq_length."""
+        return min(m.max_seq_length, volume.prompt_tokens + reply)
+
     generation, training = [], []
     if "collect" in stages:
         generation.append(
@@ -217,7 +256,8 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
     if "filter" in stages and f.enabled:
         filter_at_once = at_once if plan.kv_sequences is not None else max(1, at_once // f.samples) * f.samples
         generation.append(Generation("filter", filter_at_once, round((triplets - val) * f.samples * f.max_new_tokens)))
-        training.append(Training("filter SFT", math.ceil(f.epochs * val / f.batch_size), 1, f.batch_size))
+        sft_steps = math.ceil(f.epochs * val / f.batch_size)
+        training.append(Training("filter SFT", sft_steps, 1, f.batch_size, context(volume.target_tokens)))
     if "rwml" in stages:
         completions = g.batch_size * g.group_size
         steps = g.max_steps if g.max_steps > 0 else math.ceil(g.epochs * kept / g.batch_size)
@@ -225,18 +265,21 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
         generation.append(Generation("RWML GRPO", sequences, steps * completions * g.max_completion_length))
         sampled_elsewhere = (m.backend == "unsloth" and m.fast_inference) or m.server is not None  # vLLM's log-probs
         forwards = int(sampled_elsewhere and g.importance_sampling_correction) + int(g.beta > 0)
+        micro_batches = math.ceil(completions / g.micro_batch_size)
         training.append(
-            Training("RWML GRPO", steps, math.ceil(completions / g.micro_batch_size), completions, forwards)
+            Training("RWML GRPO", steps, micro_batches, completions, context(g.max_completion_length), forwards)
         )
     if "wm_sft" in stages:
-        training.append(Training("WM SFT", math.ceil(w.epochs * kept / w.batch_size), 1, w.batch_size))
+        sft_steps = math.ceil(w.epochs * kept / w.batch_size)
+        training.append(Training("WM SFT", sft_steps, 1, w.batch_size, context(volume.target_tokens)))
     if "policy" in stages:
         step_turns = p.tasks_per_step * p.group_size * turns(recipe, p.episode_max_steps)
         sequences = min(at_once, p.tasks_per_step * p.group_size)
         generation.append(Generation("Policy RL", sequences, p.max_steps * step_turns * a.max_new_tokens))
-        training.append(Training("Policy RL", p.max_steps, math.ceil(step_turns / p.micro_batch_size), step_turns))
+        micro_batches = math.ceil(step_turns / p.micro_batch_size)
+        training.append(Training("Policy RL", p.max_steps, micro_batches, step_turns, context(a.max_new_tokens)))
     if "eval" in stages:
-        tasks = [e.num_tasks or recipe.env.tasks(split) for split in e.splits]
+        tasks = eval_tasks(recipe)
         if all(tasks):
             per_policy = sum(tasks) * e.runs * turns(recipe, e.max_steps) * a.max_new_tokens
             generation.append(Generation("eval", agent_sequences, len(recipe.evaluated_policies()) * per_policy))
@@ -271,12 +314,12 @@ def training_flops_per_token(arch: Architecture, recipe: Recipe, context: int) -
     return forward_flops_per_token(arch, context) + backward + recomputed
 
 
-def step_flops(arch: Architecture, recipe: Recipe, job: Training, context: int) -> float:
+def step_flops(arch: Architecture, recipe: Recipe, job: Training) -> float:
     """FLOPs of one optimizer step: every trained sequence's tokens, trained and read again without gradient."""
-    per_token = training_flops_per_token(arch, recipe, context) + job.extra_forwards * forward_flops_per_token(
-        arch, context
+    per_token = training_flops_per_token(arch, recipe, job.context) + job.extra_forwards * forward_flops_per_token(
+        arch, job.context
     )
-    return job.sequences * context * per_token
+    return job.sequences * job.context * per_token
 
 
 def bandwidth(
@@ -313,6 +356,7 @@ class Computed:
 
     stage: str
     steps: int
+    context: int
     flops_per_step: float
     hours: float
 
@@ -339,7 +383,7 @@ def estimates(b: Bandwidth, volume: Volume | None = None) -> tuple[list[Sampled]
         if b.offloaded_bytes
     ]  # fmt: skip
     computed = [
-        Computed(job.stage, job.steps, (flops := step_flops(b.arch, b.recipe, job, volume.sequence_tokens)),
+        Computed(job.stage, job.steps, job.context, (flops := step_flops(b.arch, b.recipe, job)),
                  job.steps * flops / (b.train_tflops * 1e12) / 3600)
         for job in training
     ]  # fmt: skip
@@ -365,11 +409,12 @@ def time_tables(b: Bandwidth) -> list:
             x.stage, str(x.sequences), f"{b.pcie_bytes_per_token(x.sequences) / 2**20:.1f}", f"{x.tokens_per_second:,.0f}",
             x.bound, f"{x.tokens / 1e6:,.1f}M", f"{x.hours:,.1f}", f"{y.tokens / 1e6:,.1f}M", f"{y.hours:,.1f}",
         )  # fmt: skip
-    training = Table("training stage", "steps", "TFLOP / step", "hours", "steps (upper)", "TFLOP / step (upper)",
-                     "hours (upper)", title=f"Training compute at {b.train_tflops:g} TFLOP/s (--train-tflops)")  # fmt: skip
+    training = Table("training stage", "steps", "tokens / sequence", "TFLOP / step", "hours", "steps (upper)",
+                     "tokens (upper)", "TFLOP / step (upper)", "hours (upper)",
+                     title=f"Training compute at {b.train_tflops:g} TFLOP/s (--train-tflops)")  # fmt: skip
     for x, y in zip(expected[2], upper[2], strict=True):
-        training.add_row(x.stage, str(x.steps), f"{x.flops_per_step / 1e12:,.0f}", f"{x.hours:,.1f}", str(y.steps),
-                         f"{y.flops_per_step / 1e12:,.0f}", f"{y.hours:,.1f}")  # fmt: skip
+        training.add_row(x.stage, str(x.steps), str(x.context), f"{x.flops_per_step / 1e12:,.0f}", f"{x.hours:,.1f}",
+                         str(y.steps), str(y.context), f"{y.flops_per_step / 1e12:,.0f}", f"{y.hours:,.1f}")  # fmt: skip
     tables = [sampling, training]
     if expected[1]:
         copies = Table(
@@ -382,8 +427,8 @@ def time_tables(b: Bandwidth) -> list:
     tables[-1].caption = (
         f"Expected {low:,.1f} hours ({low / 24:,.1f} days; triplets: {at['expected'].source}, "
         f"{at['expected'].triplets_per_rollout:.2f} per rollout, {100 * at['expected'].kept_share:.0f} % kept; "
-        f"sequences of {at['expected'].sequence_tokens} tokens); upper bound {high:,.1f} hours ({high / 24:,.1f} days; "
-        f"{at['upper'].source}, sequences of {at['upper'].sequence_tokens} tokens). Python, dequantization and "
-        "the environments add to it: `rwml-lite selftest` measures this machine."
+        f"prompts of {at['expected'].prompt_tokens} tokens, targets of {at['expected'].target_tokens}); upper bound "
+        f"{high:,.1f} hours ({high / 24:,.1f} days; {at['upper'].source}, every sequence max_seq_length). Python, "
+        "dequantization and the environments add to it: `rwml-lite selftest` measures this machine."
     )
     return tables

@@ -339,7 +339,7 @@ def test_a_grpo_steps_flops_on_the_qwen3_8b_recipe_are_counted_by_hand():
     recipe = load_recipe(QWEN3_8B_RECIPE)
     attention = 2 * 4096 * 4096 + 2 * 4096 * 1024  # q, o; k, v
     mlp = 3 * 4096 * 12288
-    context = 3072 // 2  # the expected sequence: half of max_seq_length
+    context = 3072 // 2 + 768  # the expected sequence: a prompt of half max_seq_length, a reply of 768 tokens
     layer = 2 * (attention + mlp) + 4 * 4096 * context / 2  # weights; QK and AV over half the context
     head = 2 * 151936 * 4096
     forward = 36 * layer + head
@@ -354,7 +354,7 @@ def test_a_grpo_steps_flops_on_the_qwen3_8b_recipe_are_counted_by_hand():
         3.79, abs=0.01
     )
     [rwml] = [x for x in estimates(b, expected)[2] if x.stage == "RWML GRPO"]
-    assert rwml.flops_per_step == pytest.approx(step)
+    assert rwml.context == context and rwml.flops_per_step == pytest.approx(step)
     kept = (
         2048 * 3 * (21011 + 2288) / 6144 * 0.9 * 15813 / 21011
     )  # collect's triplets, 90 % train, the paper's kept share
@@ -367,7 +367,29 @@ def test_plan_prints_expected_and_upper_hours_with_training_compute():
     assert result.returncode == 0, result.stderr[-2000:]
     said = " ".join(result.stdout.split())
     assert "Training compute at 100 TFLOP/s" in said and "Expected" in said and "upper bound" in said
-    assert "the paper's yield on alfworld, 3.79 per rollout, 75 % kept" in said
+    assert "the paper's yield on alfworld, 3.79 per rollout, 75 % kept; prompts of 1536 tokens" in said
+
+
+def test_plan_counts_this_runs_own_prompt_lengths_once_collect_has_run(tmp_path):
+    """After build, the expected volume reads the run's triplets: their prompts' and targets' tokens (here at 4
+    characters a token: the demo's model is a GGUF file, which has no tokenizer folder) size each training stage's
+    sequences: a prompt and the stage's reply."""
+    from rwml_lite.records import write_jsonl
+    from rwml_lite.throughput import volumes, work
+
+    recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", [f"run.dir={tmp_path}", "worldmodel.filter.enabled=true"])
+    triplet = {"prompt": [{"role": "system", "content": "s" * 399}, {"role": "user", "content": "u" * 400}],
+               "target": "t" * 80}  # fmt: skip
+    (tmp_path / "wm").mkdir()
+    write_jsonl(tmp_path / "wm" / "train.jsonl", [triplet] * 6)
+    write_jsonl(tmp_path / "wm" / "val.jsonl", [triplet] * 2)
+    write_jsonl(tmp_path / "rollouts.jsonl", [{}] * 4)
+    expected = volumes(recipe)["expected"]
+    assert (expected.triplets_per_rollout, expected.prompt_tokens, expected.target_tokens) == (2.0, 200, 20)
+    _, training = work(recipe, estimate(recipe, 24), expected)
+    contexts = {job.stage: job.context for job in training}
+    assert contexts == {"filter SFT": 220, "RWML GRPO": 200 + recipe.grpo.max_completion_length,
+                        "Policy RL": 200 + recipe.agent.max_new_tokens}  # fmt: skip
 
 
 def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cache():
