@@ -3,7 +3,7 @@ LoRA in the last N layers vs every layer, and turns whose advantage is 0 skipped
 
 The step is real: SmolLM2-135M (the demo's model, base weights) plays B games x G episodes of the
 demo's TextWorldExpress `coin` with numbered choices; its turns get their group advantages as in
-the policy stage. Each variant runs `encode_turns` + `turn_loss` + backward over those turns in
+the policy stage. Each variant runs `encode_turns` + `reply_logps` + `turn_loss` + backward over those turns in
 micro batches, in this process, on the same data. Skipping zero-advantage turns changes nothing in
 the gradient (checked: the LoRA gradients of both ways are compared) because those turns are in
 the loss's normaliser but multiply a zero; LoRA in fewer layers is another model (the recipe field
@@ -27,7 +27,7 @@ from rwml_lite.models import Sampling
 from rwml_lite.models.hf import generator, policy_model
 from rwml_lite.rollout import run_episodes
 from rwml_lite.train.policy import group_specs, step_tasks
-from rwml_lite.train.turns import completion_tokens, encode_turns, step_turns, turn_loss
+from rwml_lite.train.turns import completion_tokens, encode_turns, reply_logps, step_turns, turn_loss
 
 
 def update(model, tokenizer, turns, normalizer: float, micro: int, temperature: float) -> float:
@@ -35,7 +35,9 @@ def update(model, tokenizer, turns, normalizer: float, micro: int, temperature: 
     model.zero_grad(set_to_none=True)
     started = time.perf_counter()
     for i in range(0, len(turns), micro):
-        turn_loss(model, encode_turns(tokenizer, turns[i : i + micro]), temperature, normalizer).backward()
+        batch = encode_turns(tokenizer, turns[i : i + micro])
+        loss, _ = turn_loss(reply_logps(model, batch, temperature), batch, normalizer)
+        loss.backward()
     return time.perf_counter() - started
 
 
@@ -55,7 +57,7 @@ def main() -> None:
             generator(recipe.model), Sampling(p.temperature, recipe.agent.max_new_tokens), recipe.agent,
             p.episode_max_steps, "episodes", keep_prompts=True,
         )  # fmt: skip
-    turns, equal_groups = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group")
+    turns, equal_groups = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group", p.group_stats)
     trained = [t for t in turns if t.advantage != 0.0]
     print(f"one step: {len(episodes)} episodes, {len(turns)} turns, {len(trained)} with a nonzero advantage "
           f"({equal_groups} of {len(tasks)} groups with equal returns)")  # fmt: skip

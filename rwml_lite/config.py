@@ -260,7 +260,14 @@ class Tau2Settings(_Env):
         [],
         description="OpenAI-compatible servers whose models play the user, e.g. [{url: http://localhost:8000/v1, "
         "model: Qwen/Qwen3-235B-A22B-Instruct-2507}]; a task's rollouts are dealt among them in turn (the paper: 3 "
-        "rollouts with one user model, 3 with another); empty = the recipe's own model, without adapter.",
+        "rollouts with one user model, 3 with another); empty = the recipe's own model, without adapter. Eval "
+        "takes the first only, unless stage_user_endpoints gives it a list.",
+    )
+    stage_user_endpoints: dict[Literal["collect", "policy", "eval"], list[UserEndpoint]] = Field(
+        {},
+        description="Per stage, the servers whose models play the user there in place of user_endpoints (the paper "
+        "collects with GPT-4.1 and Qwen3-235B-A22B-Instruct users, trains and evaluates with the latter), e.g. "
+        "{eval: [{url: ..., model: ...}]}.",
     )
     user_temperature: float = Field(0.0, ge=0.0, description="Sampling temperature of the simulated user.")
     user_max_new_tokens: int = Field(128, gt=0, description="Token budget of one user message.")
@@ -358,9 +365,35 @@ class OptimizerSchedule(Section):
         lt=1.0,
         description="Share of optimizer steps with linear learning-rate warmup (TRL's 0; Unsloth's would be 0.1).",
     )
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "linear",
+        description="After warmup, the learning rate decays linearly to 0 (TRL's default) or stays constant (verl's); "
+        "the paper does not say.",
+    )
 
 
-class FilterSettings(OptimizerSchedule):
+class SftSchedule(OptimizerSchedule):
+    """An SFT stage's batches: `batch_size` triplets per optimizer step, taken `micro_batch_size` at a time."""
+
+    batch_size: int = Field(8, gt=0, description="Triplets per optimizer step.")
+    micro_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Triplets per forward/backward pass, the rest of a batch by gradient accumulation (null = "
+        "batch_size, split among the processes).",
+    )
+
+    @model_validator(mode="after")
+    def _micro_batch_divides(self) -> SftSchedule:
+        if self.micro_batch_size and self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"micro_batch_size={self.micro_batch_size} must divide batch_size={self.batch_size}: a batch is "
+                "accumulated from whole micro batches"
+            )
+        return self
+
+
+class FilterSettings(SftSchedule):
     enabled: bool = Field(True, description="Subsample too-easy triplets (RWML collapses without it).")
     samples: int = Field(10, gt=0, description="K predictions of the filter model per training triplet.")
     tau_d: Threshold = Field(
@@ -379,7 +412,6 @@ class FilterSettings(OptimizerSchedule):
     keep_easy_p: float = Field(0.1, ge=0.0, le=1.0, description="Probability of keeping an easy triplet.")
     epochs: float = Field(2.0, gt=0, description="SFT epochs of the filter model on the validation triplets.")
     learning_rate: float = Field(1e-4, gt=0, description="SFT learning rate of the filter model (LoRA).")
-    batch_size: int = Field(8, gt=0, description="SFT batch size of the filter model (one optimizer step per batch).")
     max_new_tokens: int = Field(128, gt=0, description="Token budget of one filter prediction.")
     temperature: float = Field(1.0, ge=0.0, description="Sampling temperature of the filter predictions.")
 
@@ -454,6 +486,11 @@ class RewardSettings(Section):
     )
     judge_model: str = Field("default", description="judge kinds only: the model name sent to judge_endpoint.")
     judge_timeout: float = Field(120.0, gt=0, description="judge kinds only: seconds to wait for one judge request.")
+    judge_guard: bool = Field(
+        False,
+        description="judge kinds only, [ours]: add 'vague or generic predictions do not count' to the paper's judge "
+        "prompt, a guard against the reward hacking the paper's ablation shows (off: the paper's prompt).",
+    )
     judge_retries: int = Field(
         2, ge=0, description="judge kinds only: retries of timed-out or malformed answers before they score 0."
     )
@@ -486,11 +523,6 @@ class GrpoSettings(OptimizerSchedule):
         8, gt=0, description="Completions per forward/backward pass; must divide batch_size * group_size."
     )
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
-    lr_schedule: Literal["linear", "constant"] = Field(
-        "linear",
-        description="After warmup, the learning rate decays linearly to 0 (TRL's default) or stays constant (verl's); "
-        "the paper does not say.",
-    )
     epochs: float = Field(2.0, gt=0, description="Passes over the kept triplets (the paper uses 2).")
     max_steps: int = Field(-1, ge=-1, description="Stop after this many optimizer steps (-1 = run all epochs).")
     max_completion_length: int = Field(256, gt=0, description="Token budget of one prediction (think + next_state).")
@@ -563,14 +595,13 @@ class GrpoSettings(OptimizerSchedule):
         return self
 
 
-class WmSftSettings(OptimizerSchedule):
+class WmSftSettings(SftSchedule):
     """The WM SFT baseline: supervised next-state training on the triplets RWML trains on."""
 
     epochs: float = Field(2.0, gt=0, description="SFT epochs over wm/rwml.jsonl (the paper uses 2).")
     learning_rate: float = Field(
         2e-5, gt=0, description="SFT learning rate of the LoRA (the paper: 2e-6 with full fine-tuning)."
     )
-    batch_size: int = Field(8, gt=0, description="Triplets per optimizer step.")
 
 
 class PolicySettings(OptimizerSchedule):
@@ -593,15 +624,41 @@ class PolicySettings(OptimizerSchedule):
     )
     temperature: float = Field(1.0, gt=0.0, description="Sampling temperature of the training episodes.")
     learning_rate: float = Field(1e-5, gt=0, description="AdamW learning rate of the LoRA weights.")
+    lr_schedule: Literal["linear", "constant"] = Field(
+        "constant",
+        description="After warmup, the learning rate stays constant (verl-agent's) or decays linearly to 0; the paper "
+        "does not say.",
+    )
     micro_batch_size: int = Field(8, gt=0, description="Agent turns per forward/backward pass.")
-    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping of each optimizer step.")
+    mini_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Agent turns per optimizer update: a step's turns are shuffled and split into mini batches, each "
+        "one clipped update against the log-probs the turns were sampled with (verl-agent's ppo_mini_batch_size, 256 "
+        "in its ALFWorld recipes); null = the whole step in one update.",
+    )
+    epsilon: float = Field(0.2, gt=0.0, description="PPO clip range of the ratio to the sampling policy (verl's).")
+    beta: float = Field(
+        0.01,
+        ge=0.0,
+        description="KL coefficient (verl-agent's low_var_kl, 0.01) to the reference: the policy the stage starts "
+        "from (the base model or policy.start's adapter); 0 = no reference pass.",
+    )
+    max_grad_norm: float = Field(1.0, gt=0, description="Gradient clipping of each optimizer update.")
     scale_rewards: Literal["group", "none"] = Field(
-        "group", description="Divide advantages by each group's return std (GRPO's) or not (Dr. GRPO)."
+        "group", description="Divide advantages by the group's return std (GRPO's) or not (Dr. GRPO)."
+    )
+    group_stats: Literal["turn", "episode"] = Field(
+        "turn",
+        description="Normalise over every turn of a group, each turn's return its episode's success less the "
+        "penalty if that turn was invalid (verl-agent's), or over the group's episodes, each turn taking its "
+        "episode's advantage and the penalty charged per episode.",
     )
     invalid_action_penalty: float = Field(
         0.0,
         ge=0.0,
-        description="Subtracted from an episode's return per invalid action (verl-agent uses 0.1; 0 = off).",
+        description="Subtracted from the return of an invalid turn (group_stats: turn; per invalid action of the "
+        "episode under episode); verl-agent uses 0.1; 0 = off.",
     )
     save_steps: int = Field(10, gt=0, description="Checkpoint (adapter, optimizer, step) every N steps.")
 
@@ -737,10 +794,12 @@ class Recipe(Section):
             ("wm_sft", self.wm_sft, "wm_sft" in self.stages),
         ]
         for section, settings, runs in sft:
-            if runs and settings.batch_size % n:
+            share = n * (settings.micro_batch_size or 1)  # each process takes an equal share of each batch
+            if runs and settings.batch_size % share:
                 raise ValueError(
-                    f"{section}.batch_size={settings.batch_size} must be a multiple of the {n} processes, which take "
-                    f"an equal share of each batch; set {section}.batch_size={n * -(-settings.batch_size // n)}"
+                    f"{section}.batch_size={settings.batch_size} must be a multiple of the {n} processes x "
+                    f"{section}.micro_batch_size={settings.micro_batch_size or 1}, which take an equal share of each "
+                    f"batch; set {section}.batch_size={share * -(-settings.batch_size // share)}"
                 )
         return self
 

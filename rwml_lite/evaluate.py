@@ -40,7 +40,7 @@ def evaluate_variant(
     """Play each eval split's tasks R times and score the validation triplets; writes eval/<variant>.json."""
     e = recipe.eval
     generator = sampler(recipe.model, adapter)
-    users = user_simulators(recipe)
+    users = user_simulators(recipe, "eval")
     seed_sampling(recipe.seed)
     specs = [
         spec

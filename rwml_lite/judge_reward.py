@@ -28,12 +28,18 @@ from rwml_lite.config import RewardSettings
 from rwml_lite.errors import RwmlError
 from rwml_lite.prompts import closed_at_end, extract_next_state
 
+#: The paper's judge instruction (PAPER.md, Table A8): current state, action, predicted and real next observation;
+#: 1.0 when every important task-related fact of the real observation is in the prediction; JSON with an analysis
+#: and a score.
 SYSTEM = (
     "You judge a world model of a text environment. You are given the current state, an action, the model's "
     "prediction of the next observation and the real next observation. Score 1.0 when every important "
-    "task-related fact of the real observation is in the prediction; vague or generic predictions do not count. "
+    "task-related fact of the real observation is in the prediction. "
     'Answer with JSON only: {"analysis": "<one or two sentences>", "score": <score>}.'
 )
+#: [ours] reward.judge_guard: a guard against the vague predictions that hack the paper's judge (its Table 4: 14.5
+#: and 3.6 on ALFWorld); off by default, since the ablation exists to show that hacking.
+GUARD = " Vague or generic predictions do not count."
 SCALES = {
     "judge_binary": "The score is 0 or 1.",
     "judge_continuous": "The score is a number between 0 and 1: the share of those facts the prediction gets right.",
@@ -42,12 +48,14 @@ _JSON = re.compile(r"\{.*\}", re.S)
 _THINK = re.compile(r"<think>.*?</think>", re.S)
 
 
-def judge_messages(kind: str, observation: str, action: str, prediction: str, real: str) -> list[dict]:
+def judge_messages(
+    kind: str, observation: str, action: str, prediction: str, real: str, guard: bool = False
+) -> list[dict]:
     user = (
         f"Current state:\n{observation}\n\nAction: {action}\n\nPredicted next observation:\n{prediction}\n\n"
         f"Real next observation:\n{real}\n\n{SCALES[kind]}"
     )
-    return [{"role": "system", "content": SYSTEM}, {"role": "user", "content": user}]
+    return [{"role": "system", "content": SYSTEM + (GUARD if guard else "")}, {"role": "user", "content": user}]
 
 
 def parse_score(kind: str, answer: str) -> float | None:
@@ -68,7 +76,12 @@ class JudgeReward:
 
     def __init__(self, settings: RewardSettings, prefill: str = "", close_at_end: bool = False):
         """`prefill` and `close_at_end` as NextStateReward takes them (worldmodel.prefill, worldmodel.close_at_end)."""
-        self.kind, self.prefill, self.model = settings.kind, prefill, settings.judge_model
+        self.kind, self.prefill, self.model, self.guard = (
+            settings.kind,
+            prefill,
+            settings.judge_model,
+            settings.judge_guard,
+        )
         self.close_at_end = close_at_end
         self.base = settings.judge_endpoint.rstrip("/")
         self.timeout, self.retries = settings.judge_timeout, settings.judge_retries
@@ -83,7 +96,8 @@ class JudgeReward:
         predictions = [extract_next_state(c) for c in completions]
         asked = [i for i, p in enumerate(predictions) if p is not None]
         conversations = {
-            i: judge_messages(self.kind, observations[i], actions[i], predictions[i], real_states[i]) for i in asked
+            i: judge_messages(self.kind, observations[i], actions[i], predictions[i], real_states[i], self.guard)
+            for i in asked
         }
         scores: dict[int, float] = {}
         for attempt in range(self.retries + 1):

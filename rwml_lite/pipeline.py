@@ -120,7 +120,7 @@ def collect(recipe: Recipe, folder: RunFolder) -> dict:
 
     c = recipe.collect
     generator = sampler(recipe.model)
-    users = user_simulators(recipe)
+    users = user_simulators(recipe, "collect")
     seed_sampling(recipe.seed)
     episodes = run_episodes(
         folder.rollouts,
@@ -175,6 +175,7 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
     """The too-easy filter, and the thresholds a recipe leaves to `auto` (rwml_lite/thresholds.py): the
     reward's first, from the starting policy's predictions, since the filter's is never looser."""
     from rwml_lite.models import Sampling, sampler
+    from rwml_lite.prompts import wm_sft_messages
     from rwml_lite.reward import Embedder, NextStateReward
     from rwml_lite.thresholds import threshold_for_share
     from rwml_lite.train.common import free_memory
@@ -194,8 +195,9 @@ def filter_easy(recipe: Recipe, folder: RunFolder) -> dict:
     if f.enabled:
         generator = sampler(recipe.model, train_next_state_sft(recipe, val, folder))
         seed_sampling(recipe.seed)
+        asked = [t.model_copy(update={"prompt": wm_sft_messages(t.prompt)}) for t in train]  # as it was trained
         closest = closest_distances(
-            train, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples,
+            asked, generator, Sampling(f.temperature, f.max_new_tokens, prefill=prefill), f.samples,
             NextStateReward(embedder, reward_tau_d, close_at_end=recipe.worldmodel.close_at_end),
         )  # fmt: skip
         del generator

@@ -299,6 +299,10 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         kept = 0 if unsloth else tokens * arch.hidden * 2 * adapted  # Unsloth keeps them in CPU RAM
         return kept + tokens * per_layer
 
+    def sft_micro(settings) -> int:
+        """Sequences per forward/backward pass of an SFT stage on each process."""
+        return settings.micro_batch_size or settings.batch_size // processes
+
     def logits(sequences: int, tokens_each: int) -> float:
         return (1 if unsloth else sequences) * tokens_each * arch.vocab * 4 * 2  # fp32 log-probs and their gradient
 
@@ -315,20 +319,18 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         "embedder": embedder_gib,
         "CUDA context + allocator cache": CUDA_CONTEXT_GIB + ALLOCATOR_SLACK_GIB,
         "KV cache": kv / GIB,
-        "filter SFT activations + logits": (
-            activations(f.batch_size // processes) + logits(f.batch_size // processes, seq)
-        )
-        / GIB,
+        "filter SFT activations + logits": (activations(sft_micro(f)) + logits(sft_micro(f), seq)) / GIB,
         "GRPO activations + logits": (
             activations(g.micro_batch_size) + logits(g.micro_batch_size, g.max_completion_length)
         )
         / GIB,
-        "WM SFT activations + logits": (activations(w.batch_size // processes) + logits(w.batch_size // processes, seq))
-        / GIB,
-        # the policy stage's own loop takes log-probs of every reply token of a micro batch at once: the
-        # model's bf16 logits, their fp32 copy, log-softmax and gradient, ~16 bytes per vocabulary entry
+        "WM SFT activations + logits": (activations(sft_micro(w)) + logits(sft_micro(w), seq)) / GIB,
+        # the policy stage's own loop takes log-probs of every reply token of a micro batch at once, in the
+        # logits' dtype (train/turns.reply_logps): the logits, their temperature-scaled copy and log-softmax's
+        # saved output, 3 x 2 bytes per vocabulary entry in bf16
         "policy activations + logits": (
-            activations(p.micro_batch_size) + p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 16
+            activations(p.micro_batch_size)
+            + p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 3 * BYTES[weight_dtype]
         )
         / GIB,
     }
@@ -389,6 +391,12 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
     # DDP (TRL's trainers under accelerate) keeps its own gradient buckets beside .grad (accelerate's
     # default gradient_as_bucket_view=False); the policy loop sums .grad itself
     trl_extra = training_extra + (["DDP gradient buckets"] if processes > 1 else [])
+    # the policy stage's KL reference when it is not the base under the disabled adapter: the starting weights
+    # kept, and the weights being trained set aside while the reference's pass runs (train/policy.Reference)
+    policy_reference = []
+    if p.beta > 0 and (p.start != "base" or m.lora is None):
+        policy_reference = ["policy reference (starting weights, two copies)"]
+        parts[policy_reference[0]] = 2 * trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
     if processes > 1:
         parts["DDP gradient buckets"] = trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
     phases = {
@@ -397,7 +405,10 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         "RWML GRPO": common + ["GRPO activations + logits"] + reference + trl_extra,
         "WM SFT": common + ["WM SFT activations + logits"] + trl_extra,
         # the policy stage scores episodes by task success: no embedder is loaded
-        "Policy RL": [c for c in common if c != "embedder"] + ["policy activations + logits"] + training_extra,
+        "Policy RL": [c for c in common if c != "embedder"]
+        + ["policy activations + logits"]
+        + policy_reference
+        + training_extra,
     }
     ran = {
         "filter SFT": "filter" in recipe.stages and recipe.worldmodel.filter.enabled,
@@ -416,9 +427,9 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
         for phase in phases:
             phases[phase] += list(host_parts)
         inputs = {
-            "filter SFT": f.batch_size,
+            "filter SFT": sft_micro(f),
             "RWML GRPO": g.micro_batch_size,
-            "WM SFT": w.batch_size,
+            "WM SFT": sft_micro(w),
             "Policy RL": p.micro_batch_size,
         }
         for phase, sequences in inputs.items():
@@ -471,7 +482,7 @@ REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
         ("model.max_seq_length", _never),
     ],
     "filter SFT activations + logits": [
-        ("worldmodel.filter.batch_size", _never),
+        ("worldmodel.filter.micro_batch_size", _never),
         ("model.max_seq_length", _never),
         ("model.gradient_checkpointing=true", lambda r: r.model.gradient_checkpointing),
     ],
@@ -481,7 +492,7 @@ REMEDIES: dict[str, list[tuple[str, Callable[[Recipe], bool]]]] = {
         ("model.max_seq_length", _never),
     ],
     "WM SFT activations + logits": [
-        ("wm_sft.batch_size", _never),
+        ("wm_sft.micro_batch_size", _never),
         ("model.max_seq_length", _never),
         ("model.gradient_checkpointing=true", lambda r: r.model.gradient_checkpointing),
     ],

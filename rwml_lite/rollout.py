@@ -197,6 +197,7 @@ def _play(
                     won=step.won,
                     truncated=getattr(completions[slot], "truncated", False),
                     prompt=prompt if keep_prompts else None,
+                    completion_ids=getattr(completions[slot], "token_ids", None) if keep_prompts else None,
                 )
             )
             ep.history.append((ep.observation, action or "(no action)"))

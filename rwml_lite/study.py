@@ -43,7 +43,8 @@ SPECS = {
     "rwml": Variant("RWML", [_C, _B, _F, "rwml", "eval"], "rwml", paper_row="RWML"),
     "policy": Variant("Policy RL", [_C, _B, "policy", "eval"], "policy", {"policy.start": "base"}, "Policy RL"),
     "wm_sft+policy": Variant(
-        "WM SFT + Policy RL", [_C, _B, _F, "wm_sft", "policy", "eval"], "policy", {"policy.start": "wm_sft"}
+        "WM SFT + Policy RL", [_C, _B, _F, "wm_sft", "policy", "eval"], "policy", {"policy.start": "wm_sft"},
+        "WM SFT + Policy RL",
     ),
     "rwml+policy": Variant(
         "RWML + Policy RL", [_C, _B, _F, "rwml", "policy", "eval"], "policy", {"policy.start": "rwml"},
@@ -62,7 +63,8 @@ SPECS = {
         {"reward.kind": "judge_continuous"}, "continuous LLM-as-a-judge reward",
     ),
     "rwml_continuous": Variant(
-        "RWML, continuous cosine reward", [_C, _B, _F, "rwml", "eval"], "rwml", {"reward.kind": "continuous"}
+        "RWML, continuous cosine reward [ours: not in the paper]", [_C, _B, _F, "rwml", "eval"], "rwml",
+        {"reward.kind": "continuous"},
     ),
 }  # fmt: skip
 assert set(SPECS) == set(VARIANTS)

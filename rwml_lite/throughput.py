@@ -257,7 +257,8 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
         filter_at_once = at_once if plan.kv_sequences is not None else max(1, at_once // f.samples) * f.samples
         generation.append(Generation("filter", filter_at_once, round((triplets - val) * f.samples * f.max_new_tokens)))
         sft_steps = math.ceil(f.epochs * val / f.batch_size)
-        training.append(Training("filter SFT", sft_steps, 1, f.batch_size, context(volume.target_tokens)))
+        micro_batches = f.batch_size // (f.micro_batch_size or f.batch_size)
+        training.append(Training("filter SFT", sft_steps, micro_batches, f.batch_size, context(volume.target_tokens)))
     if "rwml" in stages:
         completions = g.batch_size * g.group_size
         steps = g.max_steps if g.max_steps > 0 else math.ceil(g.epochs * kept / g.batch_size)
@@ -271,13 +272,18 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
         )
     if "wm_sft" in stages:
         sft_steps = math.ceil(w.epochs * kept / w.batch_size)
-        training.append(Training("WM SFT", sft_steps, 1, w.batch_size, context(volume.target_tokens)))
+        micro_batches = w.batch_size // (w.micro_batch_size or w.batch_size)
+        training.append(Training("WM SFT", sft_steps, micro_batches, w.batch_size, context(volume.target_tokens)))
     if "policy" in stages:
         step_turns = p.tasks_per_step * p.group_size * turns(recipe, p.episode_max_steps)
         sequences = min(at_once, p.tasks_per_step * p.group_size)
         generation.append(Generation("Policy RL", sequences, p.max_steps * step_turns * a.max_new_tokens))
         micro_batches = math.ceil(step_turns / p.micro_batch_size)
-        training.append(Training("Policy RL", p.max_steps, micro_batches, step_turns, context(a.max_new_tokens)))
+        # log-probs before the first of several updates (policy.mini_batch_size), the reference's (beta > 0)
+        forwards = int(p.mini_batch_size is not None and step_turns > p.mini_batch_size) + int(p.beta > 0)
+        training.append(
+            Training("Policy RL", p.max_steps, micro_batches, step_turns, context(a.max_new_tokens), forwards)
+        )
     if "eval" in stages:
         tasks = eval_tasks(recipe)
         if all(tasks):

@@ -1,6 +1,7 @@
 """One policy-stage update (`train/policy._update`) of the tiny Qwen3 on fixed episodes, in as many
-processes as `accelerate launch` started (or one, run plainly); the main process saves what the
-update did: each LoRA weight's change and the step's metrics. test_distributed.py runs it both ways.
+processes as `accelerate launch` started (or one, run plainly), in the recipe's mini batches, with its KL
+term to the base model; the main process saves what the update did: each LoRA weight's change and the
+step's metrics. test_distributed.py runs it both ways.
 
 Plain SGD, so that a weight's change is the (clipped) gradient itself: Adam's first step moves
 each weight by about the learning rate whatever the gradient's scale, and would hide a gradient
@@ -22,7 +23,7 @@ from rwml_lite.config import load_recipe  # noqa: E402
 from rwml_lite.distributed import is_main, local_device  # noqa: E402
 from rwml_lite.models.hf import policy_model  # noqa: E402
 from rwml_lite.prompts import agent_messages  # noqa: E402
-from rwml_lite.train.policy import _update  # noqa: E402
+from rwml_lite.train.policy import Reference, _update  # noqa: E402
 
 ROLE = "You are an expert agent playing a text-based household game."
 ROOMS = ["kitchen", "bathroom", "bedroom"]
@@ -54,7 +55,8 @@ def main(model_dir: str, recipe_path: str, out: str) -> None:
     before = {n: p.detach().clone() for n, p in lora.items()}
     optimizer = torch.optim.SGD(list(lora.values()), lr=1.0)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
-    metrics = _update(model, tokenizer, optimizer, scheduler, episodes(), recipe, local_device())
+    reference = Reference(model, from_base_lora=True)
+    metrics = _update(model, tokenizer, optimizer, scheduler, episodes(), recipe, local_device(), 1, reference)
     if is_main():
         torch.save({"metrics": metrics, "change": {n: p.detach() - before[n] for n, p in lora.items()}}, out)
 

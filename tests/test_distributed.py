@@ -109,7 +109,11 @@ def test_two_processes_play_every_episode_once_train_and_resume_after_a_kill(tmp
 
 
 def test_a_policy_update_over_two_processes_is_the_one_process_update(tmp_path, tiny_qwen3):
-    recipe = tiny_recipe(tmp_path, tiny_qwen3, policy={**POLICY, "max_grad_norm": 1e6})
+    """Two mini batches of six turns (the second clipped against the log-probs taken before the first) and a KL
+    term to the base model: the processes share every pass and take the same two updates."""
+    recipe = tiny_recipe(
+        tmp_path, tiny_qwen3, policy={**POLICY, "max_grad_norm": 1e6, "mini_batch_size": 6, "beta": 0.1}
+    )
     script = str(REPO / "tests/policy_update_script.py")
     runs = {}
     for processes in (1, 2):
@@ -122,11 +126,13 @@ def test_a_policy_update_over_two_processes_is_the_one_process_update(tmp_path, 
         runs[processes] = torch.load(out)
     one, two = runs[1], runs[2]
     assert one["metrics"]["turns_trained"] == 12 and one["metrics"]["grad_norm"] > 0
-    for key in ("turns", "turns_trained", "success", "reward"):
+    assert one["metrics"]["updates"] == 2 and one["metrics"]["kl"] > 0  # the second update sees a moved policy
+    for key in ("turns", "turns_trained", "success", "reward", "updates"):
         assert two["metrics"][key] == one["metrics"][key]
     # summed over the processes: the same loss and gradient; each process alone has about half
     assert two["metrics"]["loss"] == pytest.approx(one["metrics"]["loss"], rel=1e-4, abs=1e-6)
     assert two["metrics"]["grad_norm"] == pytest.approx(one["metrics"]["grad_norm"], rel=1e-4)
+    assert two["metrics"]["kl"] == pytest.approx(one["metrics"]["kl"], rel=1e-3)
     assert set(two["change"]) == set(one["change"])
     for name, change in one["change"].items():
         torch.testing.assert_close(two["change"][name], change, rtol=1e-4, atol=1e-6)

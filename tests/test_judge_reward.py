@@ -145,3 +145,15 @@ def test_an_unreachable_judge_is_one_paragraph_naming_the_fields():
         call(reward("http://127.0.0.1:9/v1"), ["You take the clean brown shirt."])
     with pytest.raises(ValueError, match="needs reward.judge_endpoint"):
         RewardSettings(kind="judge_binary")
+
+
+def test_the_judge_is_asked_the_papers_question_and_the_vague_prediction_guard_is_ours_and_off():
+    """Table A8's judge: every important task-related fact of the real observation in the prediction scores 1.0.
+    The guard against vague predictions, the very hacking the ablation reproduces, is only added when asked."""
+    from rwml_lite.judge_reward import judge_messages
+
+    paper = judge_messages("judge_binary", "You are in the kitchen.", "open fridge", "It opens.", "The fridge is open.")
+    guarded = judge_messages("judge_binary", "s", "a", "p", "r", guard=True)
+    assert "every important task-related fact of the real observation" in paper[0]["content"]
+    assert "vague" not in paper[0]["content"].lower() and "vague" in guarded[0]["content"].lower()
+    assert "Predicted next observation:\nIt opens." in paper[1]["content"] and "0 or 1" in paper[1]["content"]

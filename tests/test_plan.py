@@ -401,3 +401,19 @@ def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cac
     assert 12 < kv_gib <= 16 and 2 * plan.kv_sequences > 64  # the cache would hold more than Unsloth's 64
     sampled, _, _ = estimates(bandwidth(recipe, plan))
     assert {x.stage: x.sequences for x in sampled} == {"collect": 64, "filter": 64, "RWML GRPO": 64, "eval": 64}
+
+
+@pytest.mark.parametrize("name", ["alfworld_qwen3_8b", "alfworld_qwen3_30b_a3b_24gb"])
+def test_policy_rl_fits_the_24gb_recipes_with_log_probs_taken_in_the_logits_dtype(name):
+    """The policy stage's logits term by hand: a micro batch's replies (agent.max_new_tokens + 1 positions) over
+    the vocabulary, each entry held three times in bf16 (the logits, their temperature-scaled copy, log-softmax's
+    saved output); it was 16 bytes an entry with the float32 copies, which put Qwen3-8B's phase at 28.0 GiB."""
+    recipe = load_recipe(REPO / f"recipes/{name}.yaml", ["stages=[collect,build,filter,rwml,policy,eval]"])
+    plan = estimate(recipe, 24)
+    arch = architecture(recipe.model.name_or_path)
+    p = recipe.policy
+    logits = p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 3 * 2 / GIB
+    without = estimate(recipe.model_copy(update={"agent": recipe.agent.model_copy(update={"max_new_tokens": 0})}), 24)
+    term = plan.parts["policy activations + logits"] - without.parts["policy activations + logits"]
+    assert term == pytest.approx(logits - p.micro_batch_size * arch.vocab * 3 * 2 / GIB, rel=1e-6)
+    assert plan.fits and plan.phase_gib("Policy RL") <= 24, refusal(plan)

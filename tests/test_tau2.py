@@ -447,6 +447,30 @@ def test_an_endpoint_user_gets_its_tools_and_no_thinking_and_its_calls_come_back
         )
 
 
+def test_each_stage_plays_against_its_own_users_and_eval_never_mixes_them_unless_asked(tmp_path):
+    """The paper collects with two user models and trains and evaluates with one: collect deals a task's rollouts
+    among env.user_endpoints, eval takes the first alone, and a stage's own list replaces them."""
+    from conftest import REPO
+    from rwml_lite.config import load_recipe
+    from rwml_lite.models import user_simulators
+
+    gpt, qwen, other = (f"http://127.0.0.1:{port}/v1" for port in (9001, 9002, 9003))
+    users = f"[{{url: {gpt}, model: gpt-4.1}}, {{url: {qwen}, model: qwen3-235b}}]"
+    recipe = load_recipe(REPO / "recipes/tau2_demo_cpu.yaml", [f"env.user_endpoints={users}"])
+    seen = lambda stage: [(u.url, u.model) for u in user_simulators(recipe, stage)]  # noqa: E731
+    assert seen("collect") == seen("policy") == [(f"{gpt}/chat/completions", "gpt-4.1"),
+                                                (f"{qwen}/chat/completions", "qwen3-235b")]  # fmt: skip
+    assert seen("eval") == [(f"{gpt}/chat/completions", "gpt-4.1")]
+    own = load_recipe(
+        REPO / "recipes/tau2_demo_cpu.yaml",
+        [f"env.user_endpoints={users}", f"env.stage_user_endpoints={{eval: [{{url: {other}, model: judge}}], "
+         f"policy: [{{url: {qwen}, model: qwen3-235b}}]}}"],
+    )  # fmt: skip
+    assert [(u.url, u.model) for u in user_simulators(own, "eval")] == [(f"{other}/chat/completions", "judge")]
+    assert [u.model for u in user_simulators(own, "policy")] == ["qwen3-235b"]
+    assert [u.model for u in user_simulators(own, "collect")] == ["gpt-4.1", "qwen3-235b"]
+
+
 def test_upstreams_nl_judge_at_the_recipes_endpoint_decides_a_task_with_nl_assertions(tau2_data):
     """env.judge_endpoint points upstream's own NL-assertion evaluator (through litellm) at the
     server: the reference solution of a retail task with NL assertions wins when the judge says

@@ -33,16 +33,30 @@ class Sampling:
 
 class Completion(str):
     """A sampled reply (the text after the generation prompt) that remembers whether it was cut off
-    at the token budget: the policy stage trains an ended reply with its end-of-turn token, a cut-off
-    one without. Generators that do not know return plain strings, taken as ended."""
+    at the token budget, and the token ids it was sampled as (after the prefill, without the end
+    token): the policy stage trains those ids, an ended reply with its end-of-turn token, a cut-off
+    one without; decoded text can re-encode to other splits. Generators that do not know return
+    plain strings, taken as ended and re-encoded."""
 
     truncated: bool = False
+    token_ids: list[int] | None = None
 
     @classmethod
-    def of(cls, text: str, truncated: bool) -> Completion:
+    def of(cls, text: str, truncated: bool, token_ids=None, stop_ids=()) -> Completion:
+        """`token_ids` are cut at the first of `stop_ids` (the end token, and padding after it)."""
         completion = cls(text)
         completion.truncated = truncated
+        if token_ids is not None:
+            ids = [int(i) for i in token_ids]
+            ends = [k for k, i in enumerate(ids) if i in stop_ids]
+            completion.token_ids = ids[: ends[0]] if ends else ids
         return completion
+
+
+#: Sampling as the paper's loss assumes it: the softmax at the temperature (top_p as asked) and nothing else.
+#: Left out, transformers and vLLM take top_k, min_p and a repetition penalty from the model's
+#: generation_config.json (Qwen2.5-7B-Instruct's: top_k 20, repetition_penalty 1.05).
+NEUTRAL = {"top_k": 0, "min_p": 0.0, "repetition_penalty": 1.0}
 
 
 class Generator(Protocol):
@@ -171,14 +185,18 @@ def use_chat_template(tokenizer, settings: ModelSettings) -> None:
         )
 
 
-def user_simulators(recipe) -> list[Generator] | None:
-    """What plays the customer in tau2 conversations: the endpoints the recipe names (a task's rollouts
-    are dealt among them), else the recipe's own model without adapter (so that a trained policy is
-    always judged against the same user)."""
+def user_simulators(recipe, stage: str) -> list[Generator] | None:
+    """What plays the customer in `stage`'s tau2 conversations: the endpoints the recipe names for the stage, else
+    env.user_endpoints (a task's rollouts are dealt among them; eval takes the first, so that its users never mix
+    unless its own list asks), else the recipe's own model without adapter (so that a trained policy is always
+    judged against the same user)."""
     if recipe.env.name != "tau2":
         return None
-    if recipe.env.user_endpoints:
+    endpoints = recipe.env.stage_user_endpoints.get(stage)
+    if endpoints is None:
+        endpoints = recipe.env.user_endpoints[:1] if stage == "eval" else recipe.env.user_endpoints
+    if endpoints:
         from rwml_lite.models.endpoint import EndpointGenerator
 
-        return [EndpointGenerator(e.url, e.model) for e in recipe.env.user_endpoints]
+        return [EndpointGenerator(e.url, e.model) for e in endpoints]
     return [sampler(recipe.model)]

@@ -21,15 +21,13 @@ import httpx
 from rwml_lite.config import ServerSettings
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Completion, Sampling
+from rwml_lite.models import NEUTRAL, Completion, Sampling
 from rwml_lite.prompts import Messages, template_args
 
 #: requests in flight at once; the server queues the rest
 MAX_CONCURRENT = 64
-#: Sampling as the local backends sample (temperature and top_p only): vLLM would otherwise take top_k,
-#: min_p and a repetition penalty from the model's generation_config.json; the rendered prompt already
-#: holds its special tokens (a BOS added again would change it).
-NEUTRAL = {"top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0, "add_special_tokens": False}
+#: The rendered prompt already holds its special tokens (a BOS added again would change it).
+AS_RENDERED = {"add_special_tokens": False}
 
 
 class EndpointGenerator:
@@ -105,9 +103,15 @@ class ServedGenerator:
 
         sampling.require_distinct(n)
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
+        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         return [
-            [Completion.of(sampling.prefill + c["text"], truncated=c.get("finish_reason") == "length") for c in choices]
-            for choices in self._complete_all(texts, n, sampling, {})
+            [
+                Completion.of(
+                    sampling.prefill + c["text"], c.get("finish_reason") == "length", c.get("token_ids"), stop
+                )
+                for c in choices
+            ]
+            for choices in self._complete_all(texts, n, sampling, {"return_token_ids": True})
         ]
 
     def sampled_tokens(self, texts: list[str], sampling: Sampling) -> dict[str, list]:
@@ -128,7 +132,7 @@ class ServedGenerator:
 
     def _complete(self, client: httpx.Client, text: str, n: int, sampling: Sampling, extra: dict) -> list[dict]:
         body = {"model": self.model, "prompt": text, "n": n, "temperature": sampling.temperature, "top_p": sampling.top_p,
-                "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True, **NEUTRAL, **extra}  # fmt: skip
+                "max_tokens": sampling.max_new_tokens, "skip_special_tokens": True, **NEUTRAL, **AS_RENDERED, **extra}  # fmt: skip
         try:
             response = client.post(self.url, json=body)
             response.raise_for_status()

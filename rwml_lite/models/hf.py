@@ -15,7 +15,7 @@ from rich.progress import track
 from rwml_lite.config import LoraSettings, ModelSettings
 from rwml_lite.distributed import local_device
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import Completion, Sampling, use_chat_template
+from rwml_lite.models import NEUTRAL, Completion, Sampling, use_chat_template
 from rwml_lite.prompts import Messages, template_args
 from rwml_lite.sources import checkpoint_folder
 
@@ -165,7 +165,8 @@ class HFGenerator:
         ):
             texts = [render_prompt(tok, p, sampling.prefill) for p in prompts[start : start + per_call]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-            sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p}
+            # neutral sampling, whatever the model's generation_config.json sets (the loss assumes the plain softmax)
+            sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, **NEUTRAL}
             out = self.model.generate(
                 **enc,
                 **sample_args,
@@ -175,12 +176,12 @@ class HFGenerator:
                 pad_token_id=tok.pad_token_id,
             )
             new = out[:, enc["input_ids"].shape[1] :]
-            ended = (
-                torch.isin(new, self._stop_ids(new.device)).any(dim=1).tolist()
-            )  # padding after an end is a stop id too
+            stop_ids = self._stop_ids(new.device)
+            ended = torch.isin(new, stop_ids).any(dim=1).tolist()  # padding after an end is a stop id too
+            stop = set(stop_ids.tolist())
             decoded = [
-                Completion.of(sampling.prefill + text, truncated=not stop)
-                for text, stop in zip(tok.batch_decode(new, skip_special_tokens=True), ended)
+                Completion.of(sampling.prefill + text, not end, ids, stop)
+                for text, end, ids in zip(tok.batch_decode(new, skip_special_tokens=True), ended, new.tolist())
             ]
             results.extend(decoded[i * n : (i + 1) * n] for i in range(len(texts)))
         self.model.train(was_training)

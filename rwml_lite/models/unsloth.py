@@ -31,7 +31,14 @@ from peft.tuners.lora import LoraLayer  # noqa: E402
 from safetensors.torch import load_file  # noqa: E402
 
 from rwml_lite.config import ModelSettings  # noqa: E402
-from rwml_lite.models import Completion, Sampling, check_lengths, use_chat_template, vllm_engine  # noqa: E402
+from rwml_lite.models import (  # noqa: E402
+    NEUTRAL,
+    Completion,
+    Sampling,
+    check_lengths,
+    use_chat_template,
+    vllm_engine,
+)
 from rwml_lite.models.hf import HFGenerator, render_prompt  # noqa: E402
 from rwml_lite.models.load_errors import explain_load_error  # noqa: E402
 from rwml_lite.prompts import Messages  # noqa: E402
@@ -168,7 +175,7 @@ class UnslothGenerator:
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
         check_lengths(self.settings, self.tokenizer, texts, sampling.max_new_tokens, "prompt")
         params = SamplingParams(
-            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens
+            n=n, temperature=sampling.temperature, top_p=sampling.top_p, max_tokens=sampling.max_new_tokens, **NEUTRAL
         )  # unseeded: the stage's torch seed drives the engine's sampler (models/vllm_engine.py)
         vllm_engine.wake(self.model)
         lora = self._live_request() if self.live else self.requests.get(self.adapter)
@@ -179,8 +186,12 @@ class UnslothGenerator:
             use_tqdm=len(texts) > 64,
             tokenization_kwargs={"add_special_tokens": False},  # the chat template holds them already, as on hf
         )
+        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
         return [
-            [Completion.of(sampling.prefill + o.text, truncated=o.finish_reason == "length") for o in out.outputs]
+            [
+                Completion.of(sampling.prefill + o.text, o.finish_reason == "length", o.token_ids, stop)
+                for o in out.outputs
+            ]
             for out in outputs
         ]
 

@@ -25,6 +25,8 @@ later ones are set aside.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import hashlib
 import random
 import re
@@ -38,7 +40,7 @@ from peft import set_peft_model_state_dict
 from safetensors.torch import load_file
 
 from rwml_lite.config import Recipe
-from rwml_lite.distributed import barrier, deal, is_main, seed_sampling, sum_over_processes
+from rwml_lite.distributed import barrier, deal, dealt, is_main, seed_sampling, sum_over_processes
 from rwml_lite.envs import list_tasks
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
@@ -48,7 +50,15 @@ from rwml_lite.rollout import EpisodeSpec, progress_display, run_episodes
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord
 from rwml_lite.train.common import ServedLoRA, save_adapter
-from rwml_lite.train.turns import completion_tokens, encode_turns, episode_return, step_turns, turn_loss
+from rwml_lite.train.turns import (
+    Turn,
+    completion_tokens,
+    encode_turns,
+    episode_return,
+    reply_logps,
+    step_turns,
+    turn_loss,
+)
 
 STATE = "training_state.pt"
 CHECKPOINT = re.compile(r"checkpoint-\d+")  # not checkpoint-N.tmp, a save that a kill interrupted
@@ -96,13 +106,13 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     model, tokenizer = models.policy_model(recipe.model, recipe.seed, start)
     device = next(q for q in model.parameters() if q.requires_grad).device
     optimizer = _optimizer(recipe, [q for q in model.parameters() if q.requires_grad])
-    warmup = max(1, round(p.warmup_ratio * p.max_steps)) if p.warmup_ratio else 0
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
+    scheduler = _scheduler(optimizer, p)
+    reference = Reference(model, start is None and recipe.model.lora is not None) if p.beta > 0 else None
     done = _resume(folder, model, optimizer, scheduler)
     # with a server the step's LoRA is sampled there, else the model being trained is sampled here
     served = ServedLoRA(recipe.model, folder.checkpoints("policy") / "live") if recipe.model.server else None
     generator = None if served else models.live_generator(model, tokenizer, recipe.model)
-    users = user_simulators(recipe)
+    users = user_simulators(recipe, "policy")
     sampling = Sampling(p.temperature, recipe.agent.max_new_tokens)
     log = _Log(recipe, folder)
     with EnvPool(recipe.env, p.episode_max_steps, users=users) as pool, _progress(p.max_steps, done) as bar:
@@ -121,7 +131,7 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
             )  # fmt: skip
             rolled = time.monotonic()
             models.to_training(model)
-            metrics = _update(model, tokenizer, optimizer, scheduler, episodes, recipe, device)
+            metrics = _update(model, tokenizer, optimizer, scheduler, episodes, recipe, device, step, reference)
             metrics.update(step=step, rollout_time=rolled - started, step_time=time.monotonic() - started)
             log.write(metrics)
             bar.update(task, completed=step, info=log.summary())
@@ -133,36 +143,65 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     return save_adapter(model.save_pretrained, folder.adapter("policy"), every_process=False)
 
 
-def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord], recipe: Recipe, device) -> dict:
-    """One optimizer step on every turn of the step's episodes; returns the step's metrics. Under
-    accelerate every process holds all the episodes and back-propagates its share of the turns; the
-    gradients summed over the processes are then the one-process gradient (the loss divides by the
-    tokens of all turns), and each process takes the same optimizer step."""
+def _update(
+    model,
+    tokenizer,
+    optimizer,
+    scheduler,
+    episodes: list[EpisodeRecord],
+    recipe: Recipe,
+    device,
+    step: int = 1,
+    reference: Reference | None = None,
+) -> dict:
+    """The step's updates on every turn of its episodes; returns the step's metrics. The turns are shuffled
+    (seeded by the step) into mini batches of policy.mini_batch_size, each one clipped update against the
+    log-probs taken before the first (one mini batch: one update, ratio 1). Under accelerate every process holds
+    all the episodes and back-propagates its share of each mini batch; the gradients summed over the processes
+    are the one-process gradient (the loss divides by the mini batch's reply tokens of all processes), and each
+    process takes the same update. The learning-rate schedule advances once per step, as verl's does."""
     p = recipe.policy
-    turns, zero_std = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group")
-    normalizer = max(completion_tokens(tokenizer, turns), 1)
-    # turns of a group that did equally well have advantage 0: they add nothing but to the normaliser
-    trained = sorted((t for t in turns if t.advantage != 0.0), key=lambda t: len(str(t.prompt)) + len(t.completion))
-    loss = torch.zeros((), device=device)
-    model.train()
+    turns, zero_std = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group", p.group_stats)
+    random.Random(recipe.seed * 1_000_033 + step).shuffle(turns)
+    size = p.mini_batch_size or max(len(turns), 1)
+    minis = [turns[i : i + size] for i in range(0, len(turns), size)]
+    # turns of a group that did equally well have advantage 0: without a KL term they add nothing but to the
+    # normaliser
+    trains = (lambda t: True) if p.beta > 0 else (lambda t: t.advantage != 0.0)
     autocast = _autocast(recipe, device)
-    mine = deal(trained)
-    for i in range(0, len(mine), p.micro_batch_size):
-        batch = encode_turns(tokenizer, mine[i : i + p.micro_batch_size], device)
-        with autocast:
-            micro = turn_loss(model, batch, p.temperature, normalizer)
-        micro.backward()
-        loss += micro.detach().float()
+    if len(minis) > 1 or p.beta > 0:
+        minis = _with_logps(model, tokenizer, minis, trains, recipe, device, reference, autocast)
     params = [q for q in model.parameters() if q.requires_grad]
-    if trained:
+    totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
+    model.train()
+    for mini in minis:
+        normalizer = max(completion_tokens(tokenizer, mini), 1)
+        trained = sorted((t for t in mini if trains(t)), key=lambda t: len(str(t.prompt)) + len(t.completion))
+        if not trained:
+            continue
+        loss = torch.zeros((), device=device)
+        counts = torch.zeros(2, device=device)
+        mine = deal(trained)
+        for i in range(0, len(mine), p.micro_batch_size):
+            batch = encode_turns(tokenizer, mine[i : i + p.micro_batch_size], device)
+            with autocast:
+                micro, stats = turn_loss(reply_logps(model, batch, p.temperature), batch, normalizer, p.epsilon, p.beta)
+            micro.backward()
+            loss += micro.detach().float()
+            counts += torch.tensor([stats["clipped"], stats["kl"]], device=device)
         for q in params:  # a process whose share was empty adds zeros
             if q.grad is None:
                 q.grad = torch.zeros_like(q)
-        sum_over_processes([q.grad for q in params] + [loss])
-    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm)) if trained else 0.0
-    optimizer.step()
+        sum_over_processes([q.grad for q in params] + [loss, counts])
+        totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm))
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        totals["loss"] += loss.item()
+        totals["clipped"] += counts[0].item() / normalizer
+        totals["kl"] += counts[1].item() / normalizer
+        totals["updates"] += 1
     scheduler.step()
-    optimizer.zero_grad(set_to_none=True)
+    updates = max(totals["updates"], 1)
     steps = [s for ep in episodes for s in ep.steps]
     return {
         "success": 100.0 * statistics.fmean(ep.won for ep in episodes),
@@ -171,11 +210,83 @@ def _update(model, tokenizer, optimizer, scheduler, episodes: list[EpisodeRecord
         "episode_length": len(steps) / len(episodes),
         "zero_std_groups": zero_std / len({ep.task_id for ep in episodes}),
         "turns": len(turns),
-        "turns_trained": len(trained),
-        "loss": loss.item(),
-        "grad_norm": grad_norm,
+        "turns_trained": sum(trains(t) for t in turns),
+        "updates": totals["updates"],
+        "loss": totals["loss"] / updates,
+        "grad_norm": totals["grad_norm"] / updates,
+        "clip_fraction": totals["clipped"] / updates,
+        "kl": totals["kl"] / updates,
         "learning_rate": scheduler.get_last_lr()[0],
     }
+
+
+def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, reference, autocast) -> list[list[Turn]]:
+    """The mini batches' trained turns with the log-probs of their reply tokens under the policy that sampled
+    them (taken before any update; needed when there are several mini batches) and under the reference (beta >
+    0), each process computing a share."""
+    p = recipe.policy
+    wanted = {"old_logps": len(minis) > 1, "ref_logps": p.beta > 0}
+
+    def logps(turns: list[Turn]) -> list[tuple[float, ...]]:
+        out = []
+        with torch.no_grad(), autocast:
+            for i in range(0, len(turns), p.micro_batch_size):
+                batch = encode_turns(tokenizer, turns[i : i + p.micro_batch_size], device)
+                rows = reply_logps(model, batch, p.temperature).cpu()
+                out += [
+                    tuple(r[r.shape[0] - n :].tolist())
+                    for r, n in zip(rows, batch["completion_mask"].sum(1).int().tolist())
+                ]
+        return out
+
+    trained = [t for mini in minis for t in mini if trains(t)]
+    found: dict[str, list] = {}
+    if wanted["old_logps"]:
+        found["old_logps"] = dealt(logps, trained)
+    if wanted["ref_logps"]:
+        with reference.weights():
+            found["ref_logps"] = dealt(logps, trained)
+    values = iter(range(len(trained)))
+    out = []
+    for mini in minis:
+        kept = []
+        for t in mini:
+            if trains(t):
+                i = next(values)
+                t = dataclasses.replace(t, **{name: found[name][i] for name in found})
+            kept.append(t)
+        out.append(kept)
+    return out
+
+
+class Reference:
+    """The policy the stage starts from, for the KL term: the base model (the adapter switched off) when the stage
+    starts from the base with a fresh LoRA, else a copy of the trainable weights taken before any update or
+    resume (the starting adapter, or the whole model under full fine-tuning), swapped in for a pass without
+    gradient. verl-agent's reference is the actor at the start of RL, so a policy stage after RWML is held near
+    the RWML model, not pulled back to the base."""
+
+    def __init__(self, model, from_base_lora: bool):
+        self.model = model
+        self.params = [q for q in model.parameters() if q.requires_grad]
+        self.saved = None if from_base_lora else [q.detach().clone() for q in self.params]
+
+    @contextlib.contextmanager
+    def weights(self):
+        if self.saved is None:
+            with self.model.disable_adapter():
+                yield
+            return
+        with torch.no_grad():
+            current = [q.detach().clone() for q in self.params]
+            for q, saved in zip(self.params, self.saved):
+                q.copy_(saved)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for q, now in zip(self.params, current):
+                    q.copy_(now)
 
 
 def _autocast(recipe: Recipe, device):
@@ -186,6 +297,16 @@ def _autocast(recipe: Recipe, device):
     if device.type != "cuda" or not (args["bf16"] or args["fp16"]):
         return torch.autocast("cpu", enabled=False)
     return torch.autocast("cuda", dtype=torch.bfloat16 if args["bf16"] else torch.float16)
+
+
+def _scheduler(optimizer, p) -> torch.optim.lr_scheduler.LambdaLR:
+    """transformers' warmup then constant or linear-to-0 schedule over policy.max_steps, stepped once per step."""
+    from transformers import get_constant_schedule_with_warmup, get_linear_schedule_with_warmup
+
+    warmup = round(p.warmup_ratio * p.max_steps)
+    if p.lr_schedule == "linear":
+        return get_linear_schedule_with_warmup(optimizer, warmup, p.max_steps)
+    return get_constant_schedule_with_warmup(optimizer, warmup)
 
 
 def _optimizer(recipe: Recipe, params: list) -> torch.optim.Optimizer:

@@ -38,7 +38,9 @@ def sft_fields(stage: str = "filter") -> dict[str, str]:
         "learning_rate": f"{section}.learning_rate",
         "weight_decay": f"{section}.weight_decay",
         "warmup_steps": f"{section}.warmup_ratio",
-        "per_device_train_batch_size": f"{section}.batch_size",
+        "per_device_train_batch_size": f"{section}.micro_batch_size",
+        "gradient_accumulation_steps": f"{section}.batch_size",
+        "lr_scheduler_type": f"{section}.lr_schedule",
         "num_train_epochs": f"{section}.epochs",
         "seed": "seed",
     }  # model.optimizer is passed but not checked: Unsloth's CPU fallback swaps GPU-only optimizers for AdamW
@@ -54,8 +56,9 @@ def sft_arguments(recipe: Recipe, folder: RunFolder, stage: str = "filter") -> d
         "learning_rate": settings.learning_rate,
         "weight_decay": settings.weight_decay,
         "warmup_steps": settings.warmup_ratio,  # transformers 5: a value below 1 is the share of steps
-        "per_device_train_batch_size": settings.batch_size // world(),  # a share per process (the recipe checks)
-        "gradient_accumulation_steps": 1,
+        "per_device_train_batch_size": (micro := settings.micro_batch_size or settings.batch_size // world()),
+        "gradient_accumulation_steps": settings.batch_size // (micro * world()),  # the recipe checks it divides
+        "lr_scheduler_type": settings.lr_schedule,
         "max_length": recipe.model.max_seq_length,  # TRL's default (1024) would cut long prompts' targets off
         "logging_steps": 1,
         "save_strategy": "no",
@@ -65,8 +68,9 @@ def sft_arguments(recipe: Recipe, folder: RunFolder, stage: str = "filter") -> d
 
 
 def train_next_state_sft(recipe: Recipe, triplets: list[TripletRecord], folder: RunFolder) -> Path:
-    """The filter model: a LoRA trained on the validation triplets' targets behind the RWML prompt."""
-    return _train(recipe, [t.prompt for t in triplets], triplets, folder, "filter")
+    """The filter model: a LoRA trained on the validation triplets' targets behind the WM SFT prompt (the paper:
+    next-state SFT in the WM-SFT format)."""
+    return _train(recipe, [wm_sft_messages(t.prompt) for t in triplets], triplets, folder, "filter")
 
 
 def train_wm_sft(recipe: Recipe, triplets: list[TripletRecord], folder: RunFolder) -> Path:
