@@ -4,8 +4,8 @@
 #
 # buildah (Debian's package) with vfs storage and chroot isolation builds on a Debian bookworm base that
 # debootstrap makes here with python3.11 (the Dockerfile's CUDA base is its default; BASE replaces it), so the
-# check needs no GPU and no registry. Needs root, network (Debian's mirror, PyPI) and ~35 GB free under WORK:
-# vfs copies every layer whole. Not part of .ci/run (time and disk).
+# check needs no GPU and no registry. Needs root, network (Debian's mirror, PyPI) and ~30 GB free under WORK
+# (24 GB at its largest on 2026-12-07: vfs copies every layer whole); 33 min on 2 cores. Not part of .ci/run.
 #
 #   sudo docker/check_image.sh            # WORK=/var/tmp/rwml-lite-image CA=/etc/ssl/certs/ca-certificates.crt
 set -euo pipefail

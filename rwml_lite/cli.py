@@ -352,7 +352,7 @@ def study(recipe: RecipeArg, overrides: Overrides = None, redo: Redo = None) -> 
 
     _check_fits(planned_recipe(loaded))  # the memory of every stage some variant runs
     _quiet_libraries()
-    folder = run_study(loaded, redo)
+    folder = run_study(loaded, redo, _recipe_path(recipe))
     if is_main():
         _print_results(folder.root / "study.md")
 

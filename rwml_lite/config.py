@@ -908,6 +908,25 @@ def read_recipe_yaml(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     return _merged(read_recipe_yaml(base, (*seen, path.resolve())), data)
 
 
+def recipe_files(path: Path) -> list[Path]:
+    """The recipe file and the files it extends, nearest first (read after `read_recipe_yaml` accepted them)."""
+    files = [path]
+    while parent := (yaml.safe_load(files[-1].read_text()) or {}).get("extends"):
+        files.append(files[-1].parent / str(parent))
+    return files
+
+
+def marked_lines(path: Path) -> list[str]:
+    """Where a recipe leaves the paper, in its own words: every line of it (and of the recipes it extends,
+    farthest first) marked [ours] or [demo], as `file: line`."""
+    return [
+        f"{file.name}: {line.strip()}"
+        for file in reversed(recipe_files(path))
+        for line in file.read_text().splitlines()
+        if "[ours" in line or "[demo]" in line
+    ]
+
+
 def _merged(base: dict, changes: dict) -> dict:
     merged = dict(base)
     for key, value in changes.items():

@@ -233,8 +233,12 @@ def _rates(recipe: Recipe, toy: Recipe, folder: RunFolder, result: SelfTest) -> 
         generator, prompts, g.group_size, Sampling(g.temperature, g.max_completion_length, prefill=prefill)
     )
     seconds = time.monotonic() - started
-    tokenizer = AutoTokenizer.from_pretrained(checkpoint_folder(recipe.model.name_or_path))
-    tokens = sum(len(tokenizer(p.removeprefix(prefill))["input_ids"]) for group in predictions for p in group)
+    replies = [p for group in predictions for p in group]
+    if all(getattr(p, "token_ids", None) is not None for p in replies):  # every backend of ours returns its ids
+        tokens = sum(len(p.token_ids) for p in replies)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(checkpoint_folder(recipe.model.name_or_path))
+        tokens = sum(len(tokenizer(p.removeprefix(prefill))["input_ids"]) for p in replies)
     result.sampling_tokens_per_second = tokens / seconds
     result.sampling_sequences = g.batch_size * g.group_size
     if recipe.reward.kind in ("binary", "continuous"):

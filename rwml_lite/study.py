@@ -16,7 +16,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe
+from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe, marked_lines
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
 from rwml_lite.evaluate import success_rate
@@ -99,11 +99,12 @@ def planned_recipe(recipe: Recipe) -> Recipe:
     return build_recipe(recipe.model_dump(mode="json"), [f"stages={json.dumps(stages)}", "eval.policies=null"], "study")
 
 
-def run_study(recipe: Recipe, redo: str | None = None) -> RunFolder:
+def run_study(recipe: Recipe, redo: str | None = None, source: Path | None = None) -> RunFolder:
     """Run the shared stages, then every variant in the order of VARIANTS (a variant that builds on
     another comes after it); write study.json, study.md and the chart. Rerunning resumes. `redo`
     supersedes that stage and the later ones in the shared folder and in every variant, each variant's
-    before the stages that earlier variants finished again are linked into it."""
+    before the stages that earlier variants finished again are linked into it. `source`, the recipe's file, gives
+    study.md its list of where the recipe leaves the paper."""
     root = RunFolder(Path(recipe.run.dir))
     wanted = [v for v in VARIANTS if v in recipe.study.variants]
     recipes = {name: variant_recipe(recipe, name, root.root) for name in wanted}
@@ -123,7 +124,7 @@ def run_study(recipe: Recipe, redo: str | None = None) -> RunFolder:
         finished.append(folder)
         results[name] = _result(recipes[name], folder, SPECS[name].evaluated)
     if is_main():
-        write_study(recipe, root, results)
+        write_study(recipe, root, results, marked_lines(source) if source else [])
     return root
 
 
@@ -157,7 +158,7 @@ def columns(recipe: Recipe, episodes: list[EpisodeRecord]) -> dict[str, dict]:
     return {column: success_rate(parts, recipe.eval.runs) for column, parts in table.items()}
 
 
-def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict]) -> None:
+def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict], deviations: list[str] = ()) -> None:
     env = recipe.env.name
     paper_columns, paper_rows = PAPER.get(env, ((), {}))
     ablations = PAPER_ABLATIONS.get(env, {})
@@ -210,6 +211,15 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict]) -> No
         trained = Path(results["rwml"]["folder"])
         lines += rwml_lines(RunFolder(trained), prefix=f"{trained.relative_to(root.root)}/")
     lines += threshold_lines(root)
+    if deviations:
+        lines += [
+            "",
+            "## Where this study leaves the paper",
+            "",
+            "As the recipe marks it ([ours]: our choice or the paper's silence; [demo]: shrunk for a CPU):",
+            "",
+        ]
+        lines += [f"- `{line}`" for line in deviations]  # fmt: skip
     lines += ["", "Each variant's own report:", ""]
     lines += [f"- {SPECS[n].label}: `{Path(r['folder']).relative_to(root.root)}/report.md`" for n, r in results.items()]
     atomic_write_text(root.root / "study.md", "\n".join(lines) + "\n")

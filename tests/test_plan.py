@@ -135,7 +135,8 @@ def test_the_policy_phase_counts_log_probs_of_every_reply_token_of_a_micro_batch
     plan = estimate(recipe, 24)
     tokens = p.micro_batch_size * (recipe.agent.max_new_tokens + 1)
     activations = p.micro_batch_size * recipe.model.max_seq_length * arch.activation_bytes_per_token_layer
-    expected = (activations + tokens * arch.vocab * 16) / 1024**3  # bf16 logits, fp32 log-probs and gradient
+    # bf16 logits, their temperature-scaled copy, log-softmax's saved output: 3 x 2 bytes (16 with float32 copies)
+    expected = (activations + tokens * arch.vocab * 3 * 2) / 1024**3
     assert plan.parts["policy activations + logits"] == pytest.approx(expected)
     bigger = estimate(load_recipe(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml", ["policy.micro_batch_size=64"]), 24)
     assert bigger.phase_gib("Policy RL") > plan.phase_gib("Policy RL")
@@ -404,16 +405,8 @@ def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cac
 
 
 @pytest.mark.parametrize("name", ["alfworld_qwen3_8b", "alfworld_qwen3_30b_a3b_24gb"])
-def test_policy_rl_fits_the_24gb_recipes_with_log_probs_taken_in_the_logits_dtype(name):
-    """The policy stage's logits term by hand: a micro batch's replies (agent.max_new_tokens + 1 positions) over
-    the vocabulary, each entry held three times in bf16 (the logits, their temperature-scaled copy, log-softmax's
-    saved output); it was 16 bytes an entry with the float32 copies, which put Qwen3-8B's phase at 28.0 GiB."""
+def test_policy_rl_fits_the_24gb_recipes(name):
+    """With the float32 copies of the logits (16 bytes an entry) Qwen3-8B's Policy RL phase came to 28.0 GiB."""
     recipe = load_recipe(REPO / f"recipes/{name}.yaml", ["stages=[collect,build,filter,rwml,policy,eval]"])
     plan = estimate(recipe, 24)
-    arch = architecture(recipe.model.name_or_path)
-    p = recipe.policy
-    logits = p.micro_batch_size * (recipe.agent.max_new_tokens + 1) * arch.vocab * 3 * 2 / GIB
-    without = estimate(recipe.model_copy(update={"agent": recipe.agent.model_copy(update={"max_new_tokens": 0})}), 24)
-    term = plan.parts["policy activations + logits"] - without.parts["policy activations + logits"]
-    assert term == pytest.approx(logits - p.micro_batch_size * arch.vocab * 3 * 2 / GIB, rel=1e-6)
     assert plan.fits and plan.phase_gib("Policy RL") <= 24, refusal(plan)

@@ -8,10 +8,9 @@ import re
 from pathlib import Path
 
 import pytest
-import yaml
 
 from conftest import REPO
-from rwml_lite.config import load_recipe
+from rwml_lite.config import load_recipe, marked_lines, recipe_files
 
 #: The paper's values (PAPER.md: the pipeline, the reward, hyperparameters, data sizes), by benchmark.
 PAPER_COMMON = {
@@ -41,14 +40,6 @@ PAPER = {
              "worldmodel.filter.tau_d": 0.15, "policy.max_steps": 200, "policy.episode_max_steps": 30},
 }  # fmt: skip
 GPU_RECIPES = sorted(p for p in (REPO / "recipes").glob("*.yaml") if "demo" not in p.name)
-
-
-def _chain(path: Path) -> list[Path]:
-    """The recipe and the recipes it extends, nearest first."""
-    chain = [path]
-    while extends := (yaml.safe_load(chain[-1].read_text()) or {}).get("extends"):
-        chain.append(chain[-1].parent / extends)
-    return chain
 
 
 def _line_setting(path: Path, field: str) -> str | None:
@@ -84,7 +75,7 @@ def test_a_field_that_differs_from_the_paper_is_marked_on_its_line(path):
         value = _value(recipe, field)
         if value == paper:
             continue
-        line = next((found for p in _chain(path) if (found := _line_setting(p, field))), None)
+        line = next((found for p in recipe_files(path) if (found := _line_setting(p, field))), None)
         if line is None or "[ours" not in line:
             unmarked.append(
                 f"{field}: {value!r} (the paper: {paper!r}) " + (f"on `{line.strip()}`" if line else "by default")
@@ -97,3 +88,9 @@ def test_the_marks_test_finds_a_field_in_its_section_and_not_elsewhere():
     assert "learning_rate: 1.0e-5" in _line_setting(recipe, "grpo.learning_rate")
     assert _line_setting(recipe, "worldmodel.filter.tau_d").strip().startswith("tau_d:")
     assert _line_setting(recipe, "grpo.no_such_field") is None
+
+
+def test_the_study_lists_the_recipes_marked_lines_farthest_file_first():
+    lines = marked_lines(REPO / "recipes/study_alfworld_qwen2.5_7b.yaml")
+    assert lines[0].startswith("alfworld_qwen2.5_7b.yaml: ") and all("[ours" in x or "[demo]" in x for x in lines)
+    assert any("load_in_4bit: true" in x and "[ours]" in x for x in lines)

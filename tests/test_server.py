@@ -76,7 +76,8 @@ def test_collect_and_eval_through_the_server_play_the_local_generators_episodes(
     assert len(requests) == turns + predictions  # one request per agent turn and per prediction, none lost or repeated
     assert {body["model"] for body in requests} == {str(tiny_qwen3)}  # the served base model: model.name_or_path
     # sampled as the local backends sample: no top_k or penalty from the model's generation config, no second BOS
-    assert all(b["top_k"] == -1 and b["repetition_penalty"] == 1.0 and not b["add_special_tokens"] for b in requests)
+    assert all(b["top_k"] == 0 and b["min_p"] == 0 and b["repetition_penalty"] == 1 and not b["add_special_tokens"]
+               for b in requests)  # fmt: skip
     prefilled = [b["prompt"] for b in requests if b["prompt"].endswith("<think> </think><next_state>")]
     assert len(prefilled) == predictions  # the world model's prefill ends its prompts, as it does locally
 

@@ -114,6 +114,8 @@ def test_vllm_returns_the_sampled_token_ids_with_their_log_probs_at_the_sampling
     [[text], _] = generator.generate(PROMPTS, 1, greedy)
     ids = generator.sampled_tokens(texts[:1], greedy)["completion_ids"][0]
     assert text == generator.tokenizer.decode(ids, skip_special_tokens=True)
+    # and a reply carries the ids it was sampled as (return_token_ids), without the end token: the policy trains them
+    assert text.token_ids == [i for i in ids if i != generator.tokenizer.eos_token_id]
 
 
 def test_replies_cut_at_max_tokens_say_so_and_requests_carry_no_seed(server, smollm2):
@@ -217,6 +219,8 @@ def test_the_unsloth_backend_samples_a_real_vllm_engine_with_its_adapter_request
     assert said["replayed"] and not said["same_without_reseeding"]  # the stage's torch seed replays its samples
     assert said["adapter_changes_replies"] and said["loads"] == 1  # one LoRA request for two calls
     assert said["all_cut"] and said["prefilled"]
+    assert said["neutral"]  # top_k 0, min_p 0, repetition penalty 1: the plain softmax the policy loss assumes
+    assert said["ids_decode_to_text"]  # the sampled ids the policy stage trains
     assert said["long_prompt_tokens"] > 256  # prefilled in chunks, unseeded: no crash
 
 

@@ -38,7 +38,15 @@ def load_lora(path, load_tensors=False):
     return LoRARequest(f"lora {number}", number, path)
 
 
-model = types.SimpleNamespace(vllm_engine=engine, fast_generate=engine.generate, load_lora=load_lora)
+asked = []  # every SamplingParams the generator passes to the engine
+
+
+def fast_generate(*args, sampling_params, **kwargs):
+    asked.append(sampling_params)
+    return engine.generate(*args, sampling_params=sampling_params, **kwargs)
+
+
+model = types.SimpleNamespace(vllm_engine=engine, fast_generate=fast_generate, load_lora=load_lora)
 tokenizer = AutoTokenizer.from_pretrained(folder)
 requests = vllm_engine.AdapterRequests(model.load_lora)
 vllm_engine.sleep(model)  # the guards, on the real engine's config and state
@@ -54,7 +62,7 @@ prompts = [[{"role": "user", "content": "You are in the kitchen. What do you do?
            [{"role": "user", "content": "Name a fruit."}]]  # fmt: skip
 sample(None, prompts)  # the first call compiles the sampler
 torch.manual_seed(3)
-first, _ = sample(None, prompts)
+first, sampled = sample(None, prompts)
 unseeded, _ = sample(None, prompts)
 torch.manual_seed(3)
 again, _ = sample(None, prompts)
@@ -74,5 +82,8 @@ print(json.dumps({
     "adapter_changes_replies": tuned == tuned_again and tuned != base, "loads": len(loads),
     "all_cut": all(r.truncated for group in cut for r in group),
     "prefilled": all(r.startswith(prefill) for group in prefilled for r in group),
+    "neutral": all(p.top_k == 0 and p.min_p == 0 and p.repetition_penalty == 1 for p in asked),
+    "ids_decode_to_text": all(r.token_ids and tokenizer.decode(r.token_ids, skip_special_tokens=True) == r
+                              for group in sampled for r in group),
     "long_prompt_tokens": len(tokenizer(render_prompt(tokenizer, long_prompt[0]), add_special_tokens=False)["input_ids"]),
 }))  # fmt: skip
