@@ -41,7 +41,7 @@ class StepRecord(BaseModel):
     won: bool = False
     truncated: bool = False  # the reply was cut at the token budget
     prompt: list[dict] | None = None  # the agent's prompt, kept for the policy stage
-    completion_ids: list[int] | None = None  # the reply's sampled token ids (without its end token), likewise
+    completion_ids: list[int] | None = None  # the reply's sampled token ids (its end token included), likewise
 
     @property
     def world_target(self) -> str:

@@ -76,6 +76,16 @@ def test_the_clipped_loss_and_its_gradient_worked_by_hand():
         loss.backward()
         assert loss.item() == pytest.approx(loss_by_hand, abs=1e-4) and stats["clipped"] == 2
         assert logps.grad[0].tolist() == pytest.approx(gradient_by_hand, abs=1e-4)
+    # verl's dual clip: a negative advantage's token whose ratio grew to e^1.5 = 4.48 costs 3 x |A|, no gradient
+    logps = torch.tensor([[0.0]], requires_grad=True)
+    batch = {
+        "completion_mask": torch.ones(1, 1),
+        "advantages": torch.tensor([-1.0]),
+        "old_logps": torch.tensor([[-1.5]]),
+    }
+    loss, _ = turn_loss(logps, batch, normalizer=1.0)
+    loss.backward()
+    assert loss.item() == pytest.approx(3.0) and logps.grad.item() == 0.0
 
 
 def test_a_scripted_group_gets_the_advantages_of_its_known_successes(tmp_path, java):
@@ -250,7 +260,7 @@ def test_the_policy_trains_the_token_ids_it_sampled_not_a_re_encoding_of_their_t
     # "look" sampled as "lo" + "ok": the text re-encodes to another split, the sampled one is trained
     split = [tokenizer.convert_tokens_to_ids(piece) for piece in ("lo", "ok")]
     assert tokenizer.unk_token_id not in split and tokenizer("look", add_special_tokens=False)["input_ids"] != split
-    turn = Turn(prompt, "look", truncated=False, advantage=1.0, completion_ids=tuple(split))
+    turn = Turn(prompt, "look", truncated=False, advantage=1.0, completion_ids=(*split, tokenizer.eos_token_id))
     batch = encode_turns(tokenizer, [turn])
     trained = batch["input_ids"][0, -batch["completion_mask"].shape[1] :][batch["completion_mask"][0] == 1]
     assert trained.tolist() == split + [tokenizer.eos_token_id]

@@ -114,8 +114,8 @@ def test_vllm_returns_the_sampled_token_ids_with_their_log_probs_at_the_sampling
     [[text], _] = generator.generate(PROMPTS, 1, greedy)
     ids = generator.sampled_tokens(texts[:1], greedy)["completion_ids"][0]
     assert text == generator.tokenizer.decode(ids, skip_special_tokens=True)
-    # and a reply carries the ids it was sampled as (return_token_ids), without the end token: the policy trains them
-    assert text.token_ids == [i for i in ids if i != generator.tokenizer.eos_token_id]
+    # and a reply carries the ids it was sampled as (return_token_ids), its end token included: the policy trains them
+    assert text.token_ids == ids
 
 
 def test_replies_cut_at_max_tokens_say_so_and_requests_carry_no_seed(server, smollm2):

@@ -33,23 +33,23 @@ class Sampling:
 
 class Completion(str):
     """A sampled reply (the text after the generation prompt) that remembers whether it was cut off
-    at the token budget, and the token ids it was sampled as (after the prefill, without the end
-    token): the policy stage trains those ids, an ended reply with its end-of-turn token, a cut-off
-    one without; decoded text can re-encode to other splits. Generators that do not know return
-    plain strings, taken as ended and re-encoded."""
+    at the token budget, and the token ids it was sampled as (after the prefill; an ended reply's
+    end token included, whichever of the model's end tokens it was): the policy stage trains those
+    ids, since decoded text can re-encode to other splits. Generators that do not know return plain
+    strings, taken as ended and re-encoded with the tokenizer's end-of-turn token."""
 
     truncated: bool = False
     token_ids: list[int] | None = None
 
     @classmethod
     def of(cls, text: str, truncated: bool, token_ids=None, stop_ids=()) -> Completion:
-        """`token_ids` are cut at the first of `stop_ids` (the end token, and padding after it)."""
+        """`token_ids` are cut after the first of `stop_ids` (the end token; padding after it is dropped)."""
         completion = cls(text)
         completion.truncated = truncated
         if token_ids is not None:
             ids = [int(i) for i in token_ids]
             ends = [k for k, i in enumerate(ids) if i in stop_ids]
-            completion.token_ids = ids[: ends[0]] if ends else ids
+            completion.token_ids = ids[: ends[0] + 1] if ends else ids
         return completion
 
 

@@ -221,11 +221,10 @@ def _update(
 
 
 def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, reference, autocast) -> list[list[Turn]]:
-    """The mini batches' trained turns with the log-probs of their reply tokens under the policy that sampled
-    them (taken before any update; needed when there are several mini batches) and under the reference (beta >
-    0), each process computing a share."""
+    """The mini batches' trained turns with the log-probs of their reply tokens under the reference (beta > 0)
+    and, in every mini batch after the first, under the policy that sampled them (taken before any update; the
+    first update's policy is that one still, its ratio is 1 exactly), each process computing a share."""
     p = recipe.policy
-    wanted = {"old_logps": len(minis) > 1, "ref_logps": p.beta > 0}
 
     def logps(turns: list[Turn]) -> list[tuple[float, ...]]:
         out = []
@@ -239,23 +238,17 @@ def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, referen
                 ]
         return out
 
-    trained = [t for mini in minis for t in mini if trains(t)]
-    found: dict[str, list] = {}
-    if wanted["old_logps"]:
-        found["old_logps"] = dealt(logps, trained)
-    if wanted["ref_logps"]:
+    trained = [(k, t) for k, mini in enumerate(minis) for t in mini if trains(t)]
+    found: dict[str, dict[int, tuple]] = {}
+    later = [i for i, (k, _) in enumerate(trained) if k > 0]
+    if later:
+        found["old_logps"] = dict(zip(later, dealt(logps, [trained[i][1] for i in later])))
+    if p.beta > 0:
         with reference.weights():
-            found["ref_logps"] = dealt(logps, trained)
-    values = iter(range(len(trained)))
-    out = []
-    for mini in minis:
-        kept = []
-        for t in mini:
-            if trains(t):
-                i = next(values)
-                t = dataclasses.replace(t, **{name: found[name][i] for name in found})
-            kept.append(t)
-        out.append(kept)
+            found["ref_logps"] = dict(enumerate(dealt(logps, [t for _, t in trained])))
+    out = [[t for t in mini if not trains(t)] for mini in minis]
+    for i, (k, t) in enumerate(trained):
+        out[k].append(dataclasses.replace(t, **{name: values[i] for name, values in found.items() if i in values}))
     return out
 
 

@@ -27,6 +27,9 @@ from rwml_lite.schemas import EpisodeRecord
 #: Added to a group's return std before dividing (TRL's GRPO uses the same), so a group whose
 #: returns barely differ does not blow its advantages up.
 STD_EPSILON = 1e-4
+#: verl's clip_ratio_c: a negative advantage's loss is capped at this many times the advantage, so a ratio that
+#: grew far since sampling cannot dominate the update.
+DUAL_CLIP = 3.0
 
 
 def episode_return(episode: EpisodeRecord, invalid_action_penalty: float) -> float:
@@ -135,13 +138,11 @@ def encode_turns(tokenizer, turns: list[Turn], device: torch.device | str = "cpu
 
 
 def _reply_ids(tokenizer, turn: Turn) -> list[int]:
-    """The reply's tokens as sampled (re-encoded from its text where the sampler gave no ids), with the
-    end-of-turn token when it ended."""
-    ids = (
-        list(turn.completion_ids)
-        if turn.completion_ids
-        else tokenizer(turn.completion, add_special_tokens=False)["input_ids"]
-    )
+    """The reply's tokens as sampled, the end token it sampled included when it ended; re-encoded from its text
+    where the sampler gave no ids, with the tokenizer's end-of-turn token when it ended."""
+    if turn.completion_ids:
+        return list(turn.completion_ids)
+    ids = tokenizer(turn.completion, add_special_tokens=False)["input_ids"]
     return ids if turn.truncated else ids + [tokenizer.eos_token_id]
 
 
@@ -152,32 +153,33 @@ def completion_tokens(tokenizer, turns: list[Turn]) -> int:
 
 def reply_logps(model, batch: dict[str, torch.Tensor], temperature: float) -> torch.Tensor:
     """Log-probabilities (turns x K) of the reply tokens under `model` at the sampling temperature, zero-padded
-    like `completion_mask`. Only the last K + 1 positions get logits; they stay in the model's dtype (TRL's
-    `selective_log_softmax` takes a bf16 row at a time), no float32 copy of the vocabulary-wide tensor."""
+    like `completion_mask`. Only the last K + 1 positions get logits; they stay in the model's dtype and TRL's
+    `selective_log_softmax` applies the temperature (a bf16 row at a time, or its fused kernel on CUDA): no float32
+    copy of the vocabulary-wide tensor."""
     keep = batch["completion_mask"].shape[1]
     attention = batch["attention_mask"]
     positions = (attention.cumsum(-1) - 1).clamp(min=0)  # left padding must not shift the prompt's positions
     out = model(input_ids=batch["input_ids"], attention_mask=attention, position_ids=positions, logits_to_keep=keep + 1)
     logits = out.logits[:, :-1]  # position t predicts token t + 1
     del out
-    if temperature != 1.0:
-        logits = logits / temperature
-    return selective_log_softmax(logits, batch["input_ids"][:, -keep:]).float() * batch["completion_mask"]
+    return selective_log_softmax(logits, batch["input_ids"][:, -keep:], temperature).float() * batch["completion_mask"]
 
 
 def turn_loss(
     logps: torch.Tensor, batch: dict[str, torch.Tensor], normalizer: float, epsilon: float = 0.2, beta: float = 0.0
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """PPO's clipped objective on every reply token, plus beta x verl's low-variance KL (k3) to the reference,
-    summed and divided by `normalizer` (the reply tokens of the whole update: verl's token mean, so micro batches
-    add up). The ratio is to `old_logps` where the batch has them, else to `logps` itself (one update per step:
-    the ratio is 1 and the gradient is the plain policy gradient). Returns the loss and the batch's clipped
-    tokens and KL summed over tokens."""
+    """verl's PPO objective on every reply token (the clipped ratio, and for a negative advantage its dual clip at
+    DUAL_CLIP), plus beta x verl's low-variance KL (k3) to the reference, summed and divided by `normalizer` (the
+    reply tokens of the whole update: verl's token mean, so micro batches add up). The ratio is to `old_logps`
+    where the batch has them, else to `logps` itself (the step's first update: the policy is still the one that
+    sampled, the ratio is 1 and the gradient the plain policy gradient). Returns the loss and the batch's
+    clipped tokens and KL summed over tokens."""
     mask, advantages = batch["completion_mask"], batch["advantages"][:, None]
     old = batch.get("old_logps", logps.detach())
-    ratio = torch.exp(logps - old)
+    ratio = torch.exp((logps - old).clamp(-20.0, 20.0))
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + epsilon)
     per_token = -torch.minimum(ratio * advantages, clipped * advantages)
+    per_token = torch.where(advantages < 0, torch.minimum(per_token, -DUAL_CLIP * advantages), per_token)
     kl = torch.zeros_like(per_token)
     if beta > 0:
         delta = (batch["ref_logps"] - logps).clamp(-20.0, 20.0)
