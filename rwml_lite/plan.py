@@ -391,12 +391,13 @@ def _estimate(recipe: Recipe, gpu_gib: float, offloaded: int, arch: Architecture
     # DDP (TRL's trainers under accelerate) keeps its own gradient buckets beside .grad (accelerate's
     # default gradient_as_bucket_view=False); the policy loop sums .grad itself
     trl_extra = training_extra + (["DDP gradient buckets"] if processes > 1 else [])
-    # the policy stage's KL reference when it is not the base under the disabled adapter: the starting weights
-    # kept, and the weights being trained set aside while the reference's pass runs (train/policy.Reference)
+    # the policy stage's KL reference when it is not the base under the disabled adapter (train/policy.Reference):
+    # under full fine-tuning a bf16 copy of the model; else the starting adapter kept, and the adapter being
+    # trained set aside while the reference's pass runs
     policy_reference = []
     if p.beta > 0 and (p.start != "base" or m.lora is None):
-        policy_reference = ["policy reference (starting weights, two copies)"]
-        parts[policy_reference[0]] = 2 * trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
+        policy_reference = ["policy reference (the starting weights)"]
+        parts[policy_reference[0]] = (arch.params * 2 if m.lora is None else 2 * trainable * 4) / GIB
     if processes > 1:
         parts["DDP gradient buckets"] = trainable * (BYTES[weight_dtype] if m.lora is None else 4) / GIB
     phases = {

@@ -44,12 +44,14 @@ def test_qwen3_8b_kv_cache_per_token():
 
 
 @pytest.mark.parametrize("path", GPU_RECIPES, ids=lambda p: p.stem)
-def test_every_gpu_recipe_fits_the_gpu_its_header_names(path):
+def test_every_gpu_recipe_fits_the_gpu_its_header_names_with_every_stage(path):
+    """Every stage, WM SFT and Policy RL included (before the policy stage took log-probs in the logits' dtype,
+    alfworld_qwen3_8b's Policy RL phase came to 28.0 GiB on its 24 GB card)."""
     hardware = path.read_text().splitlines()[1]
     gpu_gb = float(re.search(r"(\d+) GB GPU", hardware).group(1))
     gpus = re.search(r"(\d+) x \d+ GB GPU", hardware)
     processes = int(gpus.group(1)) if gpus else 1
-    recipe = load_recipe(path)
+    recipe = load_recipe(path, ["stages=[collect,build,filter,rwml,wm_sft,policy,eval]"])
     plan = estimate(recipe, gpu_gb, processes)
     assert plan.fits, refusal(plan)
     if recipe.model.fast_inference:  # a whole GRPO group in vLLM's KV cache at once
@@ -402,11 +404,3 @@ def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cac
     assert 12 < kv_gib <= 16 and 2 * plan.kv_sequences > 64  # the cache would hold more than Unsloth's 64
     sampled, _, _ = estimates(bandwidth(recipe, plan))
     assert {x.stage: x.sequences for x in sampled} == {"collect": 64, "filter": 64, "RWML GRPO": 64, "eval": 64}
-
-
-@pytest.mark.parametrize("name", ["alfworld_qwen3_8b", "alfworld_qwen3_30b_a3b_24gb"])
-def test_policy_rl_fits_the_24gb_recipes(name):
-    """With the float32 copies of the logits (16 bytes an entry) Qwen3-8B's Policy RL phase came to 28.0 GiB."""
-    recipe = load_recipe(REPO / f"recipes/{name}.yaml", ["stages=[collect,build,filter,rwml,policy,eval]"])
-    plan = estimate(recipe, 24)
-    assert plan.fits and plan.phase_gib("Policy RL") <= 24, refusal(plan)

@@ -250,6 +250,32 @@ def test_the_kl_term_is_zero_at_the_reference_and_pulls_a_moved_policy_back(fres
     assert before["kl"] > 0 and after["kl"] < before["kl"]
 
 
+@pytest.mark.parametrize("kind", ["starting adapter", "whole-model copy"])
+def test_the_reference_is_the_policy_the_stage_started_from_and_leaves_the_trained_one_in_place(fresh_lora, kind):
+    """After RWML the reference is the RWML adapter (swapped in for the pass), under full fine-tuning a frozen copy
+    of the starting model: either way its log-probs are the start's, and the trained weights stay as trained."""
+    model, tokenizer = fresh_lora
+    with torch.no_grad():  # the adapter the stage starts from
+        for n, q in model.named_parameters():
+            if "lora_B" in n:
+                q.normal_(0, 0.1, generator=torch.Generator().manual_seed(3))
+    prompt = agent_messages(ROLE, GOAL, [], "You are in the kitchen.", ["look around"], 1)
+    batch = encode_turns(tokenizer, [Turn(prompt, "<action>look around</action>", False, 1.0)])
+    with torch.no_grad():
+        at_start = reply_logps(model, batch, 1.0)
+    reference = Reference(model, from_base_lora=False, full_model=kind == "whole-model copy")
+    with torch.no_grad():  # training moves the adapter
+        for n, q in model.named_parameters():
+            if "lora_B" in n:
+                q.add_(0.1)
+        trained = {n: q.detach().clone() for n, q in model.named_parameters() if q.requires_grad}
+        moved = reply_logps(model, batch, 1.0)
+        with reference.policy() as policy:
+            torch.testing.assert_close(reply_logps(policy, batch, 1.0), at_start)
+    assert not torch.allclose(moved, at_start)
+    assert all(torch.equal(q, trained[n]) for n, q in model.named_parameters() if q.requires_grad)
+
+
 def test_the_policy_trains_the_token_ids_it_sampled_not_a_re_encoding_of_their_text(tiny_policy, tmp_path):
     model, tokenizer = tiny_policy
     prompt = agent_messages(ROLE, GOAL, [], "You are in the kitchen.", ["look around", "inventory"], 1)

@@ -26,6 +26,7 @@ later ones are set aside.
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import hashlib
 import random
@@ -107,7 +108,8 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     device = next(q for q in model.parameters() if q.requires_grad).device
     optimizer = _optimizer(recipe, [q for q in model.parameters() if q.requires_grad])
     scheduler = _scheduler(optimizer, p)
-    reference = Reference(model, start is None and recipe.model.lora is not None) if p.beta > 0 else None
+    lora = recipe.model.lora is not None
+    reference = Reference(model, start is None and lora, full_model=not lora) if p.beta > 0 else None
     done = _resume(folder, model, optimizer, scheduler)
     # with a server the step's LoRA is sampled there, else the model being trained is sampled here
     served = ServedLoRA(recipe.model, folder.checkpoints("policy") / "live") if recipe.model.server else None
@@ -226,12 +228,12 @@ def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, referen
     first update's policy is that one still, its ratio is 1 exactly), each process computing a share."""
     p = recipe.policy
 
-    def logps(turns: list[Turn]) -> list[tuple[float, ...]]:
+    def logps(turns: list[Turn], policy=model) -> list[tuple[float, ...]]:
         out = []
         with torch.no_grad(), autocast:
             for i in range(0, len(turns), p.micro_batch_size):
                 batch = encode_turns(tokenizer, turns[i : i + p.micro_batch_size], device)
-                rows = reply_logps(model, batch, p.temperature).cpu()
+                rows = reply_logps(policy, batch, p.temperature).cpu()
                 out += [
                     tuple(r[r.shape[0] - n :].tolist())
                     for r, n in zip(rows, batch["completion_mask"].sum(1).int().tolist())
@@ -244,8 +246,8 @@ def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, referen
     if later:
         found["old_logps"] = dict(zip(later, dealt(logps, [trained[i][1] for i in later])))
     if p.beta > 0:
-        with reference.weights():
-            found["ref_logps"] = dict(enumerate(dealt(logps, [t for _, t in trained])))
+        with reference.policy() as policy:
+            found["ref_logps"] = dict(enumerate(dealt(lambda turns: logps(turns, policy), [t for _, t in trained])))
     out = [[t for t in mini if not trains(t)] for mini in minis]
     for i, (k, t) in enumerate(trained):
         out[k].append(dataclasses.replace(t, **{name: values[i] for name, values in found.items() if i in values}))
@@ -253,33 +255,40 @@ def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, referen
 
 
 class Reference:
-    """The policy the stage starts from, for the KL term: the base model (the adapter switched off) when the stage
-    starts from the base with a fresh LoRA, else a copy of the trainable weights taken before any update or
-    resume (the starting adapter, or the whole model under full fine-tuning), swapped in for a pass without
-    gradient. verl-agent's reference is the actor at the start of RL, so a policy stage after RWML is held near
-    the RWML model, not pulled back to the base."""
+    """The policy the stage starts from, for the KL term (verl-agent's reference is the actor at the start of RL,
+    so a policy stage after RWML is held near the RWML model, not pulled back to the base): the base model with
+    the adapter switched off when the stage starts from the base with a fresh LoRA; the starting adapter's
+    weights, copied before any update or resume and swapped in for the pass; under full fine-tuning a frozen
+    copy of the whole model (bf16 on a GPU, as verl keeps its reference model), run beside it."""
 
-    def __init__(self, model, from_base_lora: bool):
-        self.model = model
+    def __init__(self, model, from_base_lora: bool, full_model: bool = False):
+        self.model, self.copy, self.saved = model, None, None
         self.params = [q for q in model.parameters() if q.requires_grad]
-        self.saved = None if from_base_lora else [q.detach().clone() for q in self.params]
+        if full_model:
+            dtype = torch.bfloat16 if self.params[0].is_cuda else self.params[0].dtype
+            self.copy = copy.deepcopy(model).to(dtype).eval().requires_grad_(False)
+        elif not from_base_lora:
+            self.saved = [q.detach().clone() for q in self.params]
 
     @contextlib.contextmanager
-    def weights(self):
-        if self.saved is None:
+    def policy(self):
+        """The reference, as a model to run without gradient."""
+        if self.copy is not None:
+            yield self.copy
+        elif self.saved is None:
             with self.model.disable_adapter():
-                yield
-            return
-        with torch.no_grad():
-            current = [q.detach().clone() for q in self.params]
-            for q, saved in zip(self.params, self.saved):
-                q.copy_(saved)
-        try:
-            yield
-        finally:
+                yield self.model
+        else:
             with torch.no_grad():
-                for q, now in zip(self.params, current):
-                    q.copy_(now)
+                current = [q.detach().clone() for q in self.params]
+                for q, saved in zip(self.params, self.saved):
+                    q.copy_(saved)
+            try:
+                yield self.model
+            finally:
+                with torch.no_grad():
+                    for q, now in zip(self.params, current):
+                        q.copy_(now)
 
 
 def _autocast(recipe: Recipe, device):
