@@ -303,21 +303,25 @@ def test_the_hf_sampler_samples_the_plain_softmax_whatever_the_generation_config
     """Qwen2.5-7B-Instruct's generation config asks top_k 20 and repetition penalty 1.05: left alone,
     transformers' generate applies them; ours passes neutral values, leaving temperature and top_p."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.generation.logits_process import RepetitionPenaltyLogitsProcessor, TopKLogitsWarper
+    from transformers.generation.logits_process import (
+        MinPLogitsWarper,
+        RepetitionPenaltyLogitsProcessor,
+        TopKLogitsWarper,
+    )
 
     model = AutoModelForCausalLM.from_pretrained(tiny_qwen3)
     tokenizer = AutoTokenizer.from_pretrained(tiny_qwen3)
-    model.generation_config.update(top_k=20, repetition_penalty=1.05, do_sample=True)
+    model.generation_config.update(top_k=20, repetition_penalty=1.05, min_p=0.05, do_sample=True)
     applied = []
     build = model._get_logits_processor
     model._get_logits_processor = lambda *a, **k: applied.append(build(*a, **k)) or applied[-1]
     prompt = agent_messages(ROLE, GOAL, [], "You are in the kitchen.", ["look around"], 1)
     generator_over(model, tokenizer).generate([prompt], 1, Sampling(0.7, 4))
     kinds = {type(p) for p in applied[-1]}
-    assert not kinds & {TopKLogitsWarper, RepetitionPenaltyLogitsProcessor}
+    assert not kinds & {TopKLogitsWarper, RepetitionPenaltyLogitsProcessor, MinPLogitsWarper}
     enc = tokenizer("Hello", return_tensors="pt")
     model.generate(**enc, max_new_tokens=2, do_sample=True, temperature=0.7)  # the model's own defaults
-    assert {TopKLogitsWarper, RepetitionPenaltyLogitsProcessor} <= {type(p) for p in applied[-1]}
+    assert {TopKLogitsWarper, RepetitionPenaltyLogitsProcessor, MinPLogitsWarper} <= {type(p) for p in applied[-1]}
 
 
 def generator_over(model, tokenizer) -> HFGenerator:

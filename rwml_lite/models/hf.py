@@ -165,8 +165,10 @@ class HFGenerator:
         ):
             texts = [render_prompt(tok, p, sampling.prefill) for p in prompts[start : start + per_call]]
             enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.model.device)
-            # neutral sampling, whatever the model's generation_config.json sets (the loss assumes the plain softmax)
-            sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, **NEUTRAL}
+            # neutral sampling, whatever the model's generation_config.json sets (the loss assumes the plain softmax);
+            # min_p None rather than 0: transformers would add a min-p step that sorts the vocabulary at every token
+            neutral = {**NEUTRAL, "min_p": None}
+            sample_args = {} if greedy else {"temperature": sampling.temperature, "top_p": sampling.top_p, **neutral}
             out = self.model.generate(
                 **enc,
                 **sample_args,
