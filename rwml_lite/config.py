@@ -917,13 +917,13 @@ def recipe_files(path: Path) -> list[Path]:
 
 
 def marked_lines(path: Path) -> list[str]:
-    """Where a recipe leaves the paper, in its own words: every line of it (and of the recipes it extends,
-    farthest first) marked [ours] or [demo], as `file: line`."""
+    """Where a recipe leaves the paper, in its own words: every field line of it (and of the recipes it extends,
+    farthest first) marked [ours] or [demo] in its comment, as `file: line`."""
     return [
         f"{file.name}: {line.strip()}"
         for file in reversed(recipe_files(path))
         for line in file.read_text().splitlines()
-        if "[ours" in line or "[demo]" in line
+        if ("[ours" in line or "[demo]" in line) and ":" in line.split("#")[0]
     ]
 
 
