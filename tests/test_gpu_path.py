@@ -432,12 +432,14 @@ recipe = load_recipe(sys.argv[1])
 model, tokenizer, _ = unsloth_backend._load(recipe.model)
 engine = model.vllm_engine = Engine()
 reply = "<think> </think><action>look around</action><next_state>You are in the kitchen.</next_state>"
+reply_ids = tokenizer(reply, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]  # as vLLM returns them
 
 def generate(texts, sampling_params, lora_request, use_tqdm, tokenization_kwargs):
     assert not engine.asleep, "sampled from a sleeping engine"
     assert tokenization_kwargs == {"add_special_tokens": False}  # the rendered chat template holds them
     engine.calls.append(("generate", len(texts), lora_request, "seed" in sampling_params.kwargs))
-    out = types.SimpleNamespace(outputs=[types.SimpleNamespace(text=reply, finish_reason="stop")] * sampling_params.kwargs["n"])
+    done = types.SimpleNamespace(text=reply, token_ids=reply_ids, finish_reason="stop")
+    out = types.SimpleNamespace(outputs=[done] * sampling_params.kwargs["n"])
     return [out] * len(texts)
 
 model.fast_generate = generate

@@ -15,6 +15,7 @@ from conftest import ScriptedGenerator, tiny_recipe, triplet_record
 from rwml_lite.config import load_recipe
 from rwml_lite.evaluate import world_model_score
 from rwml_lite.models import Sampling
+from rwml_lite.prompts import RWML_INSTRUCTION, WM_SFT_INSTRUCTION
 from rwml_lite.records import read_jsonl
 from rwml_lite.reward import NextStateReward
 from rwml_lite.worldmodel import closest_distances
@@ -68,9 +69,15 @@ def test_the_evaluation_scores_an_exact_answer_one(minilm, tmp_path):
     assert [r["similarities"] for r in read_jsonl(tmp_path / "wm.jsonl")] == [[pytest.approx(1.0, abs=1e-5)] * 2] * 2
 
 
+def _context(text: str) -> str:
+    """A world-model prompt's context, whichever instruction ends it (RWML's, or WM SFT's for the filter model)."""
+    return text.removesuffix(RWML_INSTRUCTION).removesuffix(WM_SFT_INSTRUCTION)
+
+
 class KnownAnswers:
     """The agent takes the admissible actions in turn (so next observations differ); each world-model
-    prompt gets its own triplet's real next observation when that is in `right`, else an unrelated sentence."""
+    prompt (RWML's or WM SFT's) gets its own triplet's real next observation when that is in `right`, else
+    an unrelated sentence."""
 
     def __init__(self):
         self.real_of: dict[str, str] = {}  # the prompt's text -> its triplet's real next observation
@@ -78,11 +85,11 @@ class KnownAnswers:
         self.turns = 0
 
     def learn(self, triplets: list[dict], right: set[str]) -> None:
-        self.real_of.update({t["prompt"][-1]["content"]: t["next_observation"] for t in triplets})
+        self.real_of.update({_context(t["prompt"][-1]["content"]): t["next_observation"] for t in triplets})
         self.right |= right
 
     def reply(self, prompt, sample) -> str:
-        text = prompt[-1]["content"]
+        text = _context(prompt[-1]["content"])
         if "Potential action:" not in text:
             admissible = text.split("Admissible actions: ")[1].split("\n")[0].split(", ")
             self.turns += 1
