@@ -180,6 +180,7 @@ def demo_run(server, smollm2, tmp_path_factory):
         f"model.server.model={SERVED_NAME}", "collect.num_tasks=4", "reward.calibration_triplets=4",
         "grpo.batch_size=2", "grpo.max_steps=2", "grpo.save_steps=1", "policy.tasks_per_step=1", "policy.max_steps=2",
         "policy.save_steps=1", "eval.num_tasks=2",
+        "policy.beta=0",  # sampling on the server is the subject: no reference pass (test_policy.py covers the KL)
     ]  # fmt: skip
     recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", overrides)
     return run(recipe, recipe.stages)
