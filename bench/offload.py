@@ -28,7 +28,7 @@ from gpu_peak import bench_recipe, measure_grpo, triplets  # imports Unsloth bef
 import rwml_lite.models.unsloth as unsloth_backend
 from rwml_lite.models import Sampling
 from rwml_lite.plan import estimate
-from rwml_lite.throughput import bandwidth
+from rwml_lite.plan.throughput import bandwidth
 from rwml_lite.tiny import chatml_tokenizer, random_embedder, random_qwen3_moe, save
 
 SHAPE = {"hidden": 1024, "layers": 12, "heads": 16, "kv_heads": 4, "head_dim": 64, "experts": 32, "active": 4,

@@ -25,7 +25,7 @@ from rwml_lite.config import load_recipe
 from rwml_lite.envs import list_tasks
 from rwml_lite.models import Sampling
 from rwml_lite.models.hf import generator, policy_model
-from rwml_lite.rollout import run_episodes
+from rwml_lite.rollout import Play, run_episodes
 from rwml_lite.train.policy import group_specs, step_tasks
 from rwml_lite.train.turns import completion_tokens, encode_turns, reply_logps, step_turns, turn_loss
 
@@ -53,10 +53,18 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         tasks = step_tasks(list_tasks(recipe.env, p.split, 1000), 1, p.tasks_per_step, recipe.seed)
         episodes = run_episodes(
-            Path(folder) / "step.jsonl", group_specs(tasks, p.split, p.group_size, 1, recipe.seed), recipe.env,
-            generator(recipe.model), Sampling(p.temperature, recipe.agent.max_new_tokens), recipe.agent,
-            p.episode_max_steps, "episodes", keep_prompts=True,
-        )  # fmt: skip
+            Path(folder) / "step.jsonl",
+            group_specs(tasks, p.split, p.group_size, 1, recipe.seed),
+            Play(
+                recipe.env,
+                generator(recipe.model),
+                Sampling(p.temperature, recipe.agent.max_new_tokens),
+                recipe.agent,
+                p.episode_max_steps,
+                "episodes",
+            ),
+            keep_prompts=True,
+        )
     turns, equal_groups = step_turns(episodes, p.invalid_action_penalty, p.scale_rewards == "group", p.group_stats)
     trained = [t for t in turns if t.advantage != 0.0]
     print(f"one step: {len(episodes)} episodes, {len(turns)} turns, {len(trained)} with a nonzero advantage "

@@ -17,7 +17,7 @@ from rich.table import Table
 
 from rwml_lite.distributed import is_main
 from rwml_lite.errors import RwmlError
-from rwml_lite.throughput import GPU_GBS, PCIE_GBS, TRAIN_TFLOPS
+from rwml_lite.plan.throughput import GPU_GBS, PCIE_GBS, TRAIN_TFLOPS
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n")[0])
 recipes_app = typer.Typer(help="List the shipped recipes, or show one with every field described.")
@@ -212,7 +212,7 @@ def plan(
     import torch
 
     from rwml_lite.plan import anchor_errors, estimate, refusal, server_kv_sequences, table
-    from rwml_lite.throughput import bandwidth, time_tables
+    from rwml_lite.plan.throughput import bandwidth, time_tables
 
     loaded = _load(recipe, overrides)
     if gpu_gb is None and torch.cuda.is_available():

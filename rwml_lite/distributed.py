@@ -52,6 +52,14 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def say(line: str) -> None:
+    """A line (rich markup) on the console's stderr, once (by the main process) however many processes run."""
+    if is_main():
+        from rich.console import Console
+
+        Console(stderr=True, soft_wrap=True).print(line)  # whole lines in a log file too
+
+
 def barrier() -> None:
     """Wait until every process got here (a no-op in one process)."""
     if world() > 1:

@@ -14,6 +14,9 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
+
+from rwml_lite.errors import RwmlError
 
 SCHEMA = 1
 
@@ -48,10 +51,38 @@ def read_jsonl(path: Path) -> list[dict]:
 
 
 def iter_jsonl(path: Path) -> Iterator[dict]:
+    """Every record of `path`, without its torn last line: one without its newline (a kill mid-write), or one
+    that is no JSON (the same, after an editor or `echo >>` gave it a newline); JsonlAppender cuts either. A
+    broken line with lines after it is damage no kill leaves: refused, naming the file and the line."""
+    broken = None
     with open(path) as f:
-        for line in f:
-            if line.endswith("\n"):  # a line without its newline is a torn write: never complete
-                yield json.loads(line)
+        for number, line in enumerate(f, 1):
+            if broken is not None:
+                raise broken
+            if not line.endswith("\n"):
+                return
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as e:
+                broken = _damaged(path, number, e)
+            else:
+                yield record
+
+
+def read_json(path: Path) -> Any:
+    """A whole JSON file of a run folder (written atomically, so only an edit or a disk fault breaks it)."""
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise _damaged(path, e.lineno, e) from None
+
+
+def _damaged(path: Path, number: int, e: json.JSONDecodeError) -> RwmlError:
+    return RwmlError(
+        f"{path}, line {number}: not valid JSON ({e.msg}, column {e.colno}); rwml-lite never writes such a line, so "
+        f"the file was edited or damaged. Mend or delete that line, or move the file away and rerun the stage "
+        f"that writes it (`rwml-lite train RECIPE --redo STAGE`)."
+    )
 
 
 class JsonlAppender:
@@ -78,10 +109,16 @@ class JsonlAppender:
 
 
 def _cut_torn_tail(path: Path) -> None:
+    """Cut the torn last line `iter_jsonl` skips, so that the next record starts a line of its own."""
     if not path.exists() or path.stat().st_size == 0:
         return
     with open(path, "rb+") as f:
         data = f.read()
         keep = data.rfind(b"\n") + 1
+        last = data.rfind(b"\n", 0, max(keep - 1, 0)) + 1  # where the last whole line starts
+        try:
+            json.loads(data[last:keep])
+        except ValueError:  # no JSON, or bytes that are no UTF-8
+            keep = last
         if keep != len(data):
             f.truncate(keep)

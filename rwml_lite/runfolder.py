@@ -17,8 +17,15 @@ report.md, plots/           the summary a user reads first
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, Field, ValidationError
+
+from rwml_lite.errors import RwmlError
+from rwml_lite.records import SCHEMA
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,49 @@ class RunFolder:
 
     def plot(self, name: str) -> Path:
         return self.root / "plots" / name
+
+
+class _Stage(BaseModel):
+    key: str
+    config: dict
+    started: str | None = None
+    linked_from: str | None = None  # a study variant's stage linked from another run folder
+
+
+class _Running(_Stage):
+    status: Literal["running"]
+
+
+class _Done(_Stage):
+    status: Literal["done"]
+    summary: dict
+    finished: str | None = None
+    seconds: float = 0.0  # the report and selftest read it
+
+
+class _Manifest(BaseModel):
+    """The manifest `pipeline.run` writes, as far as its readers use it unchecked (they index it as dicts): what
+    they read is required, what they only show may be missing but must have its type."""
+
+    schema_version: int = Field(alias="schema")
+    stages: dict[str, Annotated[_Running | _Done, Field(discriminator="status")]]
+
+
+def read_manifest(folder: RunFolder) -> dict:
+    """The run folder's manifest (stage -> key, config, status, summary); an empty one before any stage ran. One
+    that does not fit (edited, or written by another program) is a clear error naming the field."""
+    if not folder.manifest.exists():
+        return {"schema": SCHEMA, "stages": {}}
+    text = folder.manifest.read_text()
+    try:
+        _Manifest.model_validate_json(text)
+    except ValidationError as e:
+        problem = e.errors()[0]
+        field = ".".join(map(str, problem["loc"]))
+        where = f"`{field}`: " if field else ""
+        raise RwmlError(
+            f"{folder.manifest}: {where}{problem['msg']}. It is not a manifest rwml-lite wrote (edited, or another "
+            f"program's). Move it away, and the stages run again (collect and eval resume their episode files), or "
+            f"keep this folder as it is and choose a new one (run.dir=runs/NEW)."
+        ) from None
+    return json.loads(text)

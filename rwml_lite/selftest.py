@@ -26,10 +26,10 @@ from pathlib import Path
 from rwml_lite import rollout
 from rwml_lite.config import Recipe
 from rwml_lite.errors import RwmlError
+from rwml_lite.plan.volumes import eval_tasks, turns
 from rwml_lite.records import read_jsonl
-from rwml_lite.runfolder import RunFolder
+from rwml_lite.runfolder import RunFolder, read_manifest
 from rwml_lite.schemas import read_triplets
-from rwml_lite.throughput import eval_tasks, turns
 
 #: optimizer steps each trainer takes at toy scale
 TOY_STEPS = 2
@@ -189,7 +189,7 @@ def run_selftest(recipe: Recipe, name: str, keep: Path | None = None, say=print)
                     f"selftest: the {stage} stage failed at toy scale on this machine ({device}): {e} The recipe "
                     f"fields it depends on: {fields}. `rwml-lite train` runs the same code at full scale."
                 ) from e
-            seconds = json.loads(folder.manifest.read_text())["stages"][stage]["seconds"]
+            seconds = read_manifest(folder)["stages"][stage]["seconds"]
             result.stages.append(Measured(stage, seconds, peak_gpu_gib=peak.gib, peak_rss_gib=_rss_gib()))
         _rates(recipe, toy, folder, result)
         _forecast(recipe, folder, result, _round_seconds(rounds))
@@ -278,7 +278,7 @@ def _round_seconds(rounds: list[tuple[float, int]]) -> float:
 def _forecast(recipe: Recipe, folder: RunFolder, result: SelfTest, round_seconds: float) -> None:
     """Each stage's work beyond the toy run, expected (this run's rates) and upper (the budgets)."""
     c, a, f, g, w, e = recipe.collect, recipe.agent, recipe.worldmodel.filter, recipe.grpo, recipe.wm_sft, recipe.eval
-    summaries = {s: v.get("summary", {}) for s, v in json.loads(folder.manifest.read_text())["stages"].items()}
+    summaries = {s: v.get("summary", {}) for s, v in read_manifest(folder)["stages"].items()}
     toy_episodes = max(summaries.get("collect", {}).get("episodes", 1), 1)
     toy_turns = summaries.get("collect", {}).get("steps", 0)
     episodes = c.num_tasks * c.rollouts_per_task

@@ -18,13 +18,13 @@ from pathlib import Path
 
 from rwml_lite.config import STAGE_NAMES, VARIANTS, Recipe, build_recipe, marked_lines
 from rwml_lite.distributed import barrier, is_main
-from rwml_lite.envs.tau2.report import TAU2_WEIGHTS
-from rwml_lite.evaluate import success_rate
+from rwml_lite.envs import benchmark
 from rwml_lite.pipeline import link_finished, run, supersede
-from rwml_lite.records import atomic_write_json, atomic_write_text
-from rwml_lite.report import INTERVALS, PAPER, number_text, rate_cell, rwml_lines, threshold_lines, versus_lines
+from rwml_lite.records import atomic_write_json, atomic_write_text, read_json
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord, read_episodes
+from rwml_lite.stages.eval import success_rate
+from rwml_lite.stages.report import INTERVALS, number_text, rate_cell, rwml_lines, threshold_lines, versus_lines
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Variant:
     stages: list[str]
     evaluated: str  # the policy whose evaluation is the variant's row
     overrides: dict = field(default_factory=dict)
-    paper_row: str | None = None  # the row of PAPER (Table 1) or PAPER_ABLATIONS (Table 4) it reproduces
+    paper_row: str | None = None  # the row of its benchmark's paper_rows (Table 1) or paper_ablations (Table 4)
 
 
 _C, _B, _F = "collect", "build", "filter"
@@ -68,14 +68,6 @@ SPECS = {
     ),
 }  # fmt: skip
 assert set(SPECS) == set(VARIANTS)
-
-#: The paper's Table 4 (AVG success %): ALFWorld (Qwen2.5-7B), tau2 (Qwen3-8B).
-PAPER_ABLATIONS = {
-    "alfworld": {"binary LLM-as-a-judge reward": 14.5, "continuous LLM-as-a-judge reward": 3.6,
-                 "without too-easy subsampling": 2.9},
-    "tau2": {"binary LLM-as-a-judge reward": 31.3, "continuous LLM-as-a-judge reward": 33.7,
-             "without too-easy subsampling": 36.3},
-}  # fmt: skip
 
 
 def variant_recipe(recipe: Recipe, name: str, root: Path) -> Recipe:
@@ -129,39 +121,27 @@ def run_study(recipe: Recipe, redo: str | None = None, source: Path | None = Non
 
 
 def _result(recipe: Recipe, folder: RunFolder, policy: str) -> dict:
-    evaluation = json.loads(folder.eval(f"{policy}.json").read_text())
+    evaluation = read_json(folder.eval(f"{policy}.json"))
     episodes = read_episodes(folder.eval(f"episodes_{policy}.jsonl"))
     return {"folder": str(folder.root), "columns": columns(recipe, episodes), **evaluation}
 
 
 def columns(recipe: Recipe, episodes: list[EpisodeRecord]) -> dict[str, dict]:
-    """The paper's columns for the benchmark, each as success % over games with its 95 % interval and the per-run
-    rates: ALFWorld ID / OOD / AVG (2/3 ID + 1/3 OOD, as the paper's AVG fits), tau2 per domain and 0.4 retail +
-    0.4 telecom + 0.2 airline (over the domains played), otherwise one per split."""
-
-    def played(keep) -> list[EpisodeRecord]:
-        return [ep for ep in episodes if keep(ep)]
-
-    name = recipe.env.name
-    if name == "alfworld" and {"valid_seen", "valid_unseen"} <= set(recipe.eval.splits):
-        seen, unseen = (played(lambda ep, s=s: ep.split == s) for s in ("valid_seen", "valid_unseen"))
-        table = {"ID": [(1.0, seen)], "OOD": [(1.0, unseen)], "AVG": [(2 / 3, seen), (1 / 3, unseen)]}
-    elif name == "tau2":
-        domains = [d for d in ("retail", "telecom", "airline") if d in recipe.env.domains]
-        parts = {d: played(lambda ep, d=d: ep.task_type == d) for d in domains}
-        total = sum(TAU2_WEIGHTS[d] for d in domains)
-        table = {d: [(1.0, parts[d])] for d in domains} | {
-            "AVG": [(TAU2_WEIGHTS[d] / total, parts[d]) for d in domains]
-        }
-    else:
-        table = {split: [(1.0, played(lambda ep, s=split: ep.split == s))] for split in recipe.eval.splits}
-    return {column: success_rate(parts, recipe.eval.runs) for column, parts in table.items()}
+    """The benchmark's success columns (the paper's where it has them: ALFWorld ID / OOD / AVG, tau2 per domain and
+    its weighted AVG; otherwise one per split), each as success % over games with its 95 % interval and the per-run
+    rates."""
+    table = benchmark(recipe.env.name).columns(recipe.env, recipe.eval.splits)
+    return {
+        column: success_rate(
+            [(weight, [ep for ep in episodes if keep(ep)]) for weight, keep in parts], recipe.eval.runs
+        )
+        for column, parts in table.items()
+    }
 
 
 def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict], deviations: list[str] = ()) -> None:
-    env = recipe.env.name
-    paper_columns, paper_rows = PAPER.get(env, ((), {}))
-    ablations = PAPER_ABLATIONS.get(env, {})
+    env, bench = recipe.env.name, benchmark(recipe.env.name)
+    paper_columns, paper_rows, ablations = bench.paper_columns, bench.paper_rows, bench.paper_ablations
     atomic_write_json(
         root.root / "study.json",
         {
@@ -185,7 +165,7 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict], devia
         f"steps, temperature {e.temperature}); world-model hits: share of {e.wm_samples} prediction(s) per held-out "
         "triplet within tau_d (binary, whatever reward trained it), on games no training triplet comes from. "
         + INTERVALS
-        + (_paper_note(env) if paper_columns else ""),
+        + (_paper_note(bench.paper_model) if paper_columns else ""),
         "",
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
@@ -226,8 +206,7 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict], devia
     _chart(results, ours, root.plot("study.png"))
 
 
-def _paper_note(env: str) -> str:
-    model = "Qwen2.5-7B-Instruct" if env == "alfworld" else "Qwen3-8B"
+def _paper_note(model: str) -> str:
     return (
         f" The paper's columns: {model}, full fine-tuning on 2-8 B200s, mean of 3 runs (Table 1; ablations: Table 4, "
         "AVG only); compare with care where our model, adapter or budget differ."

@@ -17,17 +17,12 @@ was chosen to do, from distances of real predictions:
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 
 from rwml_lite.config import Recipe, RewardSettings
 from rwml_lite.errors import RwmlError
+from rwml_lite.records import read_json
 from rwml_lite.runfolder import RunFolder
-
-#: Thresholds someone set for a given embedder, as (filter tau_d, reward tau_d) by benchmark: the paper's,
-#: for Qwen3-Embedding-8B (ALFWorld; tau2's user replies). A recipe that uses one of them with another
-#: embedder is warned (config.recipe_warnings).
-KNOWN_THRESHOLDS = {"Qwen/Qwen3-Embedding-8B": {"alfworld": (0.1, 0.2), "tau2": (0.15, 0.4)}}
 
 
 def threshold_for_share(distances: list[float], share: float, ceiling: float = 2.0) -> float:
@@ -86,7 +81,7 @@ def run_reward(recipe: Recipe, folder: RunFolder) -> RewardSettings:
     if recipe.reward.tau_d != "auto":
         return recipe.reward
     path = folder.wm("thresholds.json")
-    measured = json.loads(path.read_text()).get("reward") if path.exists() else None
+    measured = read_json(path).get("reward") if path.exists() else None
     if measured is None:
         raise RwmlError(
             f"reward.tau_d is auto, and {path} holds no measured value: the filter stage measures it. Add filter to "

@@ -14,7 +14,7 @@ from rwml_lite.envs.alfworld import NOTHING_HAPPENS, TASK_TYPES, games_root
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import Sampling
-from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
+from rwml_lite.rollout import NO_ACTION_FEEDBACK, Play, episode_specs, run_episodes
 from rwml_lite.schemas import read_episodes
 from rwml_lite.worldmodel import build_triplets
 
@@ -45,6 +45,7 @@ def test_splits_hold_the_known_games_and_task_types(env):
 GAMES_PER_TYPE = 3
 
 
+@pytest.mark.slow
 def test_walkthrough_wins_evaluation_games_of_every_task_type(env):
     """The oracle that the adapter is faithful: the first games of each task type in valid_seen and valid_unseen."""
     games = [
@@ -91,9 +92,10 @@ def test_unparseable_inadmissible_and_nothing_happens_are_invalid_and_the_episod
     plan = walkthrough(task)
     replies = iter(["I will look around", "<action>fly to the moon</action>", *(f"<action>{a}</action>" for a in plan)])
     [episode] = run_episodes(
-        tmp_path / "r.jsonl", episode_specs([task], "valid_seen", 1, 0), ALFWORLD,
-        ScriptedGenerator(lambda p, i: next(replies)), Sampling(), AgentSettings(), 30, "t",
-    )  # fmt: skip
+        tmp_path / "r.jsonl",
+        episode_specs([task], "valid_seen", 1, 0),
+        Play(ALFWORLD, ScriptedGenerator(lambda p, i: next(replies)), Sampling(), AgentSettings(), 30, "t"),
+    )
     steps = episode.steps
     assert steps[0].next_observation == NO_ACTION_FEEDBACK and not steps[0].valid
     assert steps[1].next_observation == NOTHING_HAPPENS and not steps[1].valid
@@ -109,9 +111,17 @@ def test_collect_then_build_keeps_what_the_engine_returned(tmp_path, env):
     )
     path = tmp_path / "rollouts.jsonl"
     episodes = run_episodes(
-        path, episode_specs(tasks, "train", 1, 0), ALFWORLD, ScriptedGenerator(lambda p, i: next(replies)),
-        Sampling(), AgentSettings(parallel_episodes=1), 30, "t",
-    )  # fmt: skip
+        path,
+        episode_specs(tasks, "train", 1, 0),
+        Play(
+            ALFWORLD,
+            ScriptedGenerator(lambda p, i: next(replies)),
+            Sampling(),
+            AgentSettings(parallel_episodes=1),
+            30,
+            "t",
+        ),
+    )
     assert all(ep.won for ep in episodes)
     triplets, dropped = build_triplets(episodes, history=5)
     assert dropped == 3 and len(triplets) == sum(len(walkthrough(t)) for t in tasks)
@@ -121,6 +131,7 @@ def test_collect_then_build_keeps_what_the_engine_returned(tmp_path, env):
             assert triplet.next_observation == env.step(triplet.action).observation
 
 
+@pytest.mark.slow
 def test_tiny_model_trains_end_to_end_on_real_games(tmp_path, tiny_qwen3, alfworld_data):
     recipe = tiny_recipe(
         tmp_path, tiny_qwen3,

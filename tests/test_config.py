@@ -164,7 +164,7 @@ def test_stages_must_be_in_order_and_have_what_they_read():
 
 
 def test_choices_need_a_list_of_admissible_actions_and_judges_an_endpoint():
-    with pytest.raises(RwmlError, match="'choice' numbers the admissible actions, and tau2 has none"):
+    with pytest.raises(RwmlError, match="'choice' numbers the admissible actions, and tau2 lists none"):
         load_recipe(REPO / "recipes/tau2_demo_cpu.yaml", ["agent.action_parse=choice"])
     with pytest.raises(RwmlError, match="reward.kind='judge_binary' needs reward.judge_endpoint"):
         load_recipe(REPO / "recipes/demo_cpu.yaml", ["reward.kind=judge_binary"])
@@ -203,3 +203,18 @@ def test_offloading_takes_a_layer_count_or_auto_and_only_where_unsloth_can_swap(
         with pytest.raises(RwmlError, match=says):
             load_recipe(moe, overrides)
     assert load_recipe(moe, ["model.offload_layers=0", "model.fast_inference=true"]).model.fast_inference  # 0 = off
+
+
+def test_the_files_a_recipe_extends_are_listed_without_parsing_them_again(tmp_path):
+    from rwml_lite.config import recipe_files
+    from rwml_lite.config.loader import _yaml
+
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({**MINIMAL, "seed": 3}))
+    child = _write(tmp_path, {"extends": "base.yaml", "seed": 4})
+    assert load_recipe(child).seed == 4
+    parsed = _yaml.cache_info().misses
+    assert recipe_files(child) == [child, tmp_path / "base.yaml"]
+    assert _yaml.cache_info().misses == parsed  # read by load_recipe, listed from that parse
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"extends": "r.yaml"}))
+    with pytest.raises(RwmlError, match="leads back to itself"):  # a loop is refused here too, not followed forever
+        recipe_files(child)

@@ -48,6 +48,7 @@ def one_thread_per_process(monkeypatch):
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 
+@pytest.mark.slow
 def test_two_processes_play_every_episode_once_train_and_resume_after_a_kill(tmp_path, tiny_qwen3, java):
     recipe = tiny_recipe(
         tmp_path, tiny_qwen3, STAGES,

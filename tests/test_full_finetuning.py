@@ -22,6 +22,7 @@ def weights(model) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.state_dict().items()}
 
 
+@pytest.mark.slow
 def test_every_weight_trains_and_later_stages_load_the_saved_models(tmp_path, tiny_qwen3, java):
     from rwml_lite.pipeline import run
 

@@ -467,6 +467,7 @@ print(json.dumps({"calls": engine.calls, "loads": loads, "standby": standby}))
 """
 
 
+@pytest.mark.slow
 def test_the_pipeline_trains_with_the_engine_asleep_and_samples_it_awake_with_one_request_per_adapter(
     tmp_path, tiny_qwen3, java
 ):

@@ -7,8 +7,8 @@ import math
 import pytest
 
 from conftest import episode_record
-from rwml_lite.evaluate import task_success, versus
 from rwml_lite.intervals import clustered_mean, paired_difference, sign_test, wilson
+from rwml_lite.stages.eval import task_success, versus
 
 
 def test_wilson_interval_of_10_and_5_wins_in_16_games():

@@ -202,7 +202,7 @@ def test_a_tiny_moe_layer_counted_by_hand_matches_the_model_and_offloading_moves
 
 
 def test_pcie_bytes_and_tokens_per_second_of_the_offloaded_tiny_moe_worked_by_hand(tmp_path, tiny_qwen3_moe):
-    from rwml_lite.throughput import bandwidth, work
+    from rwml_lite.plan import bandwidth, work
 
     recipe, plan = _tiny_moe_plan(tmp_path, tiny_qwen3_moe, 2)
     per_pass = 2 * 61952 * 2  # 2 offloaded layers of 61,952 bf16 parameters: 247,808 bytes per forward pass
@@ -224,8 +224,7 @@ def test_pcie_bytes_and_tokens_per_second_of_the_offloaded_tiny_moe_worked_by_ha
 
 
 def test_gpu_memory_bytes_of_a_decode_step_worked_by_hand(tmp_path, tiny_qwen3_moe):
-    from rwml_lite.plan import BYTES
-    from rwml_lite.throughput import bandwidth
+    from rwml_lite.plan import BYTES, bandwidth
 
     recipe, plan = _tiny_moe_plan(tmp_path, tiny_qwen3_moe, 2)
     b = bandwidth(recipe, plan)
@@ -247,7 +246,7 @@ def test_gpu_memory_bytes_of_a_decode_step_worked_by_hand(tmp_path, tiny_qwen3_m
 
 @pytest.mark.parametrize("size", [24, 48])
 def test_the_consumer_moe_recipes_fit_their_gpu_and_their_header_states_the_cpu_ram_the_plan_counts(size):
-    from rwml_lite.throughput import bandwidth, estimates, total_hours
+    from rwml_lite.plan import bandwidth, estimates, total_hours
 
     path = REPO / f"recipes/alfworld_qwen3_30b_a3b_{size}gb.yaml"
     recipe = load_recipe(path)
@@ -337,7 +336,7 @@ def test_several_processes_each_hold_the_model_and_a_share_of_each_batch():
 def test_a_grpo_steps_flops_on_the_qwen3_8b_recipe_are_counted_by_hand():
     """Qwen3-8B (36 layers, hidden 4096, MLP 12288, 32 query heads and 8 KV heads of 128, vocab 151936), LoRA on
     every layer, gradient checkpointing, vLLM sampling with its importance-sampling correction."""
-    from rwml_lite.throughput import bandwidth, estimates, volumes
+    from rwml_lite.plan import bandwidth, estimates, volumes
 
     recipe = load_recipe(QWEN3_8B_RECIPE)
     attention = 2 * 4096 * 4096 + 2 * 4096 * 1024  # q, o; k, v
@@ -377,8 +376,8 @@ def test_plan_counts_this_runs_own_prompt_lengths_once_collect_has_run(tmp_path)
     """After build, the expected volume reads the run's triplets: their prompts' and targets' tokens (here at 4
     characters a token: the demo's model is a GGUF file, which has no tokenizer folder) size each training stage's
     sequences: a prompt and the stage's reply."""
+    from rwml_lite.plan import volumes, work
     from rwml_lite.records import write_jsonl
-    from rwml_lite.throughput import volumes, work
 
     recipe = load_recipe(REPO / "recipes/demo_cpu.yaml", [f"run.dir={tmp_path}", "worldmodel.filter.enabled=true"])
     triplet = {"prompt": [{"role": "system", "content": "s" * 399}, {"role": "user", "content": "u" * 400}],
@@ -396,7 +395,7 @@ def test_plan_counts_this_runs_own_prompt_lengths_once_collect_has_run(tmp_path)
 
 
 def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cache():
-    from rwml_lite.throughput import bandwidth, estimates
+    from rwml_lite.plan import bandwidth, estimates
 
     recipe = load_recipe(REPO / "recipes/alfworld_qwen2.5_7b.yaml")
     plan = estimate(recipe, 24)
@@ -404,3 +403,25 @@ def test_unsloths_engine_decodes_no_more_sequences_than_it_allows_for_its_kv_cac
     assert 12 < kv_gib <= 16 and 2 * plan.kv_sequences > 64  # the cache would hold more than Unsloth's 64
     sampled, _, _ = estimates(bandwidth(recipe, plan))
     assert {x.stage: x.sequences for x in sampled} == {"collect": 64, "filter": 64, "RWML GRPO": 64, "eval": 64}
+
+
+@pytest.mark.parametrize("standby", [None, "1", "0"])
+def test_plan_counts_the_kv_cache_as_freed_while_training_only_where_unsloths_engine_sleeps(monkeypatch, standby):
+    """Unsloth's in-process vLLM sleeps while our trainers run unless the user turned standby off; the hf backend
+    and a vLLM server have no engine in this process to sleep."""
+    from rwml_lite.config import ModelSettings
+    from rwml_lite.plan.memory import vllm_sleeps_while_training
+
+    if standby is None:
+        monkeypatch.delenv("UNSLOTH_VLLM_STANDBY", raising=False)
+    else:
+        monkeypatch.setenv("UNSLOTH_VLLM_STANDBY", standby)
+    sleeps = {
+        (backend, fast): vllm_sleeps_while_training(
+            ModelSettings(name_or_path="m", backend=backend, fast_inference=fast)
+        )
+        for backend in ("hf", "unsloth")
+        for fast in (True, False)
+    }
+    assert sleeps == {("hf", True): False, ("hf", False): False, ("unsloth", False): False,
+                      ("unsloth", True): standby != "0"}  # fmt: skip

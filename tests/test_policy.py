@@ -18,7 +18,7 @@ from rwml_lite.models import Sampling
 from rwml_lite.models.hf import HFGenerator, policy_model
 from rwml_lite.prompts import agent_messages
 from rwml_lite.records import read_jsonl
-from rwml_lite.rollout import run_episodes
+from rwml_lite.rollout import Play, run_episodes
 from rwml_lite.train.policy import Reference, _update, group_specs, read_policy_metrics, step_tasks
 from rwml_lite.train.turns import (
     Turn,
@@ -105,10 +105,13 @@ def test_a_scripted_group_gets_the_advantages_of_its_known_successes(tmp_path, j
                     for k, p in enumerate(prompts)]  # fmt: skip
 
     episodes = run_episodes(
-        tmp_path / "step.jsonl", group_specs(["train-0"], "train", 4, step=1, seed=0), SETTINGS,
-        Alternating(None), Sampling(), AgentSettings(history=5, parallel_episodes=4), len(gold), "group",
+        tmp_path / "step.jsonl",
+        group_specs(["train-0"], "train", 4, step=1, seed=0),
+        Play(
+            SETTINGS, Alternating(None), Sampling(), AgentSettings(history=5, parallel_episodes=4), len(gold), "group"
+        ),
         keep_prompts=True,
-    )  # fmt: skip
+    )
     won = {ep.episode_id: ep.won for ep in episodes}
     assert won == {"train-0#0": True, "train-0#1": False, "train-0#2": True, "train-0#3": False}
     turns, equal = step_turns(episodes, invalid_action_penalty=0.0, stats="episode")
@@ -292,9 +295,11 @@ def test_the_policy_trains_the_token_ids_it_sampled_not_a_re_encoding_of_their_t
     assert trained.tolist() == split + [tokenizer.eos_token_id]
     # and the rollout keeps them for the policy stage
     episodes = run_episodes(
-        tmp_path / "step.jsonl", group_specs(["train-0"], "train", 1, step=1, seed=0), SETTINGS,
-        generator_over(model, tokenizer), Sampling(1.0, 12), AgentSettings(history=1), 1, "one turn", keep_prompts=True,
-    )  # fmt: skip
+        tmp_path / "step.jsonl",
+        group_specs(["train-0"], "train", 1, step=1, seed=0),
+        Play(SETTINGS, generator_over(model, tokenizer), Sampling(1.0, 12), AgentSettings(history=1), 1, "one turn"),
+        keep_prompts=True,
+    )
     [step] = episodes[0].steps
     assert step.completion_ids and tokenizer.decode(step.completion_ids, skip_special_tokens=True) == step.completion
 
@@ -365,6 +370,7 @@ POLICY = {"start": "base", "tasks_per_step": 2, "group_size": 2, "max_steps": 3,
           "learning_rate": 0.01, "micro_batch_size": 4, "save_steps": 1, "invalid_action_penalty": 0.1}  # fmt: skip
 
 
+@pytest.mark.slow
 def test_policy_stage_trains_its_lora_and_resumes_after_a_kill(tmp_path, tiny_qwen3, java):
     recipe = tiny_recipe(
         tmp_path, tiny_qwen3, ["collect", "build", "policy", "eval"], policy=POLICY,

@@ -8,7 +8,7 @@ from rwml_lite.envs import make_env
 from rwml_lite.models import Sampling
 from rwml_lite.prompts import parse_action
 from rwml_lite.records import read_jsonl
-from rwml_lite.rollout import NO_ACTION_FEEDBACK, episode_specs, run_episodes
+from rwml_lite.rollout import NO_ACTION_FEEDBACK, Play, episode_specs, run_episodes
 
 SETTINGS = TextWorldExpressSettings(
     game="twc", game_params="numLocations=1,numItemsToPutAway=1,includeDoors=0,limitInventorySize=0"
@@ -31,9 +31,10 @@ def test_episodes_record_invalid_turns_and_continue(tmp_path, java):
     generator = ScriptedGenerator(lambda prompt, i: next(replies))
     path = tmp_path / "rollouts.jsonl"
     [episode] = run_episodes(
-        path, episode_specs(["train-0"], "train", 1, seed=0), SETTINGS, generator,
-        Sampling(), AgentSettings(parallel_episodes=1), max_steps=5, label="test",
-    )  # fmt: skip
+        path,
+        episode_specs(["train-0"], "train", 1, seed=0),
+        Play(SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=1), max_steps=5, label="test"),
+    )
     steps = episode.steps
     assert [s.valid for s in steps] == [False, False, True, False, False]
     assert steps[0].action is None and steps[0].next_observation == NO_ACTION_FEEDBACK
@@ -51,7 +52,7 @@ def test_gold_policy_wins_and_resume_does_not_replay(tmp_path, java):
     generator = ScriptedGenerator(lambda prompt, i: f"<think>next step</think><action>{next(gold)}</action>")
     path = tmp_path / "rollouts.jsonl"
     specs = episode_specs(["train-0"], "train", 1, seed=0)
-    play = lambda gen: run_episodes(path, specs, SETTINGS, gen, Sampling(), AgentSettings(), 10, "t")  # noqa: E731
+    play = lambda gen: run_episodes(path, specs, Play(SETTINGS, gen, Sampling(), AgentSettings(), 10, "t"))  # noqa: E731
 
     [episode] = play(generator)
     assert episode.won and episode.num_invalid == 0
@@ -66,7 +67,7 @@ def test_many_episodes_share_each_generate_call(tmp_path, java):
     generator = ScriptedGenerator(lambda prompt, i: "<action>look around</action>")
     specs = episode_specs(["train-0", "train-1", "train-2"], "train", 2, seed=0)
     episodes = run_episodes(
-        tmp_path / "r.jsonl", specs, SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t"
+        tmp_path / "r.jsonl", specs, Play(SETTINGS, generator, Sampling(), AgentSettings(parallel_episodes=6), 3, "t")
     )
     assert sorted(e.episode_id for e in episodes) == sorted(s.episode_id for s in specs)
     assert generator.calls == 3  # 6 episodes x 3 steps, all live together
@@ -78,16 +79,11 @@ def test_worker_processes_play_the_same_episodes(tmp_path, java):
     reply = lambda prompt, i: "<action>look around</action>"  # noqa: E731
     specs = episode_specs(["train-0", "train-1", "train-2"], "train", 1, seed=0)
     local = run_episodes(
-        tmp_path / "a.jsonl", specs, SETTINGS, ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t"
+        tmp_path / "a.jsonl", specs, Play(SETTINGS, ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t")
     )
     pooled = run_episodes(
         tmp_path / "b.jsonl",
         specs,
-        SETTINGS.model_copy(update={"workers": 2}),
-        ScriptedGenerator(reply),
-        Sampling(),
-        AgentSettings(),
-        3,
-        "t",
+        Play(SETTINGS.model_copy(update={"workers": 2}), ScriptedGenerator(reply), Sampling(), AgentSettings(), 3, "t"),
     )
     assert [e.steps for e in local] == [e.steps for e in pooled]

@@ -13,11 +13,11 @@ import pytest
 
 from conftest import ScriptedGenerator, tiny_recipe, triplet_record
 from rwml_lite.config import load_recipe
-from rwml_lite.evaluate import world_model_score
 from rwml_lite.models import Sampling
 from rwml_lite.prompts import RWML_INSTRUCTION, WM_SFT_INSTRUCTION
 from rwml_lite.records import read_jsonl
 from rwml_lite.reward import NextStateReward
+from rwml_lite.stages.eval import world_model_score
 from rwml_lite.worldmodel import closest_distances
 
 PREFILL = "<think> </think><next_state>"

@@ -14,6 +14,7 @@ from conftest import rwml_lite, tiny_recipe
 STAGES = ["collect", "build", "filter", "rwml", "wm_sft", "policy", "eval"]
 
 
+@pytest.mark.slow
 def test_selftest_runs_every_stage_at_toy_scale_and_forecasts_the_full_recipe(tmp_path, tiny_qwen3, java):
     # the full recipe: 3 tasks x 2 rollouts (2 waves of 4 parallel episodes), GRPO 10 steps, Policy RL 5 steps
     filter_keeping_all = {"samples": 2, "epochs": 1, "batch_size": 4, "max_new_tokens": 24, "keep_easy_p": 1.0}

@@ -12,7 +12,8 @@ import pytest
 from conftest import REPO
 from rwml_lite.config import describe_fields, load_recipe
 from rwml_lite.errors import RwmlError
-from rwml_lite.pipeline import RESULT_NEUTRAL, STAGES, depends_on, stage_keys
+from rwml_lite.pipeline import RESULT_NEUTRAL, depends_on, stage_keys
+from rwml_lite.stages import STAGES
 
 RECIPE = REPO / "recipes/alfworld_qwen3_8b.yaml"  # both thresholds auto: the filter stage measures them
 
@@ -112,3 +113,24 @@ def test_a_fixed_reward_threshold_keys_training_and_evaluation_only():
     for change in ("reward.tau_d=0.25", "grpo.max_completion_length=512", "reward.auto_hit_rate=[0.1,0.3]"):
         after = stage_keys(load_recipe(RECIPE, [*fixed, change]))
         assert [s for s in STAGES if before[s] != after[s]] == ["rwml", "wm_sft", "policy", "eval"], change
+
+
+#: The keys of three shipped recipes as rwml-lite computed them before the stages moved into rwml_lite/stages/
+#: (commit ea3af3c). A run folder made then is skipped or resumed now only if these still hold: a change here
+#: makes every user's finished stage refuse (or rerun under --redo), so it must be deliberate, and this table
+#: is then updated with it.
+RECORDED_KEYS = {
+    "demo_cpu": ["273934d8504e838a", "cda076754593ef07", "e4890652c0449a9e", "eee8d4c0ac559a8c",
+                 "2dd89c99c0169586", "57587888b4d905ae", "8a8b53a74dff36a4"],
+    "alfworld_qwen3_8b": ["eff11c675cab1316", "a559769355a2962d", "bbb3612ef711e73b", "87e725931e37f0b2",
+                          "108f7cae5dec775a", "4b84724aa847a3c1", "c2108186b8933b2b"],
+    "tau2_qwen3_8b": ["552fdd1c1a6df4ed", "f9b0ded1f86e658f", "38ef83780241f087", "67b6104e06aa9dcc",
+                      "54585cebba981237", "082155c73f5daeb3", "37356e7471bd7d38"],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", RECORDED_KEYS)
+def test_the_shipped_recipes_keep_the_keys_recorded_before_the_stages_moved(name):
+    keys = stage_keys(load_recipe(REPO / f"recipes/{name}.yaml"))
+    assert list(keys) == STAGES
+    assert list(keys.values()) == RECORDED_KEYS[name]

@@ -46,6 +46,7 @@ def test_variants_share_the_stages_whose_results_would_be_the_same(tmp_path):
     assert recipes["rwml_no_filter"].worldmodel.filter.enabled is False
 
 
+@pytest.mark.slow
 def test_study_runs_six_variants_and_resumes_after_a_kill(tmp_path, tiny_qwen3, java):
     recipe = study_recipe(tmp_path, tiny_qwen3)
     run = tmp_path / "run"

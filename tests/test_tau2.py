@@ -127,6 +127,7 @@ def without_ids(value):
 # ---------------------------------------------------------------- scoring every task
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DOMAINS)
 def test_every_reference_solution_played_through_our_conversation_scores_one(name, tau2_data):
     """airline 50, retail 114 (its NL assertions unscored without a judge), telecom 2,285 tasks: the
@@ -292,7 +293,7 @@ def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names
     """Two user models (the paper: 3 rollouts with one, 3 with another): a task's consecutive seeds
     alternate between them, each round asks each model once, and the record says who played."""
     from rwml_lite.config import AgentSettings, Tau2Settings
-    from rwml_lite.rollout import episode_specs, run_episodes
+    from rwml_lite.rollout import Play, episode_specs, run_episodes
 
     batches = []
 
@@ -307,10 +308,18 @@ def test_a_tasks_rollouts_are_dealt_among_the_user_models_and_each_episode_names
 
     agent = ScriptedGenerator(lambda prompt, i: "Hello")
     episodes = run_episodes(
-        tmp_path / "rollouts.jsonl", episode_specs(["retail/0", "retail/1"], "train", 4, 0),
-        Tau2Settings(domains=["retail"]), agent, Sampling(temperature=0.0),
-        AgentSettings(parallel_episodes=8), 10, "collect", [Named("A"), Named("B")],
-    )  # fmt: skip
+        tmp_path / "rollouts.jsonl",
+        episode_specs(["retail/0", "retail/1"], "train", 4, 0),
+        Play(
+            Tau2Settings(domains=["retail"]),
+            agent,
+            Sampling(temperature=0.0),
+            AgentSettings(parallel_episodes=8),
+            10,
+            "collect",
+            [Named("A"), Named("B")],
+        ),
+    )
     assert sorted(batches) == [("A", 4), ("B", 4)]  # the openings: one call per user model
     for task in ("retail/0", "retail/1"):
         played = [ep.final["user_simulator"] for ep in episodes if ep.task_id == task]
@@ -323,14 +332,23 @@ def test_an_episode_cut_by_the_rollouts_turn_cap_is_ended_and_scored_by_upstream
     """Turns with nothing but reasoning do not step the conversation, but count toward the rollout's
     cap; the episode cut there is ended as upstream's step limit ends one, and scored."""
     from rwml_lite.config import AgentSettings, Tau2Settings
-    from rwml_lite.rollout import EMPTY_REPLY, episode_specs, run_episodes
+    from rwml_lite.rollout import EMPTY_REPLY, Play, episode_specs, run_episodes
 
     agent = ScriptedGenerator(lambda prompt, i: "<think>I keep thinking")
     user = ScriptedGenerator(lambda messages, i: "Hello.")
     [episode] = run_episodes(
-        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
-        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 2, "collect", [user],
-    )  # fmt: skip
+        tmp_path / "rollouts.jsonl",
+        episode_specs(["retail/0"], "train", 1, 0),
+        Play(
+            Tau2Settings(domains=["retail"]),
+            agent,
+            Sampling(temperature=0.0),
+            AgentSettings(parallel_episodes=1),
+            2,
+            "collect",
+            [user],
+        ),
+    )
     assert [(s.action, s.valid, s.next_observation) for s in episode.steps] == [(None, False, EMPTY_REPLY)] * 2
     final = episode.final
     assert final["ended"] == "max_steps" and final["cut"] == "turns" and final["user_simulator"] == "the recipe's model"
@@ -341,7 +359,7 @@ def test_a_conversation_that_outgrows_the_context_is_ended_not_failed(tmp_path, 
     """A generator that knows its context (vLLM's) says which prompts fit; a conversation whose next
     prompt does not is ended and scored there, and the others go on."""
     from rwml_lite.config import AgentSettings, Tau2Settings
-    from rwml_lite.rollout import episode_specs, run_episodes
+    from rwml_lite.rollout import Play, episode_specs, run_episodes
 
     class Bounded(ScriptedGenerator):
         def fits(self, prompt, new_tokens):
@@ -350,9 +368,18 @@ def test_a_conversation_that_outgrows_the_context_is_ended_not_failed(tmp_path, 
     agent = Bounded(lambda prompt, i: "How can I help?")
     user = ScriptedGenerator(lambda messages, i: "Hello.")
     [episode] = run_episodes(
-        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
-        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 20, "collect", [user],
-    )  # fmt: skip
+        tmp_path / "rollouts.jsonl",
+        episode_specs(["retail/0"], "train", 1, 0),
+        Play(
+            Tau2Settings(domains=["retail"]),
+            agent,
+            Sampling(temperature=0.0),
+            AgentSettings(parallel_episodes=1),
+            20,
+            "collect",
+            [user],
+        ),
+    )
     assert episode.num_steps == 1 and episode.final["cut"] == "context" and agent.calls == 1
     assert episode.final["ended"] == "max_steps" and not episode.won
 
@@ -553,7 +580,7 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
     from rwml_lite.config import AgentSettings, Tau2Settings
     from rwml_lite.envs import make_env
     from rwml_lite.envs.tau2.upstream import domain
-    from rwml_lite.rollout import episode_specs, run_episodes
+    from rwml_lite.rollout import Play, episode_specs, run_episodes
     from rwml_lite.worldmodel import build_triplets
 
     turns = iter([call("get_order_details", {"order_id": "#W4817420"}), "<think>tell</think>Your order was delivered."])
@@ -562,9 +589,19 @@ def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_pa
         lambda messages, i: "I want to know where my order is." if len(messages) == 2 else "Thanks! ###STOP###"
     )
     episodes = run_episodes(
-        tmp_path / "rollouts.jsonl", episode_specs(["retail/0"], "train", 1, 0), Tau2Settings(domains=["retail"]),
-        agent, Sampling(temperature=0.0), AgentSettings(parallel_episodes=1), 10, "collect", [user], keep_prompts=True,
-    )  # fmt: skip
+        tmp_path / "rollouts.jsonl",
+        episode_specs(["retail/0"], "train", 1, 0),
+        Play(
+            Tau2Settings(domains=["retail"]),
+            agent,
+            Sampling(temperature=0.0),
+            AgentSettings(parallel_episodes=1),
+            10,
+            "collect",
+            [user],
+        ),
+        keep_prompts=True,
+    )
     [episode] = episodes
     assert [s.kind for s in episode.steps] == ["tool", "user"] and all(s.valid for s in episode.steps)
     # the action is the reply without its reasoning; the completion (what the policy stage trains) keeps it
@@ -609,6 +646,7 @@ def test_tau2_recipes_refuse_worker_processes(tmp_path):
         build_recipe(base, ["env.workers=2"], "test")
 
 
+@pytest.mark.slow
 def test_a_tiny_model_trains_end_to_end_on_retail_conversations(tmp_path, tiny_qwen3, tau2_data):
     from conftest import rwml_lite, tiny_recipe
 

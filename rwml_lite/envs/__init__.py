@@ -1,42 +1,34 @@
-"""Environment factory: the recipe's `env` section -> a `TextEnv`."""
+"""The benchmarks: each module declares a `Benchmark` (envs/base.py) that makes its environment and holds
+what the paper says of it; `benchmark(name)` finds it by the env section's name.
+
+The table below names the module of each, imported when a recipe asks for it: a benchmark's engine comes
+with its own extra (alfworld, tau2), and the core, which reaches benchmarks only through this function,
+imports none of them (pyproject.toml's import contracts check it).
+"""
 
 from __future__ import annotations
 
+import importlib
+
 from rwml_lite.config import EnvSettings
-from rwml_lite.envs.base import Step, TextEnv
+from rwml_lite.envs.base import Benchmark, Step, TextEnv
 from rwml_lite.models import Generator
+
+#: env section `name` -> the module that declares its BENCHMARK
+BENCHMARKS = {
+    "textworld_express": "rwml_lite.envs.textworld_express",
+    "alfworld": "rwml_lite.envs.alfworld",
+    "tau2": "rwml_lite.envs.tau2",
+}
+
+
+def benchmark(name: str) -> Benchmark:
+    return importlib.import_module(BENCHMARKS[name]).BENCHMARK
 
 
 def make_env(settings: EnvSettings, max_steps: int, users: list[Generator] | None = None) -> TextEnv:
-    """The recipe's environment; `users` are the models that play the customer in tau2 conversations."""
-    if settings.name == "textworld_express":
-        from rwml_lite.envs.textworld_express import TextWorldExpress
-
-        return TextWorldExpress(settings.game, settings.game_params, max_steps, settings.brief_rooms)
-    if settings.name == "alfworld":
-        from rwml_lite.envs.alfworld import ALFWorld
-
-        return ALFWorld(max_steps)
-    if settings.name == "tau2":
-        from rwml_lite.envs.tau2.episode import Tau2Env
-        from rwml_lite.envs.tau2.upstream import use_judge
-        from rwml_lite.models import Sampling
-
-        use_judge(settings.judge_endpoint, settings.judge_model)
-        sampling = Sampling(settings.user_temperature, settings.user_max_new_tokens)
-        judged, policy = bool(settings.judge_endpoint), settings.world_model_policy
-        return Tau2Env(settings.domains, max_steps, users or [], sampling, settings.max_errors, judged, policy)
-    raise AssertionError(f"unhandled env {settings.name}")  # the schema's Literal rules this out
-
-
-def report_section(settings: EnvSettings, results: dict[str, dict]) -> list[str] | None:
-    """The environment's own lines in report.md after the evaluation table, or None for the generic
-    success-by-task-type table."""
-    if settings.name == "tau2":
-        from rwml_lite.envs.tau2.report import section
-
-        return section(results, settings.domains)
-    return None
+    """The recipe's environment; `users` are the models that play a simulated user, where the benchmark has one."""
+    return benchmark(settings.name).make_env(settings, max_steps, users)
 
 
 def list_tasks(settings: EnvSettings, split: str, count: int) -> list[str]:
@@ -48,4 +40,4 @@ def list_tasks(settings: EnvSettings, split: str, count: int) -> list[str]:
         env.close()
 
 
-__all__ = ["Step", "TextEnv", "list_tasks", "make_env", "report_section"]
+__all__ = ["Benchmark", "Step", "TextEnv", "benchmark", "list_tasks", "make_env"]

@@ -1,4 +1,5 @@
-"""The small interface every environment implements, so collect and eval never see engines.
+"""The small interface every environment implements, so collect and eval never see engines, and the
+`Benchmark` every benchmark declares beside it, so the core never names one.
 
 An environment is a plain Python object: `reset` starts one task and returns its first
 observation, `step` applies one action. Tasks are named by string ids from `tasks(split)`.
@@ -6,8 +7,13 @@ observation, `step` applies one action. Tasks are named by string ids from `task
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from rwml_lite.config import EnvSettings
+    from rwml_lite.schemas import EpisodeRecord
 
 
 @dataclass
@@ -51,3 +57,48 @@ class TextEnv(Protocol):
     #   conversation, the tools); the agent's whole reply, without its reasoning, is then the action;
     # `ended_at_reset: Step | None`: set by `reset` when the episode ended before the agent acted;
     # `end() -> dict`: stop an episode from outside (the rollout's turn cap) and return its final outcome.
+
+
+#: A column of the paper's success table: (weight, which episodes) parts, averaged by weight.
+Parts = list[tuple[float, Callable[["EpisodeRecord"], bool]]]
+
+
+class Benchmark:
+    """What the core asks of a benchmark besides its environment: how to make one, the paper's numbers and
+    columns for it, and its own lines in report.md. Each benchmark module declares one (`BENCHMARK`) and
+    `rwml_lite.envs.benchmark(name)` finds it, so that nothing outside rwml_lite/envs/ names a benchmark.
+    The defaults fit a benchmark the paper did not run (the demo's TextWorldExpress)."""
+
+    #: the env section's `name`
+    name: str = ""
+    #: the model the paper's numbers are for (None: the paper has none)
+    paper_model: str | None = None
+    #: the paper's main table: its columns, and method -> success % per column (Table 1)
+    paper_columns: tuple[str, ...] = ()
+    paper_rows: dict[str, tuple[float, ...]] = {}
+    #: the paper's ablations (Table 4), AVG success % only
+    paper_ablations: dict[str, float] = {}
+
+    def make_env(self, settings: EnvSettings, max_steps: int, users: list | None) -> TextEnv:
+        raise NotImplementedError
+
+    def describe(self, settings: EnvSettings) -> str:
+        """How report.md names the environment."""
+        return self.name
+
+    def columns(self, settings: EnvSettings, splits: list[str]) -> dict[str, Parts]:
+        """The success columns of the study table: the paper's where it has them, else one per split."""
+        return {split: [(1.0, lambda ep, s=split: ep.split == s)] for split in splits}
+
+    def report_lines(self, settings: EnvSettings, splits: list[str], results: dict, labels: dict) -> list[str]:
+        """Lines after report.md's evaluation table (the paper's weighting of the splits, where it has one)."""
+        return []
+
+    def report_section(self, settings: EnvSettings, results: dict) -> list[str] | None:
+        """The benchmark's own section of report.md, or None for the generic success-by-task-type table."""
+        return None
+
+    def run_conversations(self, conversations: list) -> list:
+        """Drive environments that converse with a simulated user side by side (envs whose `conversation`
+        method exists); a benchmark without a user never gets here."""
+        raise NotImplementedError(f"{self.name} has no simulated user")

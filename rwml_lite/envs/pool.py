@@ -14,7 +14,7 @@ import multiprocessing as mp
 from dataclasses import dataclass
 
 from rwml_lite.config import EnvSettings
-from rwml_lite.envs import Step, TextEnv, make_env
+from rwml_lite.envs import Step, TextEnv, benchmark, make_env
 from rwml_lite.models import Generator
 from rwml_lite.prompts import Messages
 
@@ -52,9 +52,9 @@ def _serve(envs: dict[int, TextEnv], settings: EnvSettings, max_steps: int, comm
         if slot not in envs:
             envs[slot] = make_env(settings, max_steps, users)
     if commands and all(kind != "end" and hasattr(envs[slot], "conversation") for slot, kind, _ in commands):
-        from rwml_lite.envs.tau2.episode import run_conversations
-
-        raw = run_conversations([(envs[slot], envs[slot].conversation(kind, arg)) for slot, kind, arg in commands])
+        raw = benchmark(settings.name).run_conversations(
+            [(envs[slot], envs[slot].conversation(kind, arg)) for slot, kind, arg in commands]
+        )
     else:
         raw = [_run_one(envs[slot], kind, arg) for slot, kind, arg in commands]
     results = []

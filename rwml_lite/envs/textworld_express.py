@@ -12,7 +12,7 @@ import shutil
 import subprocess
 
 from rwml_lite.config import TextWorldExpressSettings
-from rwml_lite.envs.base import Step
+from rwml_lite.envs.base import Benchmark, Step
 from rwml_lite.errors import RwmlError
 
 FOLDS = TextWorldExpressSettings.SPLITS
@@ -118,3 +118,18 @@ def brief_room(observation: str, admissible: list[str]) -> str:
     first, *rest = _SENTENCE_END.split(head.strip())
     kept = [first] + [s for s in rest if any(thing in s for thing in takeable)]
     return " ".join(kept + [exits.strip()])
+
+
+class TextWorldExpressBenchmark(Benchmark):
+    """The demo's games: the paper did not run them, so no paper numbers and one success column per split."""
+
+    name = "textworld_express"
+
+    def make_env(self, settings: TextWorldExpressSettings, max_steps: int, users=None) -> TextWorldExpress:
+        return TextWorldExpress(settings.game, settings.game_params, max_steps, settings.brief_rooms)
+
+    def describe(self, settings: TextWorldExpressSettings) -> str:
+        return f"{self.name} `{settings.game}`"
+
+
+BENCHMARK = TextWorldExpressBenchmark()

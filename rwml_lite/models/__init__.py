@@ -141,13 +141,6 @@ def vllm_environment(settings: ModelSettings) -> dict[str, str]:
     return {"UNSLOTH_VLLM_STANDBY": "1", "UNSLOTH_VLLM_STANDBY_UTIL_OVERRIDE": "1"}
 
 
-def vllm_sleeps_while_training(settings: ModelSettings) -> bool:
-    """Whether the recipe's vLLM engine frees its KV cache while our trainers run: Unsloth builds it
-    able to sleep unless the user set UNSLOTH_VLLM_STANDBY=0 (`models/vllm_engine.py` sleeps it)."""
-    standby = os.environ.get("UNSLOTH_VLLM_STANDBY", "1")  # prepare_backend sets "1" unless the user chose
-    return settings.backend == "unsloth" and settings.fast_inference and standby != "0"
-
-
 def check_lengths(
     settings: ModelSettings, tokenizer, texts: list[str], new_tokens: int, what: str, every_backend: bool = False
 ) -> None:
@@ -186,11 +179,12 @@ def use_chat_template(tokenizer, settings: ModelSettings) -> None:
 
 
 def user_simulators(recipe, stage: str) -> list[Generator] | None:
-    """What plays the customer in `stage`'s tau2 conversations: the endpoints the recipe names for the stage, else
+    """What plays the user in `stage`'s conversations, where the benchmark has a simulated one (None where it has
+    not): the endpoints the recipe names for the stage, else
     env.user_endpoints (a task's rollouts are dealt among them; eval takes the first, so that its users never mix
     unless its own list asks), else the recipe's own model without adapter (so that a trained policy is always
     judged against the same user)."""
-    if recipe.env.name != "tau2":
+    if not recipe.env.SIMULATED_USER:
         return None
     endpoints = recipe.env.stage_user_endpoints.get(stage)
     if endpoints is None:

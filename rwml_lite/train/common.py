@@ -13,6 +13,7 @@ from transformers.trainer_callback import ProgressCallback
 from rwml_lite.config import Recipe, RunSettings
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.errors import RwmlError
+from rwml_lite.progress import console_progress
 from rwml_lite.records import JsonlAppender, atomic_write_text
 
 TRAINER_CONFIG = "trainer_config.json"
@@ -117,23 +118,11 @@ class ConsoleProgress(TrainerCallback):
         self.label = label
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.progress = Progress(
-            TextColumn(f"[bold]{self.label}[/bold]"), BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(),
-            TextColumn("ETA"), TimeRemainingColumn(), TextColumn("{task.fields[numbers]}"),
-            console=Console(stderr=True), disable=not state.is_world_process_zero,
-        )  # fmt: skip
+        self.progress = console_progress(disable=not state.is_world_process_zero)
         self.progress.start()
-        self.task = self.progress.add_task(self.label, total=state.max_steps, completed=state.global_step, numbers="")
+        self.task = self.progress.add_task(
+            f"[bold]{self.label}[/bold]", total=state.max_steps, completed=state.global_step, info=""
+        )
 
     def on_step_end(self, args, state, control, **kwargs):
         self.progress.update(self.task, completed=state.global_step)
@@ -141,7 +130,7 @@ class ConsoleProgress(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         numbers = " ".join(f"{label} {logs[key]:.3g}" for key, label in self.WATCHED.items() if key in (logs or {}))
         if numbers:
-            self.progress.update(self.task, numbers=numbers)
+            self.progress.update(self.task, info=numbers)
 
     def on_train_end(self, args, state, control, **kwargs):
         self.progress.stop()

@@ -15,10 +15,12 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
+import torch
 from datasets import Dataset
 from transformers import TrainerCallback
 from transformers.trainer_utils import get_last_checkpoint
 from trl import GRPOConfig, GRPOTrainer
+from trl.trainer.utils import RepeatSampler
 
 from rwml_lite.config import GrpoSettings, Recipe
 from rwml_lite.distributed import world
@@ -124,6 +126,8 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
     )
     # first of all callbacks (W&B's comes before ours), so that every logger sees the signal share it adds
     trainer.callback_handler.callbacks.insert(0, SignalMonitor(g, folder.metrics("rwml")))
+    trl_sampler = trainer._get_train_sampler
+    trainer._get_train_sampler = lambda *args: EpochSeededSampler.of(trl_sampler(*args))
     checkpoints = folder.checkpoints("rwml")
     trainer.train(resume_from_checkpoint=get_last_checkpoint(str(checkpoints)) if checkpoints.exists() else None)
     if served:
@@ -132,6 +136,27 @@ def train_rwml(recipe: Recipe, triplets: list[TripletRecord], reward, folder: Ru
     del trainer, model
     free_memory()
     return adapter
+
+
+class EpochSeededSampler(RepeatSampler):
+    """TRL's GRPO sampler, whose shuffle of epoch e is the same whether the run got there or resumed there.
+    TRL's draws each epoch's order from one generator seeded once, and a resumed run builds a new one: resumed
+    in epoch e >= 1, it trained epoch e in epoch 0's order. transformers calls set_epoch(e) before each
+    epoch (a resumed run too), and set_epoch replays the generator's first e shuffles, as a run that got there
+    drew them."""
+
+    @classmethod
+    def of(cls, sampler):
+        if type(sampler) is not RepeatSampler:  # another trainer's own sampler: left as it is
+            return sampler
+        s = sampler
+        return cls(s.data_source, s.mini_repeat_count, s.batch_size, s.repeat_count, s.shuffle, s.seed)
+
+    def set_epoch(self, epoch: int) -> None:
+        if self.shuffle and self.seed is not None:
+            self.generator.manual_seed(self.seed)
+            for _ in range(epoch):
+                torch.randperm(self.num_samples, generator=self.generator)
 
 
 class SignalMonitor(TrainerCallback):

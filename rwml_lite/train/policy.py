@@ -47,7 +47,7 @@ from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
 from rwml_lite.models import Sampling, backend, user_simulators
 from rwml_lite.records import JsonlAppender, iter_jsonl
-from rwml_lite.rollout import EpisodeSpec, progress_display, run_episodes
+from rwml_lite.rollout import EpisodeSpec, Play, progress_display, run_episodes
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord
 from rwml_lite.train.common import ServedLoRA, save_adapter
@@ -124,13 +124,12 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
             if served:
                 generator = served.refresh(model)
             seed_sampling(recipe.seed * 100_003 + step)  # the step's samples, the same after a resume
+            specs = group_specs(step_tasks(tasks, step, p.tasks_per_step, recipe.seed), p.split, p.group_size, step,
+                                recipe.seed)  # fmt: skip
+            play = Play(recipe.env, generator, sampling, recipe.agent, p.episode_max_steps, f"  step {step} episodes")
             episodes = run_episodes(
-                folder.policy_rollouts(step),
-                group_specs(step_tasks(tasks, step, p.tasks_per_step, recipe.seed), p.split, p.group_size, step,
-                            recipe.seed),
-                recipe.env, generator, sampling, recipe.agent, p.episode_max_steps, f"  step {step} episodes",
-                keep_prompts=True, pool=pool, progress=bar,
-            )  # fmt: skip
+                folder.policy_rollouts(step), specs, play, keep_prompts=True, pool=pool, progress=bar
+            )
             rolled = time.monotonic()
             models.to_training(model)
             metrics = _update(model, tokenizer, optimizer, scheduler, episodes, recipe, device, step, reference)

@@ -3,10 +3,8 @@ hits per target kind, the tasks scored without their NL assertions, and where th
 
 from __future__ import annotations
 
+from rwml_lite.envs.tau2 import TAU2_WEIGHTS
 from rwml_lite.envs.tau2.upstream import task_source
-
-#: the paper's tau2 average: the official test split's weights
-TAU2_WEIGHTS = {"retail": 0.4, "telecom": 0.4, "airline": 0.2}
 
 
 def section(results: dict[str, dict], domains: list[str]) -> list[str]:

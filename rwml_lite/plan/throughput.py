@@ -24,10 +24,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from pathlib import Path
 
 from rwml_lite.config import Recipe
-from rwml_lite.plan import BYTES, GIB, Architecture, Plan, architecture
+from rwml_lite.plan.result import Plan
+from rwml_lite.plan.shapes import BYTES, GIB, Architecture, architecture
+from rwml_lite.plan.volumes import Volume, eval_tasks, turns, upper_volume, volumes
 
 #: Default PCIe rate: what pinned host-to-device copies reach on PCIe 4.0 x16 (RTX 3090/4090, A6000,
 #: L40S); PCIe 3.0 x16 gives about 12, PCIe 5.0 x16 about 50.
@@ -47,82 +48,6 @@ def unsloth_max_seqs(kv_gib: float) -> int:
 #: Default training throughput: the bf16 TFLOP/s a training step reaches, about 40 % of an RTX 3090's 71 dense peak
 #: (peaks: RTX 4090 165, A6000 155, L40S 362, A100 312, H100 SXM 989).
 TRAIN_TFLOPS = 28.0
-
-
-@dataclass(frozen=True)
-class Volume:
-    """How much training data the recipe's collect makes: triplets per rollout, the share the filter keeps, the
-    tokens of a prompt (the world model's; the agent's holds the same goal, history window and observation) and
-    of a target observation, and where these come from."""
-
-    triplets_per_rollout: float
-    kept_share: float
-    prompt_tokens: int
-    target_tokens: int
-    source: str
-
-
-def turns(recipe: Recipe, limit: int) -> int:
-    """Agent turns of an episode at its step limit: tau2 counts every message, and each of the agent's is
-    answered by the user or a tool, so at most every other one is the agent's."""
-    return (limit + 1) // 2 if recipe.env.name == "tau2" else limit
-
-
-def eval_tasks(recipe: Recipe) -> list[int | None]:
-    """Tasks per eval split: eval.num_tasks, or the whole split (None where the benchmark does not know its size)."""
-    return [recipe.eval.num_tasks or recipe.env.tasks(split) for split in recipe.eval.splits]
-
-
-def volumes(recipe: Recipe) -> dict[str, Volume]:
-    """The upper bound (every turn of every episode a triplet, all kept, every sequence max_seq_length long) and
-    the expected volume: this run's own counts and lengths where collect, build and the filter have run in
-    `run.dir`, else the paper's yield on the benchmark (else the upper bound's) with prompts of half
-    max_seq_length and targets of half grpo.max_completion_length."""
-    from rwml_lite.runfolder import RunFolder
-
-    length = recipe.model.max_seq_length
-    upper = Volume(turns(recipe, recipe.collect.max_steps), 1.0, length, length, "every turn a triplet, all kept")
-    share, source = (upper.triplets_per_rollout, 1.0), "no yield known: as the upper bound"
-    if recipe.env.PAPER_YIELD:
-        share, source = recipe.env.PAPER_YIELD, f"the paper's yield on {recipe.env.name}"
-    expected = Volume(*share, length // 2, recipe.grpo.max_completion_length // 2, source)
-    folder = RunFolder(Path(recipe.run.dir))
-    episodes, train, val = (_lines(p) for p in (folder.rollouts, folder.wm("train.jsonl"), folder.wm("val.jsonl")))
-    if episodes and train:
-        kept = _lines(folder.wm("rwml.jsonl")) / train if folder.wm("rwml.jsonl").exists() else expected.kept_share
-        prompt, target = _triplet_tokens(recipe, folder.wm("train.jsonl"))
-        expected = Volume((train + val) / episodes, kept, prompt, target, f"this run's collect ({folder.root})")
-    return {"expected": expected, "upper": upper}
-
-
-def _triplet_tokens(recipe: Recipe, path: Path, sample: int = 256) -> tuple[int, int]:
-    """Mean tokens of the first `sample` triplets' prompts and targets: counted by the model's tokenizer where it
-    is on this machine, else at 4 characters a token."""
-    from rwml_lite.records import read_jsonl
-
-    triplets = read_jsonl(path)[:sample]
-    try:
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(recipe.model.name_or_path, local_files_only=True)
-
-        def count(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
-    except (OSError, ValueError):  # not downloaded, or not a tokenizer's folder (a GGUF file)
-
-        def count(text: str) -> int:
-            return len(text) // 4
-
-    prompts = [count("\n".join(str(m["content"]) for m in t["prompt"])) for t in triplets]
-    targets = [count(t["target"]) for t in triplets]
-    return round(sum(prompts) / len(prompts)), round(sum(targets) / len(targets))
-
-
-def _lines(path: Path) -> int:
-    if not path.exists():
-        return 0
-    with open(path, "rb") as f:
-        return sum(1 for line in f if line.strip())
 
 
 @dataclass(frozen=True)
@@ -223,6 +148,18 @@ class Bandwidth:
         return micro_batches * self.copies_per_micro_batch() * self.plan.swapped_bytes
 
 
+def decoded_at_once(recipe: Recipe, plan: Plan) -> int:
+    """Sequences one generate call decodes together: model.generation_batch_size with transformers' generate; with
+    vLLM as many as its KV cache holds (within Unsloth's cap on its engine)."""
+    m = recipe.model
+    # vLLM's KV cache holds kv_sequences at full length; pages come as tokens do, so about twice as many
+    # at the average half length decode together
+    at_once = m.generation_batch_size if plan.kv_sequences is None else max(2 * plan.kv_sequences, 1)
+    if m.backend == "unsloth" and m.fast_inference:
+        at_once = min(at_once, unsloth_max_seqs(plan.parts.get("KV cache", 0.0)))
+    return at_once
+
+
 def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list[Generation], list[Training]]:
     """The sampling and training of the recipe's stages at `volume` (the upper bound by default; see the module's
     docstring). transformers' generate decodes model.generation_batch_size sequences at once (TRL's GRPO a whole
@@ -231,17 +168,13 @@ def work(recipe: Recipe, plan: Plan, volume: Volume | None = None) -> tuple[list
         recipe.model, recipe.agent, recipe.collect, recipe.worldmodel.filter, recipe.grpo, recipe.wm_sft,
         recipe.policy, recipe.eval,
     )  # fmt: skip
-    volume = volume or volumes(recipe)["upper"]
+    volume = volume or upper_volume(recipe)
     stages = recipe.stages
     episodes = c.num_tasks * c.rollouts_per_task
     triplets = episodes * volume.triplets_per_rollout
     val = triplets * recipe.worldmodel.val_fraction  # the filter model trains on these
     kept = (triplets - val) * volume.kept_share  # RWML and WM SFT train on these
-    # vLLM's KV cache holds kv_sequences at full length; pages come as tokens do, so about twice as many
-    # at the average half length decode together
-    at_once = m.generation_batch_size if plan.kv_sequences is None else max(2 * plan.kv_sequences, 1)
-    if m.backend == "unsloth" and m.fast_inference:
-        at_once = min(at_once, unsloth_max_seqs(plan.parts.get("KV cache", 0.0)))
+    at_once = decoded_at_once(recipe, plan)
     agent_sequences = min(at_once, a.parallel_episodes)
 
     def context(reply: int) -> int:
@@ -370,7 +303,7 @@ class Computed:
 def estimates(b: Bandwidth, volume: Volume | None = None) -> tuple[list[Sampled], list[Copied], list[Computed]]:
     """Every stage's sampling, its training's compute, and (offloading only) its training's copies, at `volume`
     (the upper bound by default)."""
-    volume = volume or volumes(b.recipe)["upper"]
+    volume = volume or upper_volume(b.recipe)
     generation, training = work(b.recipe, b.plan, volume)
     sampled = [
         Sampled(

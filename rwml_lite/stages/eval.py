@@ -1,4 +1,5 @@
-"""Evaluation of one policy variant (the base model, or the base with a trained adapter).
+"""eval: every policy the recipe evaluates (the base model, or the base with a trained adapter), then the
+report (stages/report.py).
 
 Two measures, as PAPER.md reports them: task success on the evaluation fold (per game over R runs,
 with a 95 % interval over games; the invalid-action rate and steps to success), and the world model
@@ -14,6 +15,7 @@ from __future__ import annotations
 import math
 import statistics
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rwml_lite.config import Recipe
 from rwml_lite.distributed import is_main, seed_sampling
@@ -22,11 +24,55 @@ from rwml_lite.intervals import Z95, clustered_mean, paired_difference, sign_tes
 from rwml_lite.models import Generator, Sampling, sampler, user_simulators
 from rwml_lite.prompts import extract_next_state, wm_sft_messages
 from rwml_lite.records import atomic_write_json, write_jsonl
-from rwml_lite.reward import NextStateReward
-from rwml_lite.rollout import episode_specs, run_episodes
-from rwml_lite.runfolder import RunFolder
-from rwml_lite.schemas import EpisodeRecord, TripletRecord
-from rwml_lite.worldmodel import predict
+from rwml_lite.rollout import Play, episode_specs, run_episodes
+from rwml_lite.runfolder import RunFolder, read_manifest
+from rwml_lite.schemas import EpisodeRecord, TripletRecord, read_triplets
+
+if TYPE_CHECKING:  # torch, imported by the reward, comes after Unsloth: the stage imports it when it runs
+    from rwml_lite.reward import NextStateReward
+
+NAME = "eval"
+KEYED_BY = ("eval", "reward")
+
+
+def outputs(folder: RunFolder) -> list[Path]:
+    return [folder.root / "eval", folder.report, folder.root / "plots"]
+
+
+def evaluated(recipe: Recipe, folder: RunFolder) -> dict[str, Path | None]:
+    """policy name -> adapter (None for the base model): those of `recipe.evaluated_policies()`
+    that exist, so that `rwml-lite eval` ahead of training evaluates the base model alone."""
+    wanted = {name: None if name == "base" else folder.adapter(name) for name in recipe.evaluated_policies()}
+    return {name: adapter for name, adapter in wanted.items() if adapter is None or adapter.exists()}
+
+
+def run(recipe: Recipe, folder: RunFolder) -> dict:
+    from rwml_lite.reward import NextStateReward
+    from rwml_lite.stages.report import write_report
+    from rwml_lite.thresholds import run_reward
+
+    val = read_triplets(folder.wm("val.jsonl"))
+    # scores whole turns (the generator returns the prefill); judge-trained policies are measured
+    # like every other, by the embedding
+    settings = run_reward(recipe, folder)
+    reward = NextStateReward.from_settings(
+        settings.model_copy(update={"kind": "binary"}) if settings.judged else settings, recipe.worldmodel
+    )
+    results = {
+        name: evaluate_variant(recipe, folder, name, adapter, val, reward)
+        for name, adapter in evaluated(recipe, folder).items()
+    }
+    if is_main():
+        write_report(recipe, folder, read_manifest(folder), results)
+    return {
+        name: {
+            "success": {split: round(v["mean"], 2) for split, v in r["success"].items()},
+            "invalid_action_rate": r["invalid_action_rate"],
+            "wm_score": r["wm_score"],
+            "wm_hit_rate": r["wm_hit_rate"],
+        }
+        for name, r in results.items()
+    }
 
 
 def evaluate_variant(
@@ -50,13 +96,15 @@ def evaluate_variant(
     episodes = run_episodes(
         folder.eval(f"episodes_{variant}.jsonl"),
         specs,
-        recipe.env,
-        generator,
-        Sampling(e.temperature, recipe.agent.max_new_tokens),
-        recipe.agent,
-        e.max_steps,
-        f"eval {variant}",
-        users,
+        Play(
+            recipe.env,
+            generator,
+            Sampling(e.temperature, recipe.agent.max_new_tokens),
+            recipe.agent,
+            e.max_steps,
+            f"eval {variant}",
+            users,
+        ),
     )
     sampling = Sampling(e.wm_temperature, recipe.grpo.max_completion_length, prefill=recipe.worldmodel.prefill)
     if variant == "wm_sft":  # scored behind the prompt it was trained on, the paper's no-reasoning one
@@ -188,6 +236,8 @@ def world_model_score(
     tasks), the mean similarity of the tagged predictions and the tag rate, overall and per target kind. A hit is
     a full reward by the triplet's measure: within tau_d of the real state in the embedding, or rounded ROUGE-L 1.0
     (tau2's tool replies)."""
+    from rwml_lite.worldmodel import predict
+
     predictions = predict(generator, triplets, samples, sampling)
     records, by_kind, hits_by_task, similarities = [], {}, {}, []
     for triplet, preds in zip(triplets, predictions):

@@ -8,35 +8,15 @@ behind the thresholds, the policy stage's curves.
 
 from __future__ import annotations
 
-import json
-
 from rwml_lite.config import Recipe
-from rwml_lite.envs import report_section
-from rwml_lite.evaluate import versus
-from rwml_lite.records import atomic_write_text, read_jsonl
+from rwml_lite.envs import benchmark
+from rwml_lite.records import atomic_write_text, read_json, read_jsonl
 from rwml_lite.runfolder import RunFolder
+from rwml_lite.stages.eval import versus
 from rwml_lite.thresholds import run_reward
 
-#: how the paper names the ALFWorld evaluation splits; "all" is ours: every evaluated game pooled
-SPLIT_LABELS = {"valid_seen": "ID", "valid_unseen": "OOD", "all": "pooled"}
-
-#: The paper's success % (PAPER.md, mean of 3 runs), in the columns our report uses. ALFWorld rows:
-#: Qwen2.5-7B-Instruct, full fine-tuning; its AVG fits 2/3 ID + 1/3 OOD, not a pooling of the games.
-#: tau2 rows: Qwen3-8B; AVG = 0.4 retail + 0.4 telecom + 0.2 airline.
-PAPER = {
-    "alfworld": (
-        ("ID", "OOD", "AVG (~2/3 ID + 1/3 OOD)"),
-        {"base model (ReAct)": (16.2, 6.8, 13.0), "WM SFT": (3.1, 2.1, 2.8), "RWML": (34.4, 29.2, 32.6),
-         "Policy RL": (82.1, 79.2, 81.0), "WM SFT + Policy RL": (76.2, 82.3, 80.4),  # 80.4: not 2/3 ID + 1/3 OOD
-         "RWML + Policy RL": (86.7, 90.1, 87.9)},
-    ),
-    "tau2": (
-        ("retail", "telecom", "airline", "AVG"),
-        {"base model (ReAct)": (37.7, 31.2, 21.6, 31.9), "WM SFT": (32.3, 24.1, 26.9, 27.9), "RWML": (40.8, 40.5, 31.3, 38.8),
-         "Policy RL": (40.8, 39.2, 30.0, 38.0), "WM SFT + Policy RL": (40.8, 45.0, 30.0, 40.3),
-         "RWML + Policy RL": (44.2, 45.8, 38.3, 43.7)},
-    ),
-}  # fmt: skip
+#: the column of every evaluated game pooled
+POOLED = "all"
 
 INTERVALS = (
     "Intervals are 95 % over tasks: success over the evaluated games (Wilson's score interval; one game is one "
@@ -46,9 +26,9 @@ INTERVALS = (
 
 
 def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dict[str, dict]) -> None:
-    stages, e = manifest["stages"], recipe.eval
-    env = f"{recipe.env.name} `{recipe.env.game}`" if recipe.env.name == "textworld_express" else recipe.env.name
-    columns = [*e.splits, "all"] if len(e.splits) > 1 else e.splits
+    stages, e, bench = manifest["stages"], recipe.eval, benchmark(recipe.env.name)
+    env = bench.describe(recipe.env)
+    columns = [*e.splits, POOLED] if len(e.splits) > 1 else e.splits
     pooled = columns[-1]
     per_split = "all" if e.num_tasks is None else f"the first {e.num_tasks}"
     labels = {name: policy_label(recipe, name) for name in results}
@@ -62,11 +42,11 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
         "## Evaluation",
         "",
         f"Task success % on {per_split} tasks of each split ({e.runs} run(s) per game, at most {e.max_steps} steps, "
-        f"temperature {e.temperature}){_weighting(results)}. World model: {e.wm_samples} prediction(s) per held-out "
+        f"temperature {e.temperature}){_weighting(recipe, results)}. World model: {e.wm_samples} prediction(s) per held-out "
         f"validation triplet, from games no training triplet comes from; hits: share within tau_d {tau_d:.3g}; "
         f"similarity: mean cosine of the predictions with a `<next_state>` tag; tags: share with one. {INTERVALS}",
         "",
-        "| policy | " + " | ".join(f"success % {_label(c)}" for c in columns)
+        "| policy | " + " | ".join(f"success % {_label(recipe, c)}" for c in columns)
         + " | invalid actions % | steps to success | world-model hits % | similarity | tags % |",
         "|---" * (len(columns) + 6) + "|",
     ]  # fmt: skip
@@ -86,12 +66,9 @@ def write_report(recipe: Recipe, folder: RunFolder, manifest: dict, results: dic
             for n, r in results.items()
         ) + ".",
     ]  # fmt: skip
-    if recipe.env.name == "alfworld" and {"valid_seen", "valid_unseen"} <= set(e.splits):
-        lines += ["", "Weighted as the paper's AVG (2/3 ID + 1/3 OOD): " + ", ".join(
-            f"{labels[name]} {2 / 3 * r['success']['valid_seen']['mean'] + 1 / 3 * r['success']['valid_unseen']['mean']:.1f}"
-            for name, r in results.items()) + "."]  # fmt: skip
+    lines += bench.report_lines(recipe.env, e.splits, results, labels)
     lines += _by_type(recipe, results)
-    lines += _paper_section(recipe.env.name)
+    lines += _paper_section(recipe)
     lines += threshold_lines(folder)
     lines += rwml_lines(folder)
     if plot_policy(folder):
@@ -160,7 +137,7 @@ def threshold_lines(folder: RunFolder) -> list[str]:
     path = folder.wm("filter.json")
     if not path.exists():
         return []
-    stats = json.loads(path.read_text())
+    stats = read_json(path)
     lines = ["", "## Too-easy filter and thresholds", ""]
     if stats.get("filter_enabled"):
         lines.append(
@@ -172,7 +149,7 @@ def threshold_lines(folder: RunFolder) -> list[str]:
         lines.append(f"The too-easy filter was off: all {stats['train_triplets']} training triplets kept.")
     if stats.get("warning"):
         lines += ["", f"**Warning:** {stats['warning']}"]
-    measured = json.loads(folder.wm("thresholds.json").read_text()) if folder.wm("thresholds.json").exists() else {}
+    measured = read_json(folder.wm("thresholds.json")) if folder.wm("thresholds.json").exists() else {}
     if "reward" in measured:
         m = measured["reward"]
         lines += ["", (
@@ -311,7 +288,7 @@ def policy_label(recipe: Recipe, name: str) -> str:
 
 def _by_type(recipe: Recipe, results: dict[str, dict]) -> list[str]:
     """The environment's own section, or success by task type where there are several."""
-    own = report_section(recipe.env, results)
+    own = benchmark(recipe.env.name).report_section(recipe.env, results)
     if own is not None:
         return own
     types = sorted({t for r in results.values() for t in r["success_by_type"]})
@@ -326,32 +303,35 @@ def _by_type(recipe: Recipe, results: dict[str, dict]) -> list[str]:
     return lines
 
 
-def _weighting(results: dict[str, dict]) -> str:
+def _weighting(recipe: Recipe, results: dict[str, dict]) -> str:
     """How many of the pooled games come from each split (the paper's AVG is not a pooling)."""
     episodes = next(iter(results.values()), {}).get("episodes_by_split", {})
     total = sum(episodes.values())
     if len(episodes) < 2 or not total:
         return ""
-    return "; pooled: " + ", ".join(f"{100 * n / total:.0f} % {_label(split)}" for split, n in episodes.items())
+    return "; pooled: " + ", ".join(f"{100 * n / total:.0f} % {_label(recipe, split)}" for split, n in episodes.items())
 
 
-def _paper_section(env: str) -> list[str]:
-    if env not in PAPER:
+def _paper_section(recipe: Recipe) -> list[str]:
+    bench = benchmark(recipe.env.name)
+    if not bench.paper_rows:
         return []
-    columns, rows = PAPER[env]
-    lines = ["", f"The paper's success % for comparison ({'Qwen2.5-7B-Instruct' if env == 'alfworld' else 'Qwen3-8B'}, "
-             "full fine-tuning on 2-8 B200s, mean of 3 runs; PAPER.md):", ""]  # fmt: skip
+    columns = bench.paper_columns
+    lines = ["", f"The paper's success % for comparison ({bench.paper_model}, "
+             "full fine-tuning on 2-8 B200s, mean of 3 runs; docs/paper.md):", ""]  # fmt: skip
     lines += ["| method | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
-    lines += [f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for name, values in rows.items()]
+    lines += [
+        f"| {name} | " + " | ".join(f"{v:.1f}" for v in values) + " |" for name, values in bench.paper_rows.items()
+    ]
     return lines
 
 
-def _label(split: str) -> str:
-    return (
-        f"{SPLIT_LABELS[split]} ({split})"
-        if split in SPLIT_LABELS and split != "all"
-        else SPLIT_LABELS.get(split, split)
-    )
+def _label(recipe: Recipe, split: str) -> str:
+    """A split as the paper names it (ALFWorld's valid_seen: "ID (valid_seen)"); the pooled column as "pooled"."""
+    if split == POOLED:
+        return "pooled"
+    named = recipe.env.SPLIT_NAMES.get(split)
+    return f"{named} ({split})" if named else split
 
 
 def number_text(value) -> str:
