@@ -211,7 +211,7 @@ def plan(
 ) -> None:
     import torch
 
-    from rwml_lite.plan import anchor_errors, estimate, refusal, server_kv_sequences, table
+    from rwml_lite.plan import estimate, table
     from rwml_lite.plan.throughput import bandwidth, time_tables
 
     loaded = _load(recipe, overrides)
@@ -228,6 +228,20 @@ def plan(
     console.print(table(estimated, f"{_recipe_path(recipe).name}: memory by phase{each} (GiB)"))
     for note in estimated.notes:
         console.print(note, highlight=False)
+    _verdict(loaded, estimated, gpu_gb, server_gpu_gb)
+    if loaded.model.backend == "unsloth":  # the GPU path: how long its stages take at these bandwidths
+        for times in time_tables(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs, train_tflops)):
+            console.print(times)
+    if anchors:
+        _print_anchors()
+    if gpu_gb is not None and not estimated.fits:
+        raise typer.Exit(1)  # scripts (and a user's CI) can tell "does not fit" from the exit code
+
+
+def _verdict(loaded, estimated, gpu_gb: float | None, server_gpu_gb: float | None) -> None:
+    """The peak, whether it fits the GPU (and what to change where it does not), and a server's KV cache."""
+    from rwml_lite.plan import refusal, server_kv_sequences
+
     if loaded.model.server and server_gpu_gb:
         sequences = server_kv_sequences(loaded, server_gpu_gb)
         console.print(
@@ -237,30 +251,28 @@ def plan(
         )
     if gpu_gb is None:
         console.print(
-            f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase; the recipe is sized for a CPU: pass --gpu-gb N to check a GPU."
+            f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase; the recipe is sized for a CPU: "
+            "pass --gpu-gb N to check a GPU."
         )
-    else:
-        verdict = "[green]fits[/green]" if estimated.fits else "[red]does not fit[/red]"
-        console.print(
-            f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase: {verdict} a {gpu_gb:.0f} GB GPU."
+        return
+    verdict = "[green]fits[/green]" if estimated.fits else "[red]does not fit[/red]"
+    console.print(
+        f"Peak {estimated.peak_gib:.1f} GiB in the {estimated.peak_phase} phase: {verdict} a {gpu_gb:.0f} GB GPU."
+    )
+    if not estimated.fits:
+        console.print(refusal(estimated), highlight=False)
+
+
+def _print_anchors() -> None:
+    """The estimate's error against published and measured peaks."""
+    from rwml_lite.plan import anchor_errors
+
+    rows = Table("anchor", "measured GiB", "estimate GiB", "error")
+    for anchor, gib in anchor_errors():
+        rows.add_row(
+            anchor.source, f"{anchor.measured_gib:.2f}", f"{gib:.2f}", f"{100 * (gib / anchor.measured_gib - 1):+.0f}%"
         )
-        if not estimated.fits:
-            console.print(refusal(estimated), highlight=False)
-    if loaded.model.backend == "unsloth":  # the GPU path: how long its stages take at these bandwidths
-        for times in time_tables(bandwidth(loaded, estimated, pcie_gbs, gpu_gbs, train_tflops)):
-            console.print(times)
-    if anchors:
-        rows = Table("anchor", "measured GiB", "estimate GiB", "error")
-        for anchor, gib in anchor_errors():
-            rows.add_row(
-                anchor.source,
-                f"{anchor.measured_gib:.2f}",
-                f"{gib:.2f}",
-                f"{100 * (gib / anchor.measured_gib - 1):+.0f}%",
-            )
-        console.print(rows)
-    if gpu_gb is not None and not estimated.fits:
-        raise typer.Exit(1)  # scripts (and a user's CI) can tell "does not fit" from the exit code
+    console.print(rows)
 
 
 @app.command(
@@ -389,7 +401,7 @@ def recipes_show(recipe: RecipeArg, overrides: Overrides = None) -> None:
 )
 @_friendly
 def export_verl(run_dir: Path, out_dir: Path) -> None:
-    from rwml_lite.verl_export import export
+    from rwml_lite.export.verl import export
 
     summary = export(run_dir, out_dir)
     console.print(

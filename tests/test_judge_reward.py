@@ -12,7 +12,7 @@ import pytest
 
 from rwml_lite.config import RewardSettings
 from rwml_lite.errors import RwmlError
-from rwml_lite.judge_reward import JudgeReward, parse_score
+from rwml_lite.reward.judge import JudgeReward, parse_score
 
 #: prediction -> the judge's answers, one per time it is asked (the last one repeats)
 ANSWERS = {
@@ -150,7 +150,7 @@ def test_an_unreachable_judge_is_one_paragraph_naming_the_fields():
 def test_the_judge_is_asked_the_papers_question_and_the_vague_prediction_guard_is_ours_and_off():
     """Table A8's judge: every important task-related fact of the real observation in the prediction scores 1.0.
     The guard against vague predictions, the very hacking the ablation reproduces, is only added when asked."""
-    from rwml_lite.judge_reward import judge_messages
+    from rwml_lite.reward.judge import judge_messages
 
     paper = judge_messages("judge_binary", "You are in the kitchen.", "open fridge", "It opens.", "The fridge is open.")
     guarded = judge_messages("judge_binary", "s", "a", "p", "r", guard=True)

@@ -134,3 +134,10 @@ def test_the_shipped_recipes_keep_the_keys_recorded_before_the_stages_moved(name
     keys = stage_keys(load_recipe(REPO / f"recipes/{name}.yaml"))
     assert list(keys) == STAGES
     assert list(keys.values()) == RECORDED_KEYS[name]
+
+
+def test_the_recipe_schema_knows_the_stages_in_the_order_the_pipeline_runs_them():
+    """config (the bottom layer) validates `stages` against its own list; rwml_lite/stages/ declares the modules."""
+    from rwml_lite.config import STAGE_NAMES
+
+    assert list(STAGE_NAMES) == STAGES

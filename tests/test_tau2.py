@@ -576,7 +576,7 @@ def test_rouge_measured_targets_score_rouge_and_the_rest_the_embedding(minilm):
 def test_collected_conversations_become_triplets_with_masked_tool_replies(tmp_path, tau2_data):
     """The agent's whole reply is its action (upstream's prompt, no <action> tag); each step keeps the
     prompt upstream's agent would have sent; the world model predicts the response (tool replies
-    masked to their structure, scored by ROUGE) and the task status, from PAPER.md Table A6's context."""
+    masked to their structure, scored by ROUGE) and the task status, from docs/paper.md Table A6's context."""
     from rwml_lite.config import AgentSettings, Tau2Settings
     from rwml_lite.envs import make_env
     from rwml_lite.envs.tau2.upstream import domain

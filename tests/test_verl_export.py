@@ -14,11 +14,11 @@ import yaml
 from conftest import REPO, rwml_lite, triplet_record
 from rwml_lite.config import load_recipe
 from rwml_lite.errors import RwmlError
+from rwml_lite.export.verl import export
 from rwml_lite.reward import NextStateReward
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import write_triplets
 from rwml_lite.thresholds import run_reward
-from rwml_lite.verl_export import export
 
 ROOM = "You arrive at countertop 1. On the countertop 1, you see a apple 2, a knife 1, and a mug 3."
 TOOL_REPLY = '{"reservation_id": "EHGLP3", "status": "cancelled", "refund": 327.0}'

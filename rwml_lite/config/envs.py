@@ -64,7 +64,7 @@ class ALFWorldSettings(_Env):
 
     SPLITS = ("train", "valid_seen", "valid_unseen", "valid_train")
     TASKS = {"train": 3553, "valid_seen": 140, "valid_unseen": 134, "valid_train": 200}
-    #: 2048 tasks x 3 rollouts -> 21,011 train + 2,288 val triplets, 15,813 of the 21,011 kept (PAPER.md)
+    #: 2048 tasks x 3 rollouts -> 21,011 train + 2,288 val triplets, 15,813 of the 21,011 kept (docs/paper.md)
     PAPER_YIELD = ((21011 + 2288) / (2048 * 3), 15813 / 21011)
     PAPER_THRESHOLDS = {"Qwen/Qwen3-Embedding-8B": (0.1, 0.2)}
     SPLIT_NAMES = {"valid_seen": "ID", "valid_unseen": "OOD"}
@@ -80,7 +80,7 @@ class Tau2Settings(_Env):
         "train": {"airline": 30, "retail": 74, "telecom": 74},
         "test": {"airline": 20, "retail": 40, "telecom": 40},
     }
-    #: 178 tasks x 6 rollouts -> 5,578 triplets; the share kept is not reported (PAPER.md)
+    #: 178 tasks x 6 rollouts -> 5,578 triplets; the share kept is not reported (docs/paper.md)
     PAPER_YIELD = (5578 / (178 * 6), 1.0)
     #: for the user's replies (its tool replies are scored by ROUGE)
     PAPER_THRESHOLDS = {"Qwen/Qwen3-Embedding-8B": (0.15, 0.4)}

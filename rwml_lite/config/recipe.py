@@ -78,7 +78,7 @@ class EvalSettings(Section):
         return self
 
 
-#: The variants `rwml-lite study` can run (PAPER.md Table 1, then Table 4's ablations).
+#: The variants `rwml-lite study` can run (docs/paper.md Table 1, then Table 4's ablations).
 VARIANTS = (
     "base", "wm_sft", "rwml", "policy", "wm_sft+policy", "rwml+policy",
     "rwml_no_filter", "rwml_judge_binary", "rwml_judge_continuous", "rwml_continuous",

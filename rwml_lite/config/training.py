@@ -262,7 +262,7 @@ class WmSftSettings(SftSchedule):
 
 
 class PolicySettings(OptimizerSchedule):
-    """Task-success RL (PAPER.md "Policy RL"): GRPO over whole episodes, gamma = 1."""
+    """Task-success RL (docs/paper.md "Policy RL"): GRPO over whole episodes, gamma = 1."""
 
     start: Literal["base", "rwml", "wm_sft"] = Field(
         "rwml",

@@ -53,6 +53,15 @@ class Completion(str):
         return completion
 
 
+def stop_ids(tokenizer, generation_config=None) -> set[int]:
+    """Token ids that end a reply: the tokenizer's end and padding tokens, and the end tokens the model's generation
+    config adds (Qwen's <|im_end|> and <|endoftext|>, Llama-3.1's <|eot_id|> and <|eom_id|>)."""
+    configured = getattr(generation_config, "eos_token_id", None)
+    ids = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    ids |= set(configured) if isinstance(configured, list) else {configured}
+    return {i for i in ids if i is not None}
+
+
 #: Sampling as the paper's loss assumes it: the softmax at the temperature (top_p as asked) and nothing else.
 #: Left out, transformers and vLLM take top_k, min_p and a repetition penalty from the model's
 #: generation_config.json (Qwen2.5-7B-Instruct's: top_k 20, repetition_penalty 1.05).

@@ -21,7 +21,7 @@ import httpx
 from rwml_lite.config import ServerSettings
 from rwml_lite.distributed import barrier, is_main
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import NEUTRAL, Completion, Sampling
+from rwml_lite.models import NEUTRAL, Completion, Sampling, stop_ids
 from rwml_lite.prompts import Messages, template_args
 
 #: requests in flight at once; the server queues the rest
@@ -103,7 +103,7 @@ class ServedGenerator:
 
         sampling.require_distinct(n)
         texts = [render_prompt(self.tokenizer, p, sampling.prefill) for p in prompts]
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        stop = stop_ids(self.tokenizer)  # the server's generation config is not ours to read
         return [
             [
                 Completion.of(

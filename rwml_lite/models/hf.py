@@ -15,7 +15,7 @@ from rich.progress import track
 from rwml_lite.config import LoraSettings, ModelSettings
 from rwml_lite.distributed import local_device
 from rwml_lite.errors import RwmlError
-from rwml_lite.models import NEUTRAL, Completion, Sampling, use_chat_template
+from rwml_lite.models import NEUTRAL, Completion, Sampling, stop_ids, use_chat_template
 from rwml_lite.prompts import Messages, template_args
 from rwml_lite.sources import checkpoint_folder
 
@@ -178,9 +178,8 @@ class HFGenerator:
                 pad_token_id=tok.pad_token_id,
             )
             new = out[:, enc["input_ids"].shape[1] :]
-            stop_ids = self._stop_ids(new.device)
-            ended = torch.isin(new, stop_ids).any(dim=1).tolist()  # padding after an end is a stop id too
-            stop = set(stop_ids.tolist())
+            stop = stop_ids(tok, self.model.generation_config)
+            ended = torch.isin(new, torch.tensor(sorted(stop), device=new.device)).any(dim=1).tolist()  # padding too
             decoded = [
                 Completion.of(sampling.prefill + text, not end, ids, stop)
                 for text, end, ids in zip(tok.batch_decode(new, skip_special_tokens=True), ended, new.tolist())
@@ -188,10 +187,3 @@ class HFGenerator:
             results.extend(decoded[i * n : (i + 1) * n] for i in range(len(texts)))
         self.model.train(was_training)
         return results
-
-    def _stop_ids(self, device) -> torch.Tensor:
-        """Token ids that end a reply: the tokenizer's and the generation config's end tokens, and padding."""
-        configured = getattr(self.model.generation_config, "eos_token_id", None)
-        ids = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
-        ids |= set(configured) if isinstance(configured, list) else {configured}
-        return torch.tensor(sorted(i for i in ids if i is not None), device=device)

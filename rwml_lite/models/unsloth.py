@@ -36,6 +36,7 @@ from rwml_lite.models import (  # noqa: E402
     Completion,
     Sampling,
     check_lengths,
+    stop_ids,
     use_chat_template,
     vllm_engine,
 )
@@ -186,7 +187,7 @@ class UnslothGenerator:
             use_tqdm=len(texts) > 64,
             tokenization_kwargs={"add_special_tokens": False},  # the chat template holds them already, as on hf
         )
-        stop = {self.tokenizer.eos_token_id, self.tokenizer.pad_token_id}
+        stop = stop_ids(self.tokenizer, getattr(self.model, "generation_config", None))
         return [
             [
                 Completion.of(sampling.prefill + o.text, o.finish_reason == "length", o.token_ids, stop)

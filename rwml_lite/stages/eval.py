@@ -1,7 +1,7 @@
 """eval: every policy the recipe evaluates (the base model, or the base with a trained adapter), then the
 report (stages/report.py).
 
-Two measures, as PAPER.md reports them: task success on the evaluation fold (per game over R runs,
+Two measures, as docs/paper.md reports them: task success on the evaluation fold (per game over R runs,
 with a 95 % interval over games; the invalid-action rate and steps to success), and the world model
 on the held-out validation triplets, which come from games no training triplet comes from: the hit
 rate at the run's tau_d with a 95 % interval over those games, the mean similarity, the tag rate.

@@ -1,5 +1,5 @@
 """rwml: GRPO on the kept triplets, rewarded by how close the policy's predicted next state lands to the
-real one (rwml_lite/reward.py; or a judge, rwml_lite/judge_reward.py), from TRL's trainer (train/grpo.py)."""
+real one (rwml_lite/reward/; or a judge, rwml_lite/reward/judge.py), from TRL's trainer (train/grpo.py)."""
 
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ def run(recipe: Recipe, folder: RunFolder) -> dict:
             f"{folder.wm('rwml.jsonl')} is empty: the filter kept no triplet. Raise worldmodel.filter.keep_easy_p or collect more."
         )
     if recipe.reward.judged:
-        from rwml_lite.judge_reward import JudgeReward
+        from rwml_lite.reward.judge import JudgeReward
 
         reward = JudgeReward(recipe.reward, recipe.worldmodel.prefill, recipe.worldmodel.close_at_end)
     else:

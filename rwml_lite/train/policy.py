@@ -30,18 +30,14 @@ import copy
 import dataclasses
 import hashlib
 import random
-import re
-import shutil
 import statistics
 import time
 from pathlib import Path
 
 import torch
-from peft import set_peft_model_state_dict
-from safetensors.torch import load_file
 
 from rwml_lite.config import Recipe
-from rwml_lite.distributed import barrier, deal, dealt, is_main, seed_sampling, sum_over_processes
+from rwml_lite.distributed import deal, dealt, is_main, seed_sampling, sum_over_processes
 from rwml_lite.envs import list_tasks
 from rwml_lite.envs.pool import EnvPool
 from rwml_lite.errors import RwmlError
@@ -51,6 +47,7 @@ from rwml_lite.rollout import EpisodeSpec, Play, progress_display, run_episodes
 from rwml_lite.runfolder import RunFolder
 from rwml_lite.schemas import EpisodeRecord
 from rwml_lite.train.common import ServedLoRA, save_adapter
+from rwml_lite.train.policy_checkpoints import resume, save_checkpoint
 from rwml_lite.train.turns import (
     Turn,
     completion_tokens,
@@ -60,9 +57,6 @@ from rwml_lite.train.turns import (
     step_turns,
     turn_loss,
 )
-
-STATE = "training_state.pt"
-CHECKPOINT = re.compile(r"checkpoint-\d+")  # not checkpoint-N.tmp, a save that a kill interrupted
 
 
 def step_tasks(tasks: list[str], step: int, per_step: int, seed: int) -> list[str]:
@@ -110,7 +104,7 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
     scheduler = _scheduler(optimizer, p)
     lora = recipe.model.lora is not None
     reference = Reference(model, start is None and lora, full_model=not lora) if p.beta > 0 else None
-    done = _resume(folder, model, optimizer, scheduler)
+    done = resume(folder, model, optimizer, scheduler)
     # with a server the step's LoRA is sampled there, else the model being trained is sampled here
     served = ServedLoRA(recipe.model, folder.checkpoints("policy") / "live") if recipe.model.server else None
     generator = None if served else models.live_generator(model, tokenizer, recipe.model)
@@ -137,7 +131,7 @@ def train_policy(recipe: Recipe, folder: RunFolder) -> Path:
             log.write(metrics)
             bar.update(task, completed=step, info=log.summary())
             if (step % p.save_steps == 0 or step == p.max_steps) and is_main():
-                _save_checkpoint(folder, step, model, optimizer, scheduler)
+                save_checkpoint(folder, step, model, optimizer, scheduler)
     log.close()
     if served:
         served.close()
@@ -176,31 +170,10 @@ def _update(
     totals = {"loss": 0.0, "clipped": 0.0, "kl": 0.0, "grad_norm": 0.0, "updates": 0}
     model.train()
     for mini in minis:
-        normalizer = max(completion_tokens(tokenizer, mini), 1)
         trained = sorted((t for t in mini if trains(t)), key=lambda t: len(str(t.prompt)) + len(t.completion))
-        if not trained:
-            continue
-        loss = torch.zeros((), device=device)
-        counts = torch.zeros(2, device=device)
-        mine = deal(trained)
-        for i in range(0, len(mine), p.micro_batch_size):
-            batch = encode_turns(tokenizer, mine[i : i + p.micro_batch_size], device)
-            with autocast:
-                micro, stats = turn_loss(reply_logps(model, batch, p.temperature), batch, normalizer, p.epsilon, p.beta)
-            micro.backward()
-            loss += micro.detach().float()
-            counts += torch.tensor([stats["clipped"], stats["kl"]], device=device)
-        for q in params:  # a process whose share was empty adds zeros
-            if q.grad is None:
-                q.grad = torch.zeros_like(q)
-        sum_over_processes([q.grad for q in params] + [loss, counts])
-        totals["grad_norm"] += float(torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm))
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        totals["loss"] += loss.item()
-        totals["clipped"] += counts[0].item() / normalizer
-        totals["kl"] += counts[1].item() / normalizer
-        totals["updates"] += 1
+        if trained:
+            update = _mini_update(model, tokenizer, optimizer, params, mini, trained, p, device, autocast)
+            totals = {k: totals[k] + update[k] for k in totals}
     scheduler.step()
     updates = max(totals["updates"], 1)
     steps = [s for ep in episodes for s in ep.steps]
@@ -219,6 +192,31 @@ def _update(
         "kl": totals["kl"] / updates,
         "learning_rate": scheduler.get_last_lr()[0],
     }
+
+
+def _mini_update(model, tokenizer, optimizer, params, mini, trained, p, device, autocast) -> dict:
+    """One clipped update on a mini batch's trained turns (this process's share of them), normalised by the reply
+    tokens of the whole mini batch; returns its loss, clip and KL shares, and gradient norm."""
+    normalizer = max(completion_tokens(tokenizer, mini), 1)
+    loss = torch.zeros((), device=device)
+    counts = torch.zeros(2, device=device)
+    mine = deal(trained)
+    for i in range(0, len(mine), p.micro_batch_size):
+        batch = encode_turns(tokenizer, mine[i : i + p.micro_batch_size], device)
+        with autocast:
+            micro, stats = turn_loss(reply_logps(model, batch, p.temperature), batch, normalizer, p.epsilon, p.beta)
+        micro.backward()
+        loss += micro.detach().float()
+        counts += torch.tensor([stats["clipped"], stats["kl"]], device=device)
+    for q in params:  # a process whose share was empty adds zeros
+        if q.grad is None:
+            q.grad = torch.zeros_like(q)
+    sum_over_processes([q.grad for q in params] + [loss, counts])
+    grad_norm = float(torch.nn.utils.clip_grad_norm_(params, p.max_grad_norm))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return {"loss": loss.item(), "clipped": counts[0].item() / normalizer, "kl": counts[1].item() / normalizer,
+            "grad_norm": grad_norm, "updates": 1}  # fmt: skip
 
 
 def _with_logps(model, tokenizer, minis, trains, recipe: Recipe, device, reference, autocast) -> list[list[Turn]]:
@@ -317,74 +315,6 @@ def _optimizer(recipe: Recipe, params: list) -> torch.optim.Optimizer:
 
         return bnb.optim.AdamW8bit(params, lr=p.learning_rate, weight_decay=p.weight_decay)
     return torch.optim.AdamW(params, lr=p.learning_rate, weight_decay=p.weight_decay)
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def _checkpoints(folder: RunFolder) -> list[tuple[int, Path]]:
-    """(step, folder) of every complete checkpoint, oldest first."""
-    root = folder.checkpoints("policy")
-    found = [(int(c.name.split("-")[1]), c) for c in root.glob("checkpoint-*") if CHECKPOINT.fullmatch(c.name)]
-    return sorted((step, c) for step, c in found if (c / STATE).exists())
-
-
-def _save_checkpoint(folder: RunFolder, step: int, model, optimizer, scheduler, keep: int = 2) -> None:
-    """checkpoint-N/ written under a temporary name and renamed: a kill leaves the old one intact."""
-    target = folder.checkpoints("policy") / f"checkpoint-{step}"
-    tmp = target.with_name(target.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(str(tmp))
-    state = {"step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-    torch.save(state, tmp / STATE)
-    shutil.rmtree(target, ignore_errors=True)
-    tmp.rename(target)
-    for _, old in _checkpoints(folder)[:-keep]:
-        shutil.rmtree(old)
-
-
-def _load_weights(model, checkpoint: Path) -> None:
-    """Put a checkpoint's trained weights into the model: its LoRA adapter, or (full fine-tuning) every
-    weight of the whole model saved there."""
-    adapter = checkpoint / "adapter_model.safetensors"
-    if adapter.exists():
-        set_peft_model_state_dict(model, load_file(str(adapter)))
-        return
-    state = {
-        name: tensor
-        for part in sorted(checkpoint.glob("model*.safetensors"))
-        for name, tensor in load_file(part).items()
-    }
-    unexpected = model.load_state_dict(state, strict=False).unexpected_keys
-    if not state or unexpected:
-        raise RwmlError(
-            f"{checkpoint} does not hold this model's weights ({len(state)} tensors, unexpected: {unexpected[:3]})."
-        )
-
-
-def _resume(folder: RunFolder, model, optimizer, scheduler) -> int:
-    """Load the last checkpoint into the model and optimizer; returns its step (0 without one).
-    Episode files of steps after the next one were sampled by a policy that was never saved: they
-    move to superseded/ so that those steps are played again."""
-    found = _checkpoints(folder)
-    step = found[-1][0] if found else 0
-    barrier()  # every process read the same checkpoints before the main one moves any file
-    if found:
-        checkpoint = found[-1][1]
-        _load_weights(model, checkpoint)
-        state = torch.load(checkpoint / STATE, weights_only=False)
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-    rollouts = folder.policy_rollouts()
-    # step-N.jsonl and its per-process shards step-N.jsonl.rankR
-    stale = [f for f in rollouts.glob("step-*") if int(f.name.split(".")[0].split("-")[1]) > step + 1]
-    if stale and is_main():
-        target = folder.root / "superseded" / f"policy_rollouts-after-step-{step}-{time.strftime('%Y%m%d-%H%M%S')}"
-        target.mkdir(parents=True)
-        for f in stale:
-            shutil.move(str(f), target / f.name)
-    barrier()
-    return step
 
 
 # ---------------------------------------------------------------- metrics and progress

@@ -91,7 +91,7 @@ def reply_message(text: str, role: str, ids: str, calls: bool = True) -> Assista
 
 
 def world_model_context(domain_name: str, policy: str | None, tools: list[dict], task) -> str:
-    """What the world model knows of a conversation (PAPER.md Table A6): the setting, the agent's policy
+    """What the world model knows of a conversation (docs/paper.md Table A6): the setting, the agent's policy
     (unless left out), the tools, the customer's profile facts (not their intent), and the form of
     what it predicts."""
     known = getattr(task.user_scenario.instructions, "known_info", None) or "(none given)"
@@ -198,7 +198,7 @@ class Tau2Env:
         the consecutive seeds of a task's rollouts deal them in turn. `judged`: upstream's NL-assertion
         judge has an endpoint (`upstream.use_judge`); without one, tasks whose reward basis holds NL
         assertions are scored on the rest, and the record says so. `policy_in_world`: the world model's
-        prompt holds the agent's policy (PAPER.md Table A6)."""
+        prompt holds the agent's policy (docs/paper.md Table A6)."""
         self.domains, self.max_steps, self.max_errors, self.judged = domains, max_steps, max_errors, judged
         self.policy_in_world = policy_in_world
         self.users, self.user_sampling = users, user_sampling
@@ -287,7 +287,7 @@ class Tau2Env:
         info: dict = {
             "kind": "tool" if tool else "user",
             "target": world_model_target(observation, tool, orchestrator.done),
-            "measure": "rouge" if tool else "embedding",  # PAPER.md: structured tool replies score ROUGE-L
+            "measure": "rouge" if tool else "embedding",  # docs/paper.md: structured tool replies score ROUGE-L
         }
         reward = 0.0
         if orchestrator.done:

@@ -12,7 +12,6 @@ read up to its end).
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import torch
@@ -21,6 +20,7 @@ from rwml_lite.config import RewardSettings, WorldModelSettings
 from rwml_lite.distributed import local_device
 from rwml_lite.errors import RwmlError
 from rwml_lite.prompts import closed_at_end, extract_next_state
+from rwml_lite.reward.rouge import rounded_rouge
 from rwml_lite.sources import resolve
 
 
@@ -130,7 +130,7 @@ class NextStateReward:
 
     def score(self, completions: list[str], real_states: list[str], measures: list[str] | None = None) -> list[float]:
         """The reward of each completion by its measure: "embedding" (the cosine reward), or "rouge" for
-        structured text that embeddings blur (tau2's tool replies), ROUGE-L F1 rounded to 0.2, as PAPER.md does."""
+        structured text that embeddings blur (tau2's tool replies), ROUGE-L F1 rounded to 0.2, as docs/paper.md does."""
         return self.scored(completions, real_states, measures)[0]
 
     def scored(
@@ -164,29 +164,3 @@ class NextStateReward:
             log_metric("hit_rate", sum(hits) / len(hits))
             log_metric("tag_rate", sum(extract_next_state(t) is not None for t in turns) / len(turns))
         return rewards
-
-
-def rouge_l_f1(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 over lower-cased whitespace tokens: the longest common subsequence's precision
-    and recall, harmonically averaged (tau2 tool replies are scored this way, PAPER.md)."""
-    a, b = prediction.lower().split(), reference.lower().split()
-    if not a or not b:
-        return float(a == b)
-    previous = [0] * (len(b) + 1)
-    for token in a:
-        current = [0]
-        for j, other in enumerate(b):
-            current.append(previous[j] + 1 if token == other else max(previous[j + 1], current[j]))
-        previous = current
-    common = previous[-1]
-    if not common:
-        return 0.0
-    precision, recall = common / len(a), common / len(b)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rounded_rouge(prediction: str, reference: str) -> float:
-    """ROUGE-L F1 rounded to the nearest 0.2, halves up: 0, 0.2, ..., 1 (coarse, so small wording changes
-    do not pay). Python's round() would send halves to even (0.5 -> 0.4, 0.7 -> 0.8); the epsilon keeps
-    0.7 * 5 = 3.4999... a half."""
-    return math.floor(rouge_l_f1(prediction, reference) * 5 + 0.5 + 1e-9) / 5

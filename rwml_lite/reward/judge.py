@@ -1,4 +1,4 @@
-"""The LLM-as-a-judge world-model reward: the paper's weaker ablation (PAPER.md, Table A8).
+"""The LLM-as-a-judge world-model reward: the paper's weaker ablation (docs/paper.md, Table A8).
 
 A judge model behind an OpenAI-compatible server sees the current state, the action, the predicted
 next observation (the `<next_state>` text) and the real one, and answers JSON with an analysis and
@@ -28,7 +28,7 @@ from rwml_lite.config import RewardSettings
 from rwml_lite.errors import RwmlError
 from rwml_lite.prompts import closed_at_end, extract_next_state
 
-#: The paper's judge instruction (PAPER.md, Table A8): current state, action, predicted and real next observation;
+#: The paper's judge instruction (docs/paper.md, Table A8): current state, action, predicted and real next observation;
 #: 1.0 when every important task-related fact of the real observation is in the prediction; JSON with an analysis
 #: and a score.
 SYSTEM = (

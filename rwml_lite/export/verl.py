@@ -48,7 +48,7 @@ REWARD_MODULE = '''"""verl's custom reward for this export, written by `rwml-lit
 
 from pathlib import Path
 
-from rwml_lite.verl_export import ExportedReward
+from rwml_lite.export.verl import ExportedReward
 
 _reward = ExportedReward(Path(__file__).with_name("reward.json"))
 
