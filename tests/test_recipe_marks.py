@@ -1,4 +1,4 @@
-"""Every GPU recipe says where it leaves the paper: a field whose value differs from the paper's (PAPER.md, the
+"""Every GPU recipe says where it leaves the paper: a field whose value differs from the paper's (docs/paper.md, the
 table below, one place) is set on a line of the recipe (or a recipe it extends) that carries an `[ours]` mark.
 A default that differs silently, or an unmarked line, fails."""
 
@@ -12,7 +12,7 @@ import pytest
 from conftest import REPO
 from rwml_lite.config import load_recipe, marked_lines, recipe_files
 
-#: The paper's values (PAPER.md: the pipeline, the reward, hyperparameters, data sizes), by benchmark.
+#: The paper's values (docs/paper.md: the pipeline, the reward, hyperparameters, data sizes), by benchmark.
 PAPER_COMMON = {
     "collect.temperature": 1.0,
     "collect.max_steps": 30,
