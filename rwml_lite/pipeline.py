@@ -26,7 +26,8 @@ from rwml_lite.distributed import barrier, is_main, say
 from rwml_lite.errors import RwmlError
 from rwml_lite.records import atomic_write_json, atomic_write_text
 from rwml_lite.runfolder import RunFolder, read_manifest
-from rwml_lite.stages import BY_NAME, STAGES, eval
+from rwml_lite.stages import BY_NAME, STAGES
+from rwml_lite.stages import eval as eval_stage
 
 #: Fields that change how a stage runs (where, how fast, in how much memory) or which stages run,
 #: never what a stage writes.
@@ -135,7 +136,7 @@ def link_finished(sources: list[RunFolder], target: RunFolder, recipe: Recipe) -
             for path in BY_NAME[stage].outputs(target):
                 if path.is_symlink():
                     path.unlink()
-        elif stage == eval.NAME or entry.get("status") == "done":
+        elif stage == eval_stage.NAME or entry.get("status") == "done":
             continue
         found = [(f, e) for f in sources if (e := read_manifest(f)["stages"].get(stage)) and e["status"] == "done"]
         match = next(((f, e) for f, e in found if e["key"] == keys[stage]), None)
@@ -169,7 +170,7 @@ def _links_hold(target: RunFolder, stage: str, source: str, key: str) -> bool:
 
 def _newly_trained(recipe: Recipe, folder: RunFolder, stage: str, entry: dict) -> bool:
     """An eval done before an adapter existed (`rwml-lite eval` ahead of training) is not done."""
-    return stage == eval.NAME and not set(eval.evaluated(recipe, folder)) <= set(entry["summary"])
+    return stage == eval_stage.NAME and not set(eval_stage.evaluated(recipe, folder)) <= set(entry["summary"])
 
 
 def _check_same_config(folder: RunFolder, manifest: dict, stage: str, key: str, recipe: Recipe) -> None:

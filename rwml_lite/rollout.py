@@ -133,18 +133,23 @@ def _play(play: Play, pending: deque, pool: EnvPool, out: JsonlAppender, keep_pr
     finished = won = steps_taken = 0
     started = time.monotonic()
     while pending or live:
-        ended = _start(pending, pool, slots, live)
-        turns = 0
+        ended, turns = _start(pending, pool, slots, live), 0
+        _write(out, ended)  # those over at their start, before the round: a kill in it keeps them
         if live:
             over, turns = _round(play, live, pool, keep_prompts)
+            _write(out, over)
             ended += over
-        for ep, step in ended:
-            append_episode(out, _episode_record(ep, won=step.won, final=step.info))
-            finished, won = finished + 1, won + step.won
+        finished, won = finished + len(ended), won + sum(step.won for _, step in ended)
         steps_taken += turns
         if ended or turns:
             rate = steps_taken / max(time.monotonic() - started, 1e-9)
             yield finished, f"episodes {rate:.1f} steps/s" + (f" success {won}/{finished}" if finished else "")
+
+
+def _write(out: JsonlAppender, ended: list[tuple[_Live, Step]]) -> None:
+    """Append each ended episode to the run folder, as it ends."""
+    for ep, step in ended:
+        append_episode(out, _episode_record(ep, won=step.won, final=step.info))
 
 
 def _start(pending: deque, pool: EnvPool, slots: int, live: dict[int, _Live]) -> list[tuple[_Live, Step]]:

@@ -170,21 +170,7 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict], devia
         "| " + " | ".join(header) + " |",
         "|---" * len(header) + "|",
     ]
-    for name, r in results.items():
-        cells = [SPECS[name].label, *(rate_cell(r["columns"][c], "games") for c in ours)]
-        cells += [
-            rate_cell(r["wm_hits"], "held-out games"),
-            number_text(r["wm_similarity"]),
-            f"{r['invalid_action_rate']:.1f}",
-        ]
-        row = SPECS[name].paper_row
-        if paper_columns:
-            if row in paper_rows:
-                cells += [f"{v:.1f}" for v in paper_rows[row]]
-            else:
-                avg = ablations.get(row)
-                cells += ["-"] * (len(paper_columns) - 1) + [f"{avg:.1f}" if avg is not None else "-"]
-        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["| " + " | ".join(_row(name, r, ours, bench)) + " |" for name, r in results.items()]
     lines += versus_lines(results, {name: SPECS[name].label for name in results})
     lines += ["", "![task success by variant](plots/study.png)"]
     if "rwml" in results:
@@ -204,6 +190,21 @@ def write_study(recipe: Recipe, root: RunFolder, results: dict[str, dict], devia
     lines += [f"- {SPECS[n].label}: `{Path(r['folder']).relative_to(root.root)}/report.md`" for n, r in results.items()]
     atomic_write_text(root.root / "study.md", "\n".join(lines) + "\n")
     _chart(results, ours, root.plot("study.png"))
+
+
+def _row(name: str, result: dict, ours: list[str], bench) -> list[str]:
+    """A variant's cells: its success columns, world model and invalid actions, then the paper's numbers for its
+    row (Table 1), or the AVG alone for an ablation (Table 4)."""
+    cells = [SPECS[name].label, *(rate_cell(result["columns"][c], "games") for c in ours)]
+    cells += [rate_cell(result["wm_hits"], "held-out games"), number_text(result["wm_similarity"]),
+              f"{result['invalid_action_rate']:.1f}"]  # fmt: skip
+    row = SPECS[name].paper_row
+    if not bench.paper_columns:
+        return cells
+    if row in bench.paper_rows:
+        return cells + [f"{v:.1f}" for v in bench.paper_rows[row]]
+    avg = bench.paper_ablations.get(row)
+    return cells + ["-"] * (len(bench.paper_columns) - 1) + [f"{avg:.1f}" if avg is not None else "-"]
 
 
 def _paper_note(model: str) -> str:

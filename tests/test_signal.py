@@ -71,3 +71,21 @@ def test_the_warning_names_the_field_the_rates_point_at(rates, names):
 
     window = [{"signal_share": 0.0, **rates}] * 5
     assert names in signal_warning(window, GrpoSettings())
+
+
+def test_grpo_resumed_in_a_later_epoch_draws_that_epochs_order_as_an_uninterrupted_run_did():
+    """TRL's sampler shuffles each epoch from one generator seeded once; a resumed run builds a new sampler, and
+    transformers then calls set_epoch(e): the epoch's order must be the one the uninterrupted run drew."""
+    from trl.trainer.utils import RepeatSampler
+
+    from rwml_lite.train.grpo import EpochSeededSampler
+
+    uninterrupted = RepeatSampler(range(12), mini_repeat_count=2, batch_size=3, seed=7)
+    orders = [list(uninterrupted) for _ in range(3)]
+    assert orders[0] != orders[2]  # each epoch its own shuffle
+    ours = EpochSeededSampler.of(RepeatSampler(range(12), mini_repeat_count=2, batch_size=3, seed=7))
+    assert [ours.set_epoch(e) or list(ours) for e in range(3)] == orders  # uninterrupted: TRL's orders
+    resumed = EpochSeededSampler.of(RepeatSampler(range(12), mini_repeat_count=2, batch_size=3, seed=7))
+    resumed.set_epoch(2)
+    assert list(resumed) == orders[2]
+    assert list(RepeatSampler(range(12), mini_repeat_count=2, batch_size=3, seed=7)) != orders[2]  # TRL's own: epoch 0

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 from rwml_lite.config import ALFWorldSettings
-from rwml_lite.envs.base import Benchmark, Step
+from rwml_lite.envs.base import Benchmark, Step, data_folder
 from rwml_lite.errors import RwmlError
 
 TASK_TYPES = (
@@ -146,6 +146,10 @@ class ALFWorldBenchmark(Benchmark):
 
     def make_env(self, settings: ALFWorldSettings, max_steps: int, users=None) -> ALFWorld:
         return ALFWorld(max_steps)
+
+    def requirements(self) -> list[tuple[str, bool | None, str]]:
+        fix = "alfworld-download (needs the alfworld extra), then export ALFWORLD_DATA=~/.cache/alfworld"
+        return [data_folder("ALFWORLD_DATA", "json_2.1.1", fix)]
 
     def columns(self, settings: ALFWorldSettings, splits: list[str]):
         if not {self.SEEN, self.UNSEEN} <= set(splits):

@@ -7,8 +7,10 @@ observation, `step` applies one action. Tasks are named by string ids from `task
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
@@ -98,7 +100,22 @@ class Benchmark:
         """The benchmark's own section of report.md, or None for the generic success-by-task-type table."""
         return None
 
+    def requirements(self) -> list[tuple[str, bool | None, str]]:
+        """`rwml-lite doctor`'s rows for what the benchmark needs beyond the pins: (what, ok, detail or fix), ok None
+        for an optional part that is absent."""
+        return []
+
     def run_conversations(self, conversations: list) -> list:
         """Drive environments that converse with a simulated user side by side (envs whose `conversation`
         method exists); a benchmark without a user never gets here."""
         raise NotImplementedError(f"{self.name} has no simulated user")
+
+
+def data_folder(variable: str, holds: str, fix: str) -> tuple[str, bool | None, str]:
+    """doctor's row for a benchmark's data folder named by an environment variable, which must hold `holds`."""
+    folder = os.environ.get(variable)
+    if folder and (Path(folder) / holds).is_dir():
+        return variable, True, folder
+    if folder:
+        return variable, False, f"{folder} has no {holds}/: {fix}"
+    return variable, None, f"not set; only its benchmark's recipes need it: {fix}"

@@ -131,5 +131,12 @@ class TextWorldExpressBenchmark(Benchmark):
     def describe(self, settings: TextWorldExpressSettings) -> str:
         return f"{self.name} `{settings.game}`"
 
+    def requirements(self) -> list[tuple[str, bool | None, str]]:
+        java = shutil.which("java")
+        if not java:
+            return [("Java (TextWorldExpress)", False, "not found: sudo apt-get install -y openjdk-17-jre-headless")]
+        out = subprocess.run([java, "-version"], capture_output=True, text=True)
+        return [("Java (TextWorldExpress)", True, (out.stderr or out.stdout).splitlines()[0])]
+
 
 BENCHMARK = TextWorldExpressBenchmark()

@@ -33,6 +33,8 @@ if TYPE_CHECKING:  # torch, imported by the reward, comes after Unsloth: the sta
 
 NAME = "eval"
 KEYED_BY = ("eval", "reward")
+#: the success column of every evaluated game pooled, beside one per split
+POOLED = "all"
 
 
 def outputs(folder: RunFolder) -> list[Path]:
@@ -131,7 +133,7 @@ def task_success(episodes: list[EpisodeRecord], runs: int, splits: list[str]) ->
     return {
         "success": {
             **{split: success_rate([(1.0, [ep for ep in episodes if ep.split == split])], runs) for split in splits},
-            "all": success_rate([(1.0, episodes)], runs),
+            POOLED: success_rate([(1.0, episodes)], runs),
         },
         "games": games(episodes),
         "success_by_type": {

@@ -12,11 +12,8 @@ from rwml_lite.config import Recipe
 from rwml_lite.envs import benchmark
 from rwml_lite.records import atomic_write_text, read_json, read_jsonl
 from rwml_lite.runfolder import RunFolder
-from rwml_lite.stages.eval import versus
+from rwml_lite.stages.eval import POOLED, versus
 from rwml_lite.thresholds import run_reward
-
-#: the column of every evaluated game pooled
-POOLED = "all"
 
 INTERVALS = (
     "Intervals are 95 % over tasks: success over the evaluated games (Wilson's score interval; one game is one "

